@@ -1,0 +1,73 @@
+/**
+ * Every error code keywarden can return, with its HTTP status and error family.
+ *
+ * Codes are stable: clients `switch` on them and `docs/errors.md` documents each one
+ * (a test checks). A retired code is never reused for another meaning.
+ */
+export const ERROR_CODES = {
+  // authentication: deliberately terse, a wrong credential never says why
+  auth_missing_credentials: { status: 401, family: 'authentication' },
+  auth_invalid_credentials: { status: 401, family: 'authentication' },
+  auth_key_expired: { status: 401, family: 'authentication' },
+  auth_key_revoked: { status: 401, family: 'authentication' },
+  auth_tenant_disabled: { status: 401, family: 'authentication' },
+
+  // the HTTP request itself
+  request_header_invalid: { status: 400, family: 'invalid_request' },
+  request_unsupported_media_type: { status: 415, family: 'invalid_request' },
+  request_body_too_large: { status: 413, family: 'too_large' },
+  request_invalid_json: { status: 400, family: 'invalid_request' },
+  request_too_deep: { status: 400, family: 'invalid_request' },
+  request_invalid: { status: 400, family: 'invalid_request' },
+  request_unknown_field: { status: 400, family: 'invalid_request' },
+  request_too_many_messages: { status: 400, family: 'invalid_request' },
+  request_too_many_attachments: { status: 400, family: 'invalid_request' },
+  request_attachment_too_large: { status: 400, family: 'invalid_request' },
+  route_not_found: { status: 404, family: 'not_found' },
+  method_not_allowed: { status: 405, family: 'invalid_request' },
+
+  // tenant policy
+  policy_model_not_allowed: { status: 403, family: 'permission' },
+  policy_param_not_allowed: { status: 400, family: 'invalid_request' },
+  policy_tools_not_allowed: { status: 400, family: 'invalid_request' },
+  policy_files_not_allowed: { status: 400, family: 'invalid_request' },
+
+  // the provider behind the gateway
+  upstream_timeout: { status: 504, family: 'timeout' },
+  upstream_unreachable: { status: 502, family: 'server' },
+  upstream_rate_limited: { status: 429, family: 'rate_limit' },
+  upstream_auth_failed: { status: 502, family: 'server' },
+  upstream_rejected_request: { status: 400, family: 'invalid_request' },
+  upstream_error: { status: 502, family: 'server' },
+  upstream_overloaded: { status: 503, family: 'overloaded' },
+  upstream_invalid_response: { status: 502, family: 'server' },
+  provider_key_unavailable: { status: 503, family: 'overloaded' },
+
+  // the gateway itself
+  service_unavailable: { status: 503, family: 'overloaded' },
+  internal_error: { status: 500, family: 'server' },
+
+  // admin API
+  admin_unauthorized: { status: 401, family: 'authentication' },
+  admin_invalid_request: { status: 400, family: 'invalid_request' },
+  admin_not_found: { status: 404, family: 'not_found' },
+  admin_conflict: { status: 409, family: 'invalid_request' },
+} as const satisfies Record<string, { status: number; family: ErrorFamily }>;
+
+/** Broad classes that map onto each provider's own error `type` vocabulary. */
+export type ErrorFamily =
+  | 'authentication'
+  | 'permission'
+  | 'invalid_request'
+  | 'too_large'
+  | 'not_found'
+  | 'rate_limit'
+  | 'timeout'
+  | 'overloaded'
+  | 'server';
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export function isErrorCode(value: string): value is ErrorCode {
+  return Object.hasOwn(ERROR_CODES, value);
+}
