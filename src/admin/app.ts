@@ -1,0 +1,104 @@
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { GatewayError, errorBody } from '../errors/index.js';
+import type { TenantService } from '../services/tenant-service.js';
+import { ServiceError } from '../services/tenant-service.js';
+import type { Logger } from '../log/logger.js';
+import { parseDuration } from '../config/duration.js';
+import { requestIdFrom } from '../server/request-id.js';
+import { createHttpServer } from '../server/http-server.js';
+
+export interface AdminAppOptions {
+  /** The admin token's value, loaded from its secret reference. */
+  token: string;
+  tenants: TenantService;
+  logger: Logger;
+}
+
+const ACTOR = 'admin-api';
+
+/**
+ * The admin listener (loopback by default): tenant and tenant-key management under `/admin/…`,
+ * guarded by the admin token. Deny by default: every route checks the token before anything
+ * else, and unknown routes are 404 after that check. It calls services, never a store.
+ */
+export function createAdminApp(options: AdminAppOptions): FastifyInstance {
+  const { tenants, logger } = options;
+  const tokenDigest = createHash('sha256').update(options.token).digest();
+  const app = Fastify({
+    logger: false,
+    serverFactory: (handler) => createHttpServer({ maxHeaderBytes: 16_384 }, handler),
+    genReqId: (req) => requestIdFrom(req.headers['x-request-id']),
+    requestIdHeader: false,
+    exposeHeadRoutes: false,
+    bodyLimit: 65_536,
+    forceCloseConnections: 'idle',
+  });
+
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+    const header = request.headers.authorization;
+    const presented = typeof header === 'string' ? /^Bearer +(\S+)$/i.exec(header)?.[1] : undefined;
+    // compare digests so length does not leak and the comparison is constant-time
+    const ok = presented !== undefined && timingSafeEqual(createHash('sha256').update(presented).digest(), tokenDigest);
+    if (!ok) throw new GatewayError('admin_unauthorized', 'a valid admin token is required');
+  });
+
+  app.get('/admin/tenants', async () => ({ data: await tenants.listTenants() }));
+  app.post('/admin/tenants', async (request, reply) => {
+    const body = objectBody(request.body);
+    const name = body['name'];
+    if (typeof name !== 'string') throw new GatewayError('admin_invalid_request', '"name" is required', { param: 'name' });
+    return reply.code(201).send(await tenants.createTenant(name, ACTOR, body['policy']));
+  });
+  app.get<{ Params: { name: string } }>('/admin/tenants/:name', async (request) => tenants.getTenant(request.params.name));
+  app.post<{ Params: { name: string } }>('/admin/tenants/:name/disable', async (request) => tenants.setTenantStatus(request.params.name, 'disabled', ACTOR));
+  app.post<{ Params: { name: string } }>('/admin/tenants/:name/enable', async (request) => tenants.setTenantStatus(request.params.name, 'active', ACTOR));
+  app.put<{ Params: { name: string } }>('/admin/tenants/:name/policy', async (request) => tenants.setTenantPolicy(request.params.name, objectBody(request.body)['policy'] ?? null, ACTOR));
+
+  app.post<{ Params: { name: string } }>('/admin/tenants/:name/keys', async (request, reply) => {
+    const body = request.body === undefined ? {} : objectBody(request.body);
+    const expires = body['expires_in'];
+    let expiresInMs: number | undefined;
+    if (expires !== undefined) {
+      expiresInMs = typeof expires === 'string' ? parseDuration(expires) : undefined;
+      if (expiresInMs === undefined) throw new GatewayError('admin_invalid_request', '"expires_in" must be a duration such as 30d', { param: 'expires_in' });
+    }
+    const label = body['label'];
+    if (label !== undefined && typeof label !== 'string') throw new GatewayError('admin_invalid_request', '"label" must be a string', { param: 'label' });
+    const issued = await tenants.issueKey(request.params.name, ACTOR, { expiresInMs, label });
+    // the key is in this one response and nowhere else; keep it out of caches
+    return reply.code(201).header('cache-control', 'no-store').send(issued);
+  });
+  app.get<{ Querystring: { tenant?: string } }>('/admin/keys', async (request) => ({ data: await tenants.listKeys(request.query.tenant) }));
+  app.post<{ Params: { id: string } }>('/admin/keys/:id/revoke', async (request) => tenants.revokeKey(request.params.id, ACTOR));
+
+  app.setNotFoundHandler(async () => {
+    throw new GatewayError('admin_not_found', 'no such admin route');
+  });
+
+  app.setErrorHandler((err: unknown, request: FastifyRequest, reply: FastifyReply) => {
+    const error = toAdminError(err);
+    if (error.code === 'internal_error') logger.error({ err, requestId: request.id }, 'admin request failed');
+    void reply.code(error.status).send(errorBody(error, 'openai', request.id));
+  });
+  return app;
+}
+
+function objectBody(body: unknown): Record<string, unknown> {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+    throw new GatewayError('admin_invalid_request', 'the request body must be a JSON object');
+  }
+  return body as Record<string, unknown>;
+}
+
+function toAdminError(err: unknown): GatewayError {
+  if (err instanceof GatewayError) return err;
+  if (err instanceof ServiceError) {
+    const code = err.kind === 'not_found' ? 'admin_not_found' : err.kind === 'conflict' ? 'admin_conflict' : 'admin_invalid_request';
+    return new GatewayError(code, err.message);
+  }
+  const status = (err as { statusCode?: number }).statusCode;
+  if (typeof status === 'number' && status >= 400 && status < 500) return new GatewayError('admin_invalid_request', 'the request could not be processed');
+  return new GatewayError('internal_error', 'the admin request failed', { cause: err });
+}

@@ -1,0 +1,46 @@
+import { GatewayError } from '../errors/index.js';
+import type { TenantKeyRepository } from '../store/types.js';
+import type { TenantPolicy } from '../policy/types.js';
+import type { Principal } from './types.js';
+import { hashKeySecret, hashesEqual, parseTenantKey } from './tenant-key.js';
+
+export interface AuthenticatorOptions {
+  keys: TenantKeyRepository;
+  hashKey: Buffer;
+  /** Resolves a tenant's effective policy (defaults merged with its override). */
+  policyFor(tenantId: string, override: Record<string, unknown> | null): TenantPolicy;
+  now?: () => number;
+}
+
+export type Authenticator = (credential: string | undefined) => Promise<Principal>;
+
+/**
+ * Verifies a tenant key and returns the Principal, or throws a 401 GatewayError.
+ *
+ * Every wrong credential takes the same path whatever its content: malformed, unknown id and
+ * wrong secret all compute one HMAC and one constant-time compare, and all answer
+ * `auth_invalid_credentials`. Only a key whose secret verified learns why it is refused
+ * (expired, revoked, tenant disabled). The store is queried with the parsed id as a
+ * parameter, never with raw header text.
+ */
+export function createAuthenticator(options: AuthenticatorOptions): Authenticator {
+  const { keys, hashKey, policyFor } = options;
+  const now = options.now ?? Date.now;
+  // a fixed hash to compare against when the key id is unknown, so timing does not tell
+  const decoyHash = hashKeySecret(hashKey, 'decoy');
+
+  return async function authenticate(credential) {
+    if (credential === undefined) throw new GatewayError('auth_missing_credentials', 'missing credentials: send Authorization: Bearer <key> or x-api-key');
+    const parsed = parseTenantKey(credential);
+    const found = parsed ? await keys.findWithTenant(parsed.id) : undefined;
+    const presentedHash = hashKeySecret(hashKey, parsed?.secret ?? 'decoy-mismatch');
+    const valid = hashesEqual(presentedHash, found?.key.secretHash ?? decoyHash) && found !== undefined;
+    if (!valid || !found) throw new GatewayError('auth_invalid_credentials', 'invalid credentials');
+
+    const { key, tenant } = found;
+    if (key.revokedAt !== null) throw new GatewayError('auth_key_revoked', 'this key has been revoked');
+    if (key.expiresAt !== null && key.expiresAt <= now()) throw new GatewayError('auth_key_expired', 'this key has expired');
+    if (tenant.status !== 'active') throw new GatewayError('auth_tenant_disabled', 'this tenant is disabled');
+    return { tenantId: tenant.id, tenantName: tenant.name, keyId: key.id, policy: policyFor(tenant.id, tenant.policy) };
+  };
+}

@@ -1,0 +1,68 @@
+import { loadConfigFile } from '../../config/load.js';
+import { createSecretResolver } from '../../secrets/resolver.js';
+import { openStore } from '../../main.js';
+import { createProviderAdapter } from '../../providers/registry.js';
+import { createUpstreamClient } from '../../upstream/client.js';
+import { EXIT_FAILURE, EXIT_OK } from '../output.js';
+
+/**
+ * `keywarden doctor --config FILE [--online]`: validates the configuration, loads every secret
+ * reference, opens the store, and with `--online` proves each provider key with a cheap
+ * authenticated call. Prints one line per check; never prints a secret.
+ */
+export async function doctorCommand(configPath: string, online: boolean, env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  const config = loadConfigFile(configPath, env); // throws ConfigError → exit 2
+  process.stdout.write(`ok    configuration ${configPath}\n`);
+  const resolver = createSecretResolver();
+  let failures = 0;
+  const refs: Array<[string, string]> = [
+    ['admin.token', config.admin.token],
+    ['audit.prompt_hmac_key', config.audit.promptHmacKey],
+    ...(config.auth.keyHashKey ? [['auth.key_hash_key', config.auth.keyHashKey] as [string, string]] : []),
+    ...Object.values(config.providers).map((p) => [`providers.${p.id}.api_key`, p.apiKey] as [string, string]),
+  ];
+  const loaded = new Map<string, string>();
+  for (const [path, ref] of refs) {
+    try {
+      const secret = await resolver.resolve(ref);
+      loaded.set(path, secret.value);
+      process.stdout.write(`ok    ${path} (${ref.split(':')[0]}, version ${secret.version})\n`);
+    } catch (err) {
+      failures += 1;
+      process.stdout.write(`FAIL  ${path}: ${(err as Error).message}\n`);
+    }
+  }
+  try {
+    const store = openStore(config);
+    await store.ping();
+    await store.close();
+    process.stdout.write(`ok    store ${config.store}\n`);
+  } catch (err) {
+    failures += 1;
+    process.stdout.write(`FAIL  store ${config.store}: ${(err as Error).message}\n`);
+  }
+  if (online) {
+    for (const provider of Object.values(config.providers)) {
+      const key = loaded.get(`providers.${provider.id}.api_key`);
+      if (key === undefined) continue;
+      const adapter = createProviderAdapter(provider.type);
+      const client = createUpstreamClient(provider, { connections: 1 });
+      try {
+        const res = await client.send(adapter.buildKeyCheckRequest(key));
+        await res.body.dump();
+        if (res.statusCode === 200) process.stdout.write(`ok    providers.${provider.id}: key accepted by ${provider.baseUrl.origin}\n`);
+        else {
+          failures += 1;
+          process.stdout.write(`FAIL  providers.${provider.id}: ${adapter.mapError(res.statusCode, '', undefined).message} (HTTP ${res.statusCode})\n`);
+        }
+      } catch (err) {
+        failures += 1;
+        process.stdout.write(`FAIL  providers.${provider.id}: ${(err as Error).message}\n`);
+      } finally {
+        await client.close();
+      }
+    }
+  }
+  process.stdout.write(failures === 0 ? 'all checks passed\n' : `${failures} check(s) failed\n`);
+  return failures === 0 ? EXIT_OK : EXIT_FAILURE;
+}

@@ -1,0 +1,62 @@
+import { createGateway, type Gateway } from '../../main.js';
+import { createMockProvider, type MockProvider } from '../../mock-provider/server.js';
+import { loadConfigFile } from '../../config/load.js';
+import { demoConfig, readSecretFile } from '../demo.js';
+import { createLogger } from '../../log/logger.js';
+
+/**
+ * `keywarden serve [--config FILE]`: runs the gateway until SIGTERM/SIGINT, then drains.
+ * Without a configuration it runs demo mode: the built-in mock provider as the upstream, a
+ * demo tenant, and a ready curl line.
+ */
+export async function serveCommand(configPath: string | undefined, env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  const path = configPath ?? env['KEYWARDEN_CONFIG'];
+  let mock: MockProvider | undefined;
+  let gateway: Gateway;
+  if (path) {
+    const config = loadConfigFile(path, env);
+    gateway = await createGateway(config);
+  } else {
+    const placeholder = demoConfig('http://127.0.0.1:9', env);
+    mock = await createMockProvider({ port: 0, apiKey: readSecretFile(placeholder.providers['openai']?.apiKey ?? '') });
+    const config = demoConfig(mock.url, env);
+    const logger = createLogger({ level: config.log.level });
+    logger.warn({ upstream: mock.url }, 'DEMO MODE: no configuration given, so the upstream is the built-in MOCK provider; no real provider is called');
+    gateway = await createGateway(config, { logger });
+  }
+
+  const { publicUrl, adminUrl } = await gateway.listen();
+  gateway.logger.info({ publicUrl, adminUrl, store: gateway.store.kind }, 'keywarden listening');
+
+  if (mock) {
+    const tenant = await gateway.tenants.listTenants().then((all) => all.find((t) => t.name === 'demo'));
+    if (!tenant) await gateway.tenants.createTenant('demo', 'system');
+    const demoTenant = await gateway.store.tenants.getByName('demo');
+    // one live demo key at a time: the previous run's key is revoked
+    if (demoTenant) await gateway.store.keys.revokeByLabel(demoTenant.id, 'demo', Date.now());
+    const issued = await gateway.tenants.issueKey('demo', 'system', { label: 'demo' });
+    const body = JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'Hello from the keywarden demo' }] });
+    process.stdout.write(
+      `\nkeywarden is running in DEMO MODE: the upstream is the built-in mock provider (no real provider is called).\n` +
+        `  public listener: ${publicUrl}\n  admin listener:  ${adminUrl} (admin token in ${config_dir(env)}/demo-secrets/admin-token)\n\n` +
+        `Try it (the demo tenant's key is printed here once; a restart issues a new one):\n\n` +
+        `  curl -s ${publicUrl}/v1/chat/completions -H 'Authorization: Bearer ${issued.key}' -H 'content-type: application/json' -d '${body}'\n\n`,
+    );
+  }
+
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      gateway.logger.info({ signal }, 'shutting down: draining in-flight requests');
+      void gateway.close().then(async () => {
+        await mock?.close();
+        resolve();
+      });
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+}
+
+function config_dir(env: NodeJS.ProcessEnv): string {
+  return env['KEYWARDEN_DATA_DIR'] ?? './data';
+}

@@ -1,0 +1,107 @@
+import { readFileSync } from 'node:fs';
+import { parse } from 'yaml';
+import type { GatewayConfig } from '../../config/types.js';
+import { openServices } from '../../main.js';
+import { parseDuration } from '../../config/duration.js';
+import { CliError, EXIT_USAGE, printTable } from '../output.js';
+
+const ACTOR = 'cli';
+
+async function withServices<T>(config: GatewayConfig, run: (services: Awaited<ReturnType<typeof openServices>>) => Promise<T>): Promise<T> {
+  const services = await openServices(config);
+  try {
+    return await run(services);
+  } finally {
+    await services.store.close();
+  }
+}
+
+function emit(value: unknown, json: boolean, human: () => void): void {
+  if (json) process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+  else human();
+}
+
+/** `keywarden tenants create|list|disable|enable|set-policy …` */
+export async function tenantsCommand(config: GatewayConfig, action: string | undefined, args: readonly string[], opts: { json: boolean; policyFile?: string }): Promise<void> {
+  await withServices(config, async ({ tenants }) => {
+    switch (action) {
+      case 'create': {
+        const name = requireArg(args[0], 'tenants create NAME');
+        const policy = opts.policyFile ? readPolicyFile(opts.policyFile) : undefined;
+        const tenant = await tenants.createTenant(name, ACTOR, policy);
+        emit(tenant, opts.json, () => process.stdout.write(`created tenant ${tenant.name} (${tenant.id})\n`));
+        return;
+      }
+      case 'list': {
+        const all = await tenants.listTenants();
+        emit(all, opts.json, () => printTable(all, ['name', 'id', 'status', 'created_at']));
+        return;
+      }
+      case 'disable':
+      case 'enable': {
+        const name = requireArg(args[0], `tenants ${action} NAME`);
+        const tenant = await tenants.setTenantStatus(name, action === 'disable' ? 'disabled' : 'active', ACTOR);
+        emit(tenant, opts.json, () => process.stdout.write(`tenant ${tenant.name} is now ${tenant.status}\n`));
+        return;
+      }
+      case 'set-policy': {
+        const name = requireArg(args[0], 'tenants set-policy NAME --policy-file FILE');
+        if (!opts.policyFile) throw new CliError('tenants set-policy needs --policy-file FILE (YAML or JSON; an empty file clears the override)', EXIT_USAGE);
+        const tenant = await tenants.setTenantPolicy(name, readPolicyFile(opts.policyFile) ?? null, ACTOR);
+        emit(tenant, opts.json, () => process.stdout.write(`policy of tenant ${tenant.name} updated\n`));
+        return;
+      }
+      default:
+        throw new CliError('usage: keywarden tenants create NAME | list | disable NAME | enable NAME | set-policy NAME --policy-file FILE', EXIT_USAGE);
+    }
+  });
+}
+
+/** `keywarden keys issue|list|revoke …` */
+export async function keysCommand(config: GatewayConfig, action: string | undefined, args: readonly string[],
+  opts: { json: boolean; tenant?: string; expires?: string; label?: string }): Promise<void> {
+  await withServices(config, async ({ tenants }) => {
+    switch (action) {
+      case 'issue': {
+        const tenant = requireArg(opts.tenant, 'keys issue --tenant NAME [--expires 30d]');
+        let expiresInMs: number | undefined;
+        if (opts.expires !== undefined) {
+          expiresInMs = parseDuration(opts.expires);
+          if (expiresInMs === undefined) throw new CliError('--expires must be a duration such as 12h or 30d', EXIT_USAGE);
+        }
+        const issued = await tenants.issueKey(tenant, ACTOR, { expiresInMs, label: opts.label });
+        // the key is shown once: the last line of stdout (or the JSON's "key")
+        emit(issued, opts.json, () => {
+          process.stderr.write(`issued key ${issued.id} for tenant ${issued.tenant}${issued.expires_at ? `, expires ${issued.expires_at}` : ''}; it is shown once:\n`);
+          process.stdout.write(`${issued.key}\n`);
+        });
+        return;
+      }
+      case 'list': {
+        const keys = await tenants.listKeys(opts.tenant);
+        emit(keys, opts.json, () => printTable(keys, ['id', 'tenant', 'status', 'label', 'created_at', 'expires_at']));
+        return;
+      }
+      case 'revoke': {
+        const key = await tenants.revokeKey(requireArg(args[0], 'keys revoke KEY_ID'), ACTOR);
+        emit(key, opts.json, () => process.stdout.write(`key ${key.id} revoked\n`));
+        return;
+      }
+      default:
+        throw new CliError('usage: keywarden keys issue --tenant NAME [--expires 30d] [--label L] [--json] | list [--tenant NAME] | revoke KEY_ID', EXIT_USAGE);
+    }
+  });
+}
+
+function requireArg(value: string | undefined, usage: string): string {
+  if (value === undefined || value === '') throw new CliError(`usage: keywarden ${usage}`, EXIT_USAGE);
+  return value;
+}
+
+function readPolicyFile(path: string): unknown {
+  try {
+    return parse(readFileSync(path, 'utf8')) ?? undefined;
+  } catch {
+    throw new CliError(`cannot read a policy from ${path}`, EXIT_USAGE);
+  }
+}

@@ -1,0 +1,99 @@
+import { parseArgs } from 'node:util';
+import { ConfigError } from '../config/load.js';
+import { ServiceError } from '../services/tenant-service.js';
+import { SecretError } from '../secrets/types.js';
+import { CliError, EXIT_FAILURE, EXIT_USAGE } from './output.js';
+import { configFor } from './config-arg.js';
+
+const USAGE = `usage: keywarden <command> [options]
+
+commands:
+  serve [--config FILE]                 run the gateway (no config: demo mode with the mock provider)
+  doctor --config FILE [--online]       check a configuration and its secrets without serving
+  tenants create NAME [--policy-file F] | list | disable NAME | enable NAME | set-policy NAME --policy-file F
+  keys issue --tenant NAME [--expires 30d] [--label L] [--json] | list [--tenant NAME] | revoke KEY_ID
+  mock-provider [--port N] [--host H] [--api-key REF]   serve the mock OpenAI/Anthropic provider
+
+Every command takes --config FILE (or KEYWARDEN_CONFIG); without one, store commands use the demo store.
+`;
+
+/** The `keywarden` CLI. Sets process.exitCode; prints operator-readable errors, never stack traces. */
+export async function main(argv: readonly string[]): Promise<void> {
+  try {
+    process.exitCode = (await run(argv)) ?? 0;
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`keywarden: ${err.message}\n`);
+      process.exitCode = EXIT_USAGE;
+    } else if (err instanceof CliError) {
+      process.stderr.write(`keywarden: ${err.message}\n`);
+      process.exitCode = err.exitCode;
+    } else if (err instanceof ServiceError || err instanceof SecretError) {
+      process.stderr.write(`keywarden: ${err.message}\n`);
+      process.exitCode = EXIT_FAILURE;
+    } else if ((err as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || (err as { code?: string }).code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
+      process.stderr.write(`keywarden: ${(err as Error).message}\n${USAGE}`);
+      process.exitCode = EXIT_USAGE;
+    } else {
+      process.stderr.write(`keywarden: ${(err as Error).message ?? 'failed'}\n`);
+      process.exitCode = EXIT_FAILURE;
+    }
+  }
+}
+
+async function run(argv: readonly string[]): Promise<number | void> {
+  const { values, positionals } = parseArgs({
+    args: [...argv],
+    allowPositionals: true,
+    strict: true,
+    options: {
+      config: { type: 'string', short: 'c' },
+      json: { type: 'boolean', default: false },
+      tenant: { type: 'string' },
+      expires: { type: 'string' },
+      label: { type: 'string' },
+      'policy-file': { type: 'string' },
+      port: { type: 'string' },
+      host: { type: 'string' },
+      'api-key': { type: 'string' },
+      online: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+  const [command, action, ...rest] = positionals;
+  if (values.help || command === undefined || command === 'help') {
+    process.stdout.write(USAGE);
+    return command === undefined && !values.help ? EXIT_USAGE : 0;
+  }
+  switch (command) {
+    case 'serve': {
+      const { serveCommand } = await import('./commands/serve.js');
+      return serveCommand(values.config);
+    }
+    case 'doctor': {
+      const path = values.config ?? process.env['KEYWARDEN_CONFIG'];
+      if (!path) throw new CliError('usage: keywarden doctor --config FILE [--online]', EXIT_USAGE);
+      const { doctorCommand } = await import('./commands/doctor.js');
+      return doctorCommand(path, values.online ?? false);
+    }
+    case 'tenants': {
+      const { tenantsCommand } = await import('./commands/tenants.js');
+      return tenantsCommand(configFor(values.config).config, action, rest, { json: values.json ?? false, ...(values['policy-file'] ? { policyFile: values['policy-file'] } : {}) });
+    }
+    case 'keys': {
+      const { keysCommand } = await import('./commands/tenants.js');
+      return keysCommand(configFor(values.config).config, action, rest, {
+        json: values.json ?? false,
+        ...(values.tenant ? { tenant: values.tenant } : {}),
+        ...(values.expires ? { expires: values.expires } : {}),
+        ...(values.label ? { label: values.label } : {}),
+      });
+    }
+    case 'mock-provider': {
+      const { mockProviderCommand } = await import('./commands/mock-provider.js');
+      return mockProviderCommand(values.port, values.host, values['api-key']);
+    }
+    default:
+      throw new CliError(`unknown command "${command.slice(0, 40)}"\n${USAGE}`, EXIT_USAGE);
+  }
+}

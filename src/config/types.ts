@@ -1,0 +1,53 @@
+import type { ProviderType } from '../providers/types.js';
+import type { TenantPolicy } from '../policy/types.js';
+
+/** `host:port` to listen on. */
+export interface ListenAddress {
+  host: string;
+  port: number;
+}
+
+export interface ProviderConfig {
+  /** The config key, e.g. `openai`. */
+  id: string;
+  type: ProviderType;
+  /** Fixed by the operator; no client value can change it. */
+  baseUrl: URL;
+  /** A secret reference (`env:NAME`, `file:PATH`, …), never the key itself. */
+  apiKey: string;
+  /** Longest wait for the answer's headers, and between two chunks of its body. */
+  timeoutMs: number;
+  connectTimeoutMs: number;
+}
+
+export interface ModelRoute {
+  /** Public name clients use. */
+  name: string;
+  provider: string;
+  /** The provider's model name. */
+  model: string;
+}
+
+/** A validated, frozen configuration. Field names in YAML are snake_case; here camelCase. */
+export interface GatewayConfig {
+  listen: { public: ListenAddress; admin: ListenAddress };
+  /** `sqlite:PATH` (or `sqlite::memory:` for tests). */
+  store: string;
+  admin: { token: string };
+  audit: { promptHmacKey: string };
+  /** Keyed hash for tenant-key secrets; when unset, a random key persisted in the store is used. */
+  auth: { keyHashKey: string | undefined };
+  log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
+  providers: Readonly<Record<string, ProviderConfig>>;
+  models: Readonly<Record<string, ModelRoute>>;
+  tenants: { defaults: { policy: TenantPolicy } };
+  limits: {
+    /** Most header bytes per request (Node's parser refuses more). */
+    maxHeaderBytes: number;
+    /** Most headers per request. */
+    maxHeaders: number;
+    /** Largest upstream answer (non-streamed) the gateway will buffer. */
+    maxUpstreamResponseBytes: number;
+  };
+  shutdown: { drainTimeoutMs: number };
+}

@@ -1,0 +1,331 @@
+import { isIP } from 'node:net';
+import type { GatewayConfig, ListenAddress, ModelRoute, ProviderConfig } from './types.js';
+import type { TenantPolicy } from '../policy/types.js';
+import { parseDuration } from './duration.js';
+import { isSecretReference } from '../secrets/reference.js';
+
+/** The tenant policy that applies when config gives none: nothing is allowed but the bare request. */
+export const DEFAULT_POLICY: TenantPolicy = Object.freeze({
+  models: [],
+  params: [],
+  tools: false,
+  files: false,
+  maxBodyBytes: 1_048_576,
+  maxOutputTokens: 4096,
+  maxMessages: 256,
+  maxAttachments: 8,
+  maxAttachmentBytes: 1_048_576,
+});
+
+type Json = unknown;
+
+/**
+ * Collects every problem of a configuration, each named by its YAML path, so an operator
+ * fixes them all in one go. Never echoes a value that could be a secret.
+ */
+class Problems {
+  readonly list: string[] = [];
+  add(path: string, message: string): void {
+    this.list.push(`${path}: ${message}`);
+  }
+}
+
+function isRecord(value: Json): value is Record<string, Json> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function checkKeys(obj: Record<string, Json>, path: string, allowed: readonly string[], problems: Problems): void {
+  for (const key of Object.keys(obj)) {
+    if (!allowed.includes(key)) problems.add(path ? `${path}.${key}` : key, `unknown field (allowed: ${allowed.join(', ')})`);
+  }
+}
+
+function section(obj: Record<string, Json>, key: string, path: string, problems: Problems): Record<string, Json> {
+  const value = obj[key];
+  if (value === undefined || value === null) return {};
+  if (!isRecord(value)) {
+    problems.add(join(path, key), 'must be a mapping');
+    return {};
+  }
+  return value;
+}
+
+function join(path: string, key: string): string {
+  return path ? `${path}.${key}` : key;
+}
+
+const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '::1', '[::1]']);
+
+export function isLoopbackHost(host: string): boolean {
+  return LOOPBACK_HOSTS.has(host) || host.startsWith('127.');
+}
+
+function listenAddress(value: Json, path: string, fallback: ListenAddress, problems: Problems): ListenAddress {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'string') {
+    problems.add(path, 'must be "host:port"');
+    return fallback;
+  }
+  const match = /^(\[[0-9a-fA-F:]+\]|[^:\s]+):(\d{1,5})$/.exec(value);
+  const port = match ? Number(match[2]) : NaN;
+  if (!match || port > 65535) {
+    problems.add(path, 'must be "host:port" with a port from 0 to 65535');
+    return fallback;
+  }
+  let host = match[1] as string;
+  if (host.startsWith('[')) host = host.slice(1, -1);
+  if (host !== 'localhost' && isIP(host) === 0 && !/^[A-Za-z0-9.-]+$/.test(host)) {
+    problems.add(path, 'host must be an IP address or a host name');
+  }
+  return { host, port };
+}
+
+function secretRef(value: Json, path: string, problems: Problems, required: boolean): string | undefined {
+  if (value === undefined || value === null) {
+    if (required) problems.add(path, 'is required (a secret reference such as env:NAME or file:PATH)');
+    return undefined;
+  }
+  // never echo the value: a literal key pasted here is exactly what must not reach a log
+  if (typeof value !== 'string' || !isSecretReference(value)) {
+    problems.add(path, 'must be a secret reference (env:NAME or file:/path), not a literal value');
+    return undefined;
+  }
+  return value;
+}
+
+function duration(value: Json, path: string, fallback: number, problems: Problems): number {
+  if (value === undefined) return fallback;
+  const ms = typeof value === 'string' ? parseDuration(value) : typeof value === 'number' ? value * 1000 : undefined;
+  if (ms === undefined || !Number.isFinite(ms) || ms <= 0) {
+    problems.add(path, 'must be a duration such as 500ms, 60s or 5m');
+    return fallback;
+  }
+  return ms;
+}
+
+function positiveInt(value: Json, path: string, fallback: number, problems: Problems, max = Number.MAX_SAFE_INTEGER): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > max) {
+    problems.add(path, `must be a whole number from 1 to ${max}`);
+    return fallback;
+  }
+  return value;
+}
+
+function bool(value: Json, path: string, fallback: boolean, problems: Problems): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'boolean') {
+    problems.add(path, 'must be true or false');
+    return fallback;
+  }
+  return value;
+}
+
+function stringList(value: Json, path: string, fallback: readonly string[], problems: Problems): readonly string[] {
+  if (value === undefined) return fallback;
+  if (!Array.isArray(value) || !value.every((item) => typeof item === 'string' && item.length > 0)) {
+    problems.add(path, 'must be a list of names');
+    return fallback;
+  }
+  return Object.freeze([...new Set(value as string[])]);
+}
+
+const POLICY_FIELDS = [
+  'models', 'params', 'tools', 'files', 'max_body_bytes', 'max_output_tokens',
+  'max_messages', 'max_attachments', 'max_attachment_bytes',
+] as const;
+
+/**
+ * Validates a policy mapping (snake_case, as in YAML or the admin API) over a base policy.
+ * Fields left out keep the base's value. Used for `tenants.defaults.policy` and per-tenant overrides.
+ */
+export function parsePolicy(value: Json, path: string, base: TenantPolicy, problems: { add(path: string, message: string): void }): TenantPolicy {
+  const p = problems as Problems;
+  if (value === undefined || value === null) return base;
+  if (!isRecord(value)) {
+    p.add(path, 'must be a mapping');
+    return base;
+  }
+  checkKeys(value, path, POLICY_FIELDS, p);
+  return Object.freeze({
+    models: stringList(value['models'], join(path, 'models'), base.models, p),
+    params: stringList(value['params'], join(path, 'params'), base.params, p),
+    tools: bool(value['tools'], join(path, 'tools'), base.tools, p),
+    files: bool(value['files'], join(path, 'files'), base.files, p),
+    maxBodyBytes: positiveInt(value['max_body_bytes'], join(path, 'max_body_bytes'), base.maxBodyBytes, p, 64 * 1_048_576),
+    maxOutputTokens: positiveInt(value['max_output_tokens'], join(path, 'max_output_tokens'), base.maxOutputTokens, p, 1_000_000),
+    maxMessages: positiveInt(value['max_messages'], join(path, 'max_messages'), base.maxMessages, p, 100_000),
+    maxAttachments: positiveInt(value['max_attachments'], join(path, 'max_attachments'), base.maxAttachments, p, 1000),
+    maxAttachmentBytes: positiveInt(value['max_attachment_bytes'], join(path, 'max_attachment_bytes'), base.maxAttachmentBytes, p, 64 * 1_048_576),
+  });
+}
+
+/** Validates a policy override and returns its problems (empty when valid). */
+export function checkPolicyOverride(value: Json, base: TenantPolicy): { policy: TenantPolicy; problems: string[] } {
+  const problems = new Problems();
+  const policy = parsePolicy(value, 'policy', base, problems);
+  return { policy, problems: problems.list };
+}
+
+function baseUrl(value: Json, path: string, problems: Problems): URL | undefined {
+  if (typeof value !== 'string') {
+    problems.add(path, 'is required (an https URL)');
+    return undefined;
+  }
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    problems.add(path, 'must be an https URL');
+    return undefined;
+  }
+  const loopback = isLoopbackHost(url.hostname);
+  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && loopback)) {
+    problems.add(path, 'must be an https URL (plain http is allowed only on loopback)');
+    return undefined;
+  }
+  if (url.username || url.password || url.search || url.hash) {
+    problems.add(path, 'must not carry credentials, a query or a fragment');
+    return undefined;
+  }
+  // keep the path without a trailing slash so adapters can append `/chat/completions`
+  url.pathname = url.pathname.replace(/\/+$/, '');
+  return url;
+}
+
+const PROVIDER_TYPES = ['openai', 'anthropic'] as const;
+
+function providers(value: Record<string, Json>, problems: Problems): Record<string, ProviderConfig> {
+  const out: Record<string, ProviderConfig> = {};
+  for (const [id, raw] of Object.entries(value)) {
+    const path = `providers.${id}`;
+    if (!/^[a-z0-9][a-z0-9_-]{0,63}$/.test(id)) problems.add(path, 'provider names use a-z, 0-9, _ and -');
+    if (!isRecord(raw)) {
+      problems.add(path, 'must be a mapping');
+      continue;
+    }
+    checkKeys(raw, path, ['type', 'base_url', 'api_key', 'timeout', 'connect_timeout'], problems);
+    const type = raw['type'];
+    if (typeof type !== 'string' || !(PROVIDER_TYPES as readonly string[]).includes(type)) {
+      problems.add(`${path}.type`, `must be one of ${PROVIDER_TYPES.join(', ')}`);
+    }
+    const url = baseUrl(raw['base_url'], `${path}.base_url`, problems);
+    const apiKey = secretRef(raw['api_key'], `${path}.api_key`, problems, true);
+    const timeoutMs = duration(raw['timeout'], `${path}.timeout`, 60_000, problems);
+    const connectTimeoutMs = duration(raw['connect_timeout'], `${path}.connect_timeout`, 10_000, problems);
+    if (url && apiKey && typeof type === 'string' && (PROVIDER_TYPES as readonly string[]).includes(type)) {
+      out[id] = Object.freeze({ id, type: type as ProviderConfig['type'], baseUrl: url, apiKey, timeoutMs, connectTimeoutMs });
+    }
+  }
+  return out;
+}
+
+function models(value: Record<string, Json>, known: Record<string, ProviderConfig>, problems: Problems): Record<string, ModelRoute> {
+  const out: Record<string, ModelRoute> = {};
+  for (const [name, raw] of Object.entries(value)) {
+    const path = `models.${name}`;
+    if (!isRecord(raw)) {
+      problems.add(path, 'must be a mapping such as { provider: openai }');
+      continue;
+    }
+    checkKeys(raw, path, ['provider', 'model'], problems);
+    const provider = raw['provider'];
+    if (typeof provider !== 'string' || !Object.hasOwn(known, provider)) {
+      problems.add(`${path}.provider`, 'must name a provider configured under providers');
+      continue;
+    }
+    const model = raw['model'] ?? name;
+    if (typeof model !== 'string' || model.length === 0) {
+      problems.add(`${path}.model`, 'must be a model name');
+      continue;
+    }
+    out[name] = Object.freeze({ name, provider, model });
+  }
+  return out;
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+/**
+ * Validates a parsed YAML document and returns a frozen GatewayConfig, or the full list of problems.
+ */
+export function validateConfig(doc: Json): { config?: GatewayConfig; problems: string[] } {
+  const problems = new Problems();
+  if (!isRecord(doc)) return { problems: ['(root): must be a mapping'] };
+  checkKeys(doc, '', ['listen', 'store', 'admin', 'audit', 'auth', 'log', 'providers', 'models', 'tenants', 'limits', 'shutdown'], problems);
+
+  const listen = section(doc, 'listen', '', problems);
+  checkKeys(listen, 'listen', ['public', 'admin'], problems);
+  const publicAddr = listenAddress(listen['public'], 'listen.public', { host: '127.0.0.1', port: 8080 }, problems);
+  const adminAddr = listenAddress(listen['admin'], 'listen.admin', { host: '127.0.0.1', port: 8081 }, problems);
+
+  const store = doc['store'] ?? 'sqlite:./data/keywarden.db';
+  if (typeof store !== 'string' || !/^sqlite:.+/.test(store)) problems.add('store', 'must be sqlite:PATH');
+
+  const admin = section(doc, 'admin', '', problems);
+  checkKeys(admin, 'admin', ['token'], problems);
+  const adminToken = secretRef(admin['token'], 'admin.token', problems, true);
+
+  const audit = section(doc, 'audit', '', problems);
+  checkKeys(audit, 'audit', ['prompt_hmac_key'], problems);
+  const promptHmacKey = secretRef(audit['prompt_hmac_key'], 'audit.prompt_hmac_key', problems, true);
+
+  const auth = section(doc, 'auth', '', problems);
+  checkKeys(auth, 'auth', ['key_hash_key'], problems);
+  const keyHashKey = secretRef(auth['key_hash_key'], 'auth.key_hash_key', problems, false);
+
+  const log = section(doc, 'log', '', problems);
+  checkKeys(log, 'log', ['level'], problems);
+  const level = log['level'] ?? 'info';
+  if (typeof level !== 'string' || !(LOG_LEVELS as readonly string[]).includes(level)) {
+    problems.add('log.level', `must be one of ${LOG_LEVELS.join(', ')}`);
+  }
+
+  const providerMap = providers(section(doc, 'providers', '', problems), problems);
+  if (Object.keys(providerMap).length === 0 && !problems.list.some((p) => p.startsWith('providers.'))) {
+    problems.add('providers', 'configure at least one provider');
+  }
+  const modelMap = models(section(doc, 'models', '', problems), providerMap, problems);
+
+  const tenants = section(doc, 'tenants', '', problems);
+  checkKeys(tenants, 'tenants', ['defaults'], problems);
+  const defaults = section(tenants, 'defaults', 'tenants', problems);
+  checkKeys(defaults, 'tenants.defaults', ['policy'], problems);
+  const policy = parsePolicy(defaults['policy'], 'tenants.defaults.policy', DEFAULT_POLICY, problems);
+  policy.models.forEach((name, i) => {
+    if (!Object.hasOwn(modelMap, name)) problems.add(`tenants.defaults.policy.models[${i}]`, 'names a model not configured under models');
+  });
+
+  const limits = section(doc, 'limits', '', problems);
+  checkKeys(limits, 'limits', ['max_header_bytes', 'max_headers', 'max_upstream_response_bytes'], problems);
+  const shutdown = section(doc, 'shutdown', '', problems);
+  checkKeys(shutdown, 'shutdown', ['drain_timeout'], problems);
+
+  const config: GatewayConfig = {
+    listen: { public: publicAddr, admin: adminAddr },
+    store: String(store),
+    admin: { token: adminToken ?? '' },
+    audit: { promptHmacKey: promptHmacKey ?? '' },
+    auth: { keyHashKey },
+    log: { level: level as GatewayConfig['log']['level'] },
+    providers: Object.freeze(providerMap),
+    models: Object.freeze(modelMap),
+    tenants: { defaults: { policy } },
+    limits: {
+      maxHeaderBytes: positiveInt(limits['max_header_bytes'], 'limits.max_header_bytes', 16_384, problems, 1_048_576),
+      maxHeaders: positiveInt(limits['max_headers'], 'limits.max_headers', 100, problems, 2000),
+      maxUpstreamResponseBytes: positiveInt(limits['max_upstream_response_bytes'], 'limits.max_upstream_response_bytes', 32 * 1_048_576, problems),
+    },
+    shutdown: { drainTimeoutMs: duration(shutdown['drain_timeout'], 'shutdown.drain_timeout', 30_000, problems) },
+  };
+  if (problems.list.length > 0) return { problems: problems.list };
+  return { config: deepFreeze(config), problems: [] };
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !(value instanceof URL) && !Object.isFrozen(value)) {
+    for (const child of Object.values(value)) deepFreeze(child);
+    Object.freeze(value);
+  }
+  return value;
+}

@@ -1,0 +1,38 @@
+import { pino, type Logger, type DestinationStream } from 'pino';
+import { scrubSecrets } from './redact.js';
+
+export type { Logger } from 'pino';
+
+export interface LoggerOptions {
+  level: string;
+  /** Where lines go; stdout (asynchronous, flushed at shutdown) by default. Tests pass a capture stream. */
+  destination?: DestinationStream;
+}
+
+/**
+ * Serialises errors without their `cause` chain or arbitrary own properties, which can hold
+ * request content or upstream bodies; only name, code and message (scrubbed later) are kept.
+ */
+function serializeError(err: unknown): Record<string, unknown> {
+  if (!(err instanceof Error)) return { message: 'non-error value thrown' };
+  const code = (err as { code?: unknown }).code;
+  return { type: err.name, message: err.message, ...(typeof code === 'string' ? { code } : {}) };
+}
+
+/**
+ * The gateway's structured JSON logger. Every line passes through the central redactor before
+ * it is written, so no call site has to remember to scrub.
+ */
+export function createLogger(options: LoggerOptions): Logger {
+  const destination = options.destination ?? pino.destination({ dest: 1, sync: false, minLength: 4096 });
+  return pino(
+    {
+      level: options.level,
+      base: { service: 'keywarden' },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      serializers: { err: serializeError, error: serializeError },
+      hooks: { streamWrite: scrubSecrets },
+    },
+    destination,
+  );
+}

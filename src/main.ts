@@ -1,0 +1,163 @@
+import type { FastifyInstance } from 'fastify';
+import type { GatewayConfig } from './config/types.js';
+import type { Store } from './store/types.js';
+import { openSqliteStore } from './store/sqlite/index.js';
+import { createSecretResolver, type SecretResolver } from './secrets/resolver.js';
+import { createProviderKeyPool, type ProviderKeyPool } from './secrets/provider-keys.js';
+import { createLogger, type Logger } from './log/logger.js';
+import type { DestinationStream } from 'pino';
+import { createAuthenticator } from './auth/authenticate.js';
+import { createPolicyResolver } from './policy/resolve.js';
+import { createProviderAdapter } from './providers/registry.js';
+import { createUpstreamClient } from './upstream/client.js';
+import { createProxy, type ProviderTarget } from './server/proxy.js';
+import { createPublicApp } from './server/public-app.js';
+import { createAdminApp } from './admin/app.js';
+import { createPromptFingerprinter } from './audit/fingerprint.js';
+import { createRecordWriter, type RecordWriter } from './audit/record-writer.js';
+import { createRequestRecorder } from './audit/request-recorder.js';
+import { createTenantService, type TenantService } from './services/tenant-service.js';
+
+/**
+ * Wiring: the only file that picks concrete backends. Everything else takes interfaces.
+ */
+
+/** Opens the store a config names (SQLite today; PostgreSQL joins here). */
+export function openStore(config: GatewayConfig): Store {
+  return openSqliteStore(config.store);
+}
+
+/** The key that hashes tenant-key secrets: from config when set, else the store's own random one. */
+export async function loadKeyHashKey(config: GatewayConfig, store: Store, resolver: SecretResolver): Promise<Buffer> {
+  if (config.auth.keyHashKey !== undefined) return Buffer.from((await resolver.resolve(config.auth.keyHashKey)).value, 'utf8');
+  return store.instanceSecret('tenant-key-hash');
+}
+
+/** The services the admin API and the CLI share, over one store. */
+export async function openServices(config: GatewayConfig, resolver: SecretResolver = createSecretResolver()) {
+  const store = openStore(config);
+  try {
+    const hashKey = await loadKeyHashKey(config, store, resolver);
+    const tenants = createTenantService({ store, hashKey, defaults: config.tenants.defaults.policy });
+    return { store, hashKey, tenants };
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+}
+
+export interface GatewayOptions {
+  /** Log destination (tests capture it); stdout by default. */
+  logDestination?: DestinationStream;
+  logger?: Logger;
+  resolver?: SecretResolver;
+  /** Record writer flush interval (tests shorten it). */
+  flushIntervalMs?: number;
+}
+
+export interface Gateway {
+  config: GatewayConfig;
+  logger: Logger;
+  store: Store;
+  tenants: TenantService;
+  keys: ProviderKeyPool;
+  writer: RecordWriter;
+  publicApp: FastifyInstance;
+  adminApp: FastifyInstance;
+  /** Starts both listeners; returns their base URLs. */
+  listen(): Promise<{ publicUrl: string; adminUrl: string }>;
+  /** Stops accepting, drains in-flight requests, flushes records and logs, closes the store. */
+  close(): Promise<void>;
+}
+
+/**
+ * Builds a gateway from a validated configuration: loads secrets (refusing to start when one
+ * is missing), opens the store and wires the request stages.
+ */
+export async function createGateway(config: GatewayConfig, options: GatewayOptions = {}): Promise<Gateway> {
+  const logger = options.logger ?? createLogger({ level: config.log.level, ...(options.logDestination ? { destination: options.logDestination } : {}) });
+  const resolver = options.resolver ?? createSecretResolver();
+
+  // secrets first: a gateway that cannot authenticate admins or fingerprint prompts must not start
+  const adminToken = (await resolver.resolve(config.admin.token)).value;
+  const promptKey = (await resolver.resolve(config.audit.promptHmacKey)).value;
+  const keys = createProviderKeyPool(config.providers, resolver);
+  await keys.load();
+  const missing = keys.status().filter((s) => !s.loaded);
+  if (missing.length > 0) {
+    throw new Error(`provider keys could not be loaded:\n  ${missing.map((s) => `providers.${s.provider}.api_key: ${s.error}`).join('\n  ')}`);
+  }
+
+  const { store, tenants, hashKey } = await openServices(config, resolver);
+  const writer = createRecordWriter({ records: store.records, logger, flushIntervalMs: options.flushIntervalMs ?? 200 });
+  const policyFor = createPolicyResolver(config.tenants.defaults.policy);
+  const authenticate = createAuthenticator({ keys: store.keys, hashKey, policyFor });
+
+  const providers = new Map<string, ProviderTarget>();
+  for (const provider of Object.values(config.providers)) {
+    providers.set(provider.id, { id: provider.id, adapter: createProviderAdapter(provider.type), client: createUpstreamClient(provider) });
+  }
+  const proxy = createProxy({
+    models: config.models,
+    routedModels: new Set(Object.keys(config.models)),
+    providers,
+    keys,
+    fingerprint: createPromptFingerprinter(promptKey),
+    logger,
+    maxUpstreamResponseBytes: config.limits.maxUpstreamResponseBytes,
+  });
+  const record = createRequestRecorder({ writer, logger });
+
+  const publicApp = createPublicApp({
+    authenticate, proxy, record, logger, models: config.models,
+    maxHeaderBytes: config.limits.maxHeaderBytes, maxHeaders: config.limits.maxHeaders,
+    readiness: [
+      { name: 'config', check: () => null },
+      { name: 'store', check: async () => { try { await store.ping(); return null; } catch { return 'store is not reachable'; } } },
+      {
+        name: 'provider_keys',
+        check: () => {
+          const bad = keys.status().filter((s) => !s.loaded).map((s) => s.provider);
+          return bad.length === 0 ? null : `not loaded: ${bad.join(', ')}`;
+        },
+      },
+    ],
+  });
+  const adminApp = createAdminApp({ token: adminToken, tenants, logger });
+
+  let closed = false;
+  return {
+    config, logger, store, tenants, keys, writer, publicApp, adminApp,
+    async listen() {
+      const publicUrl = await publicApp.listen({ host: config.listen.public.host, port: config.listen.public.port });
+      const adminUrl = await adminApp.listen({ host: config.listen.admin.host, port: config.listen.admin.port });
+      return { publicUrl: normaliseUrl(publicUrl), adminUrl: normaliseUrl(adminUrl) };
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      // stop taking requests, let in-flight ones finish (bounded), then flush what they recorded
+      const drain = Promise.all([publicApp.close(), adminApp.close()]);
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<void>((resolve) => {
+        timer = setTimeout(() => {
+          logger.warn({ drainTimeoutMs: config.shutdown.drainTimeoutMs }, 'drain timeout reached; closing remaining connections');
+          publicApp.server.closeAllConnections();
+          resolve();
+        }, config.shutdown.drainTimeoutMs);
+        timer.unref();
+      });
+      await Promise.race([drain, timeout]);
+      if (timer) clearTimeout(timer);
+      await writer.close();
+      await Promise.all([...providers.values()].map((p) => p.client.close()));
+      await store.close();
+      logger.flush();
+    },
+  };
+}
+
+function normaliseUrl(url: string): string {
+  // Fastify may report [::1] or 127.0.0.1; keep whatever it bound
+  return url.replace(/\/$/, '');
+}

@@ -1,0 +1,429 @@
+import type { TObject } from '@sinclair/typebox';
+import { TypeCompiler } from '@sinclair/typebox/compiler';
+import { GatewayError } from '../errors/index.js';
+import type { Endpoint } from '../providers/types.js';
+import { exceedsDepth } from './depth.js';
+import { schemaError } from './schema-errors.js';
+import { ChatBody } from './schemas/chat.js';
+import { EmbeddingsBody } from './schemas/embeddings.js';
+import { MessagesBody } from './schemas/messages.js';
+import { ResponsesBody, type ResponsesInputContent } from './schemas/responses.js';
+import type { TenantPolicy, ValidatedRequest } from './types.js';
+
+/** Deepest container nesting a body may have (the body object itself is level 1). */
+export const MAX_DEPTH = 64;
+
+// Compiled once at module load; `Check()` is the whole success path of the schema stage.
+const CHAT = TypeCompiler.Compile(ChatBody);
+const RESPONSES = TypeCompiler.Compile(ResponsesBody);
+const EMBEDDINGS = TypeCompiler.Compile(EmbeddingsBody);
+const MESSAGES = TypeCompiler.Compile(MessagesBody);
+
+/** Each endpoint's required fields: always allowed, never subject to `policy.params`. */
+function requiredOf(schema: TObject): ReadonlySet<string> {
+  return new Set(schema.required ?? []);
+}
+const CHAT_REQUIRED = requiredOf(ChatBody);
+const RESPONSES_REQUIRED = requiredOf(ResponsesBody);
+const EMBEDDINGS_REQUIRED = requiredOf(EmbeddingsBody);
+const MESSAGES_REQUIRED = requiredOf(MessagesBody);
+
+/** Top-level fields governed by `policy.tools` rather than `policy.params`. */
+const TOOL_FIELDS: ReadonlySet<string> = new Set(['tools', 'tool_choice', 'parallel_tool_calls']);
+
+/**
+ * Validates a parsed JSON body for an endpoint against its schema and the tenant policy.
+ * Throws GatewayError. Does not mutate body.
+ *
+ * Checks run in a fixed order and the first failure wins: body shape and nesting depth,
+ * schema (unknown fields refused at every depth), model, optional parameters, tools, files,
+ * then counts and sizes. Deny by default: a model, parameter, tool or file input the policy
+ * does not name is refused. Error messages and params carry field paths, never values.
+ *
+ * @example
+ * const v = validateRequest('chat', JSON.parse(raw), tenant.policy, routedModels);
+ * body[v.maxTokensField] = v.maxOutputTokens; // clamp sent upstream
+ */
+export function validateRequest(
+  endpoint: Endpoint,
+  body: unknown,
+  policy: TenantPolicy,
+  routedModels: ReadonlySet<string>,
+): ValidatedRequest {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+    throw new GatewayError('request_invalid', 'request body must be a JSON object');
+  }
+  if (exceedsDepth(body, MAX_DEPTH)) {
+    throw new GatewayError('request_too_deep', `request nests deeper than ${MAX_DEPTH} levels`);
+  }
+  switch (endpoint) {
+    case 'chat':
+      return validateChat(body, policy, routedModels);
+    case 'responses':
+      return validateResponses(body, policy, routedModels);
+    case 'embeddings':
+      return validateEmbeddings(body, policy, routedModels);
+    case 'messages':
+      return validateMessages(body, policy, routedModels);
+    default:
+      // A caller bug, not client input.
+      throw new GatewayError('internal_error', 'unknown endpoint');
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Endpoints
+// ---------------------------------------------------------------------------------------------
+
+function validateChat(body: object, policy: TenantPolicy, routedModels: ReadonlySet<string>): ValidatedRequest {
+  if (!CHAT.Check(body)) throw schemaError(CHAT, body);
+  // Two caps at once would let the unclamped one reach the provider.
+  if (body.max_tokens != null && body.max_completion_tokens != null) {
+    throw new GatewayError('request_invalid', 'use either "max_tokens" or "max_completion_tokens", not both', {
+      param: 'max_tokens',
+    });
+  }
+  checkModel(body.model, policy, routedModels);
+  checkParams(body, CHAT_REQUIRED, policy);
+  if (!policy.tools) refuseToolFields(body);
+
+  const scan = startScan(policy);
+  const messages = body.messages;
+  for (let i = 0; i < messages.length; i++) {
+    const message = messages[i];
+    if (message === undefined) continue;
+    switch (message.role) {
+      case 'tool':
+      case 'function':
+        if (!policy.tools) throw toolsRefused(`messages[${i}]`);
+        break;
+      case 'assistant':
+        if (message.tool_calls !== undefined && !policy.tools) throw toolsRefused(`messages[${i}].tool_calls`);
+        break;
+      case 'user': {
+        const content = message.content;
+        if (typeof content === 'string') break;
+        for (let j = 0; j < content.length; j++) {
+          const part = content[j];
+          let size: number;
+          switch (part?.type) {
+            case 'image_url':
+              size = part.image_url.url.length;
+              break;
+            case 'input_audio':
+              size = part.input_audio.data.length;
+              break;
+            case 'file':
+              size = part.file.file_data?.length ?? 0;
+              break;
+            default:
+              continue;
+          }
+          if (countAttachment(scan, size)) noteAttachment(scan, `messages[${i}].content[${j}]`);
+        }
+        break;
+      }
+      default:
+        break;
+    }
+  }
+  finishScan(scan, messages.length, 'messages', policy);
+
+  // Chat takes either cap field; keep the one the client used so its choice is what we clamp.
+  let maxTokensField = 'max_completion_tokens';
+  let clientCap = body.max_completion_tokens;
+  if (clientCap == null && body.max_tokens != null) {
+    maxTokensField = 'max_tokens';
+    clientCap = body.max_tokens;
+  }
+  return {
+    endpoint: 'chat',
+    model: body.model,
+    stream: body.stream === true,
+    clientWantsStreamUsage: body.stream_options?.include_usage === true,
+    maxTokensField,
+    maxOutputTokens: clamp(clientCap, policy.maxOutputTokens),
+  };
+}
+
+function validateResponses(body: object, policy: TenantPolicy, routedModels: ReadonlySet<string>): ValidatedRequest {
+  if (!RESPONSES.Check(body)) throw schemaError(RESPONSES, body);
+  checkModel(body.model, policy, routedModels);
+  checkParams(body, RESPONSES_REQUIRED, policy);
+  if (!policy.tools) refuseToolFields(body);
+
+  const scan = startScan(policy);
+  const input = body.input;
+  let items = 1;
+  if (typeof input !== 'string') {
+    items = input.length;
+    for (let i = 0; i < input.length; i++) {
+      const item = input[i];
+      if (item === undefined) continue;
+      switch (item.type) {
+        case 'function_call':
+          if (!policy.tools) throw toolsRefused(`input[${i}]`);
+          break;
+        case 'function_call_output':
+          if (!policy.tools) throw toolsRefused(`input[${i}]`);
+          if (typeof item.output !== 'string') scanInputContent(scan, item.output, i, 'output');
+          break;
+        case 'reasoning':
+          break;
+        default:
+          // A message (`type` is "message" or absent). Assistant turns carry no attachments.
+          if (item.role !== 'assistant' && typeof item.content !== 'string') {
+            scanInputContent(scan, item.content, i, 'content');
+          }
+          break;
+      }
+    }
+  }
+  finishScan(scan, items, 'input', policy);
+
+  return {
+    endpoint: 'responses',
+    model: body.model,
+    stream: body.stream === true,
+    clientWantsStreamUsage: false,
+    maxTokensField: 'max_output_tokens',
+    maxOutputTokens: clamp(body.max_output_tokens, policy.maxOutputTokens),
+  };
+}
+
+function scanInputContent(scan: Scan, parts: ResponsesInputContent, i: number, field: string): void {
+  for (let j = 0; j < parts.length; j++) {
+    const part = parts[j];
+    let size: number;
+    switch (part?.type) {
+      case 'input_image':
+        size = part.image_url?.length ?? 0;
+        break;
+      case 'input_file':
+        size = Math.max(part.file_data?.length ?? 0, part.file_url?.length ?? 0);
+        break;
+      default:
+        continue;
+    }
+    if (countAttachment(scan, size)) noteAttachment(scan, `input[${i}].${field}[${j}]`);
+  }
+}
+
+function validateEmbeddings(body: object, policy: TenantPolicy, routedModels: ReadonlySet<string>): ValidatedRequest {
+  if (!EMBEDDINGS.Check(body)) throw schemaError(EMBEDDINGS, body);
+  checkModel(body.model, policy, routedModels);
+  checkParams(body, EMBEDDINGS_REQUIRED, policy);
+  return {
+    endpoint: 'embeddings',
+    model: body.model,
+    stream: false,
+    clientWantsStreamUsage: false,
+    maxTokensField: undefined,
+    maxOutputTokens: undefined,
+  };
+}
+
+function validateMessages(body: object, policy: TenantPolicy, routedModels: ReadonlySet<string>): ValidatedRequest {
+  if (!MESSAGES.Check(body)) throw schemaError(MESSAGES, body);
+  checkModel(body.model, policy, routedModels);
+  checkParams(body, MESSAGES_REQUIRED, policy);
+  if (!policy.tools) refuseToolFields(body);
+
+  const scan = startScan(policy);
+  const messages = body.messages;
+  for (let i = 0; i < messages.length; i++) {
+    const content = messages[i]?.content;
+    if (content === undefined || typeof content === 'string') continue;
+    for (let j = 0; j < content.length; j++) {
+      const block = content[j];
+      if (block === undefined) continue;
+      switch (block.type) {
+        case 'tool_use':
+          if (!policy.tools) throw toolsRefused(`messages[${i}].content[${j}]`);
+          break;
+        case 'tool_result':
+          if (!policy.tools) throw toolsRefused(`messages[${i}].content[${j}]`);
+          if (Array.isArray(block.content)) {
+            for (let k = 0; k < block.content.length; k++) {
+              const inner = block.content[k];
+              if (inner !== undefined && inner.type !== 'text') {
+                scanAnthropicMedia(scan, inner, `messages[${i}].content[${j}].content[${k}]`);
+              }
+            }
+          }
+          break;
+        case 'image':
+        case 'document':
+          scanAnthropicMedia(scan, block, `messages[${i}].content[${j}]`);
+          break;
+        default:
+          break;
+      }
+    }
+  }
+  finishScan(scan, messages.length, 'messages', policy);
+
+  return {
+    endpoint: 'messages',
+    model: body.model,
+    stream: body.stream === true,
+    clientWantsStreamUsage: false,
+    maxTokensField: 'max_tokens',
+    maxOutputTokens: clamp(body.max_tokens, policy.maxOutputTokens),
+  };
+}
+
+type AnthropicBlock = Extract<MessagesBody['messages'][number]['content'], unknown[]>[number];
+type AnthropicMedia = Extract<AnthropicBlock, { type: 'image' | 'document' }>;
+
+/** Counts an image or document block (and the images inside a content-source document). */
+function scanAnthropicMedia(scan: Scan, block: AnthropicMedia, path: string): void {
+  const source = block.source;
+  let size = 0;
+  switch (source.type) {
+    case 'base64':
+    case 'text':
+      size = source.data.length;
+      break;
+    case 'url':
+      size = source.url.length;
+      break;
+    case 'content':
+      if (typeof source.content === 'string') {
+        size = source.content.length;
+      } else {
+        for (let k = 0; k < source.content.length; k++) {
+          const inner = source.content[k];
+          if (inner?.type === 'image') scanAnthropicMedia(scan, inner, `${path}.source.content[${k}]`);
+        }
+      }
+      break;
+    default:
+      break; // a file id: nothing inline to measure
+  }
+  if (countAttachment(scan, size)) noteAttachment(scan, path);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared checks
+// ---------------------------------------------------------------------------------------------
+
+function checkModel(model: string, policy: TenantPolicy, routedModels: ReadonlySet<string>): void {
+  // One answer for "not routed" and "not yours": never reveal which models exist.
+  // The model name is never echoed: it is client input.
+  if (!routedModels.has(model) || !policy.models.includes(model)) {
+    throw new GatewayError('policy_model_not_allowed', 'model is not allowed for this tenant', { param: 'model' });
+  }
+}
+
+/** Every optional top-level field must be named in `policy.params` (tool fields excepted). */
+function checkParams(body: object, required: ReadonlySet<string>, policy: TenantPolicy): void {
+  // The schema has already refused unknown keys, so every key here is a known field name.
+  for (const field in body) {
+    if (required.has(field) || TOOL_FIELDS.has(field)) continue;
+    if (!policy.params.includes(field)) {
+      throw new GatewayError('policy_param_not_allowed', `parameter "${field}" is not allowed for this tenant`, {
+        param: field,
+      });
+    }
+  }
+}
+
+function refuseToolFields(body: object): void {
+  for (const field of TOOL_FIELDS) {
+    if (Object.hasOwn(body, field)) throw toolsRefused(field);
+  }
+}
+
+function toolsRefused(path: string): GatewayError {
+  return new GatewayError('policy_tools_not_allowed', 'tools are not allowed for this tenant', { param: path });
+}
+
+/** The client's cap clamped to the policy's, or the policy's when the client gave none. */
+function clamp(client: number | null | undefined, cap: number): number {
+  return typeof client === 'number' && client < cap ? client : cap;
+}
+
+// ---------------------------------------------------------------------------------------------
+// One pass over the conversation: files, attachment count and size
+// ---------------------------------------------------------------------------------------------
+
+/** What the pass has found. Reused between calls: validation is synchronous. */
+interface Scan {
+  toolsAllowed: boolean;
+  filesAllowed: boolean;
+  maxAttachmentBytes: number;
+  attachments: number;
+  /** Where the first file input was found when files are not allowed. */
+  fileRefused: string | undefined;
+  /** Where the first attachment over the size cap was found. */
+  oversized: string | undefined;
+}
+
+const scanState: Scan = {
+  toolsAllowed: false,
+  filesAllowed: false,
+  maxAttachmentBytes: 0,
+  attachments: 0,
+  fileRefused: undefined,
+  oversized: undefined,
+};
+
+function startScan(policy: TenantPolicy): Scan {
+  scanState.toolsAllowed = policy.tools;
+  scanState.filesAllowed = policy.files;
+  scanState.maxAttachmentBytes = policy.maxAttachmentBytes;
+  scanState.attachments = 0;
+  scanState.fileRefused = undefined;
+  scanState.oversized = undefined;
+  return scanState;
+}
+
+/**
+ * Counts one attachment of `size` characters (inline data or URL). Returns true when this is
+ * the first refusal of its kind, so the caller builds the path only then.
+ */
+function countAttachment(scan: Scan, size: number): boolean {
+  if (!scan.filesAllowed) return scan.fileRefused === undefined;
+  scan.attachments++;
+  return size > scan.maxAttachmentBytes && scan.oversized === undefined;
+}
+
+function noteAttachment(scan: Scan, path: string): void {
+  if (!scan.filesAllowed) {
+    // A tools refusal would outrank this one; when tools are allowed none can come, so stop here.
+    if (scan.toolsAllowed) throw filesRefused(path);
+    scan.fileRefused = path;
+  } else {
+    scan.oversized = path;
+  }
+}
+
+function filesRefused(path: string): GatewayError {
+  return new GatewayError('policy_files_not_allowed', 'image, audio and file inputs are not allowed for this tenant', {
+    param: path,
+  });
+}
+
+function finishScan(scan: Scan, items: number, field: string, policy: TenantPolicy): void {
+  if (scan.fileRefused !== undefined) throw filesRefused(scan.fileRefused);
+  if (items > policy.maxMessages) {
+    throw new GatewayError('request_too_many_messages', `"${field}" may hold at most ${policy.maxMessages} items`, {
+      param: field,
+    });
+  }
+  if (scan.attachments > policy.maxAttachments) {
+    throw new GatewayError(
+      'request_too_many_attachments',
+      `a request may hold at most ${policy.maxAttachments} attachments`,
+      { param: field },
+    );
+  }
+  if (scan.oversized !== undefined) {
+    throw new GatewayError(
+      'request_attachment_too_large',
+      `an attachment is larger than ${policy.maxAttachmentBytes} bytes`,
+      { param: scan.oversized },
+    );
+  }
+}

@@ -1,0 +1,44 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import { randomUUID } from 'node:crypto';
+import { GatewayError, errorBody } from '../errors/index.js';
+
+export interface HttpServerLimits {
+  maxHeaderBytes: number;
+}
+
+/**
+ * Creates the Node HTTP server under a listener with strict parsing: Node's llhttp refuses
+ * `Content-Length` together with `Transfer-Encoding`, duplicate `Content-Length` and obfuscated
+ * `Transfer-Encoding` (the lenient parser stays off). Parse failures answer a coded 400 in the
+ * OpenAI error shape instead of Node's bare one.
+ */
+export function createHttpServer(limits: HttpServerLimits, handler: (req: IncomingMessage, res: ServerResponse) => void): Server {
+  const server = createServer(
+    {
+      maxHeaderSize: limits.maxHeaderBytes,
+      insecureHTTPParser: false,
+      requestTimeout: 300_000,
+      headersTimeout: 30_000,
+      keepAliveTimeout: 65_000,
+      noDelay: true,
+    },
+    handler,
+  );
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    if (!socket.writable || (err as { code?: string }).code === 'ECONNRESET') {
+      socket.destroy();
+      return;
+    }
+    const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
+    const error = new GatewayError('request_header_invalid', tooLarge ? 'request headers are too large' : 'malformed HTTP request');
+    const requestId = randomUUID();
+    const body = JSON.stringify(errorBody(error, 'openai', requestId));
+    socket.end(
+      `HTTP/1.1 ${tooLarge ? '431 Request Header Fields Too Large' : '400 Bad Request'}\r\n` +
+        `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
+        `x-request-id: ${requestId}\r\nconnection: close\r\n\r\n${body}`,
+    );
+  });
+  return server;
+}

@@ -1,0 +1,256 @@
+import type { ServerResponse } from 'node:http';
+import { StringDecoder } from 'node:string_decoder';
+import { GatewayError, errorBody, type ErrorDialect } from '../errors/index.js';
+import type { Principal } from '../auth/types.js';
+import type { ModelRoute } from '../config/types.js';
+import type { Endpoint, NormalisedRequest, ProviderAdapter, Usage } from '../providers/types.js';
+import { createSseParser } from '../providers/sse.js';
+import { validateRequest } from '../policy/validate.js';
+import type { UpstreamClient } from '../upstream/client.js';
+import { toGatewayError } from '../upstream/client.js';
+import type { ProviderKeyPool } from '../secrets/provider-keys.js';
+import type { Logger } from '../log/logger.js';
+
+/** Per-request facts gathered along the stages, read by the record stage. Never holds content. */
+export interface RequestContext {
+  requestId: string;
+  /** performance.now() when the request arrived. */
+  startedAt: number;
+  endpoint: Endpoint | null;
+  dialect: ErrorDialect;
+  principal: Principal | undefined;
+  model: string | null;
+  provider: string | null;
+  stream: boolean;
+  usage: Usage;
+  upstreamMs: number;
+  status: number;
+  outcome: 'success' | 'refused' | 'upstream_error' | 'client_aborted' | 'stream_broken';
+  errorCode: string | null;
+  promptFingerprint: string | null;
+}
+
+export function newRequestContext(requestId: string, dialect: ErrorDialect, startedAt: number): RequestContext {
+  return {
+    requestId, startedAt, endpoint: null, dialect, principal: undefined, model: null, provider: null, stream: false,
+    usage: { inputTokens: 0, outputTokens: 0 }, upstreamMs: 0, status: 0, outcome: 'success', errorCode: null, promptFingerprint: null,
+  };
+}
+
+export interface ProviderTarget {
+  id: string;
+  adapter: ProviderAdapter;
+  client: UpstreamClient;
+}
+
+export interface ProxyDeps {
+  models: Readonly<Record<string, ModelRoute>>;
+  routedModels: ReadonlySet<string>;
+  providers: ReadonlyMap<string, ProviderTarget>;
+  keys: ProviderKeyPool;
+  fingerprint(endpoint: Endpoint, body: Record<string, unknown>): string;
+  logger: Logger;
+  maxUpstreamResponseBytes: number;
+}
+
+/** Headers a client may send that are passed on (each adapter filters again). Everything else stays here. */
+const FORWARDED_HEADERS = ['anthropic-version'] as const;
+
+/** A request that passed validation, with its provider chosen. */
+export interface PreparedRequest {
+  target: ProviderTarget;
+  request: NormalisedRequest;
+  forwarded: Record<string, string>;
+}
+
+/** The answer to send for a whole (non-streamed) request. */
+export interface WholeAnswer {
+  status: number;
+  body: Buffer;
+  usage: Usage;
+}
+
+/**
+ * The stages between authentication and recording, in their fixed order:
+ * validate (schema + policy) → admit → forward → relay. Takes plain values; the HTTP layer
+ * calls it and sends what it returns (or, for streams, lets it write to the raw response).
+ */
+export function createProxy(deps: ProxyDeps) {
+  const { models, routedModels, providers, keys, logger } = deps;
+
+  /** Validate: schema and tenant policy; fills the context's model, provider and fingerprint. */
+  function validate(ctx: RequestContext, endpoint: Endpoint, body: unknown, headers: Record<string, string | string[] | undefined>): PreparedRequest {
+    const principal = ctx.principal as Principal;
+    const checked = validateRequest(endpoint, body, principal.policy, routedModels);
+    const route = models[checked.model] as ModelRoute;
+    ctx.model = checked.model;
+    ctx.stream = checked.stream;
+    const target = providers.get(route.provider);
+    if (!target) throw new GatewayError('service_unavailable', 'the provider for this model is not available');
+    ctx.provider = target.id;
+    if (!target.adapter.supports(endpoint)) {
+      throw new GatewayError('request_invalid', `model "${checked.model}" is not served on this endpoint`, { param: 'model' });
+    }
+    const json = body as Record<string, unknown>;
+    ctx.promptFingerprint = deps.fingerprint(endpoint, json);
+    const request: NormalisedRequest = {
+      endpoint, publicModel: checked.model, upstreamModel: route.model, body: json, stream: checked.stream,
+      maxOutputTokens: checked.maxOutputTokens, maxTokensField: checked.maxTokensField,
+      clientWantsStreamUsage: checked.clientWantsStreamUsage,
+    };
+    const forwarded: Record<string, string> = {};
+    for (const name of FORWARDED_HEADERS) {
+      const value = headers[name];
+      if (typeof value === 'string') forwarded[name] = value;
+    }
+    return { target, request, forwarded };
+  }
+
+  /** Forward: build the provider request with the server-held key and send it. */
+  async function forward(ctx: RequestContext, target: ProviderTarget, request: NormalisedRequest, forwarded: Record<string, string>, signal: AbortSignal) {
+    const apiKey = keys.current(target.id);
+    if (apiKey === undefined) throw new GatewayError('provider_key_unavailable', 'no provider key is loaded for this model');
+    const upstream = target.adapter.buildRequest(request, apiKey, forwarded);
+    const sentAt = performance.now();
+    const response = await target.client.send(upstream, signal);
+    if (response.statusCode >= 300) {
+      const text = await readCapped(response.body, 64 * 1024).then((b) => b.toString('utf8'), () => '');
+      ctx.upstreamMs = performance.now() - sentAt;
+      const retryAfter = response.headers['retry-after'];
+      const err = target.adapter.mapError(response.statusCode, text, typeof retryAfter === 'string' ? retryAfter : undefined);
+      if (err.code === 'upstream_auth_failed') {
+        // operators need to know at once; the client only gets the gateway's error
+        logger.error({ event: 'upstream_auth_failed', provider: target.id, upstreamStatus: response.statusCode, requestId: ctx.requestId },
+          'the provider rejected the gateway key; check the provider key');
+      }
+      throw err;
+    }
+    return { response, sentAt };
+  }
+
+  return {
+    validate,
+
+    /** Runs forward and relay for a whole answer. */
+    async whole(ctx: RequestContext, prepared: PreparedRequest, signal: AbortSignal): Promise<WholeAnswer> {
+      const { target, request, forwarded } = prepared;
+      const endpoint = request.endpoint;
+      const { response, sentAt } = await forward(ctx, target, request, forwarded, signal);
+      let buffer: Buffer;
+      try {
+        buffer = await readCapped(response.body, deps.maxUpstreamResponseBytes);
+      } catch (err) {
+        throw err instanceof GatewayError ? err : toGatewayError(err);
+      } finally {
+        ctx.upstreamMs = performance.now() - sentAt;
+      }
+      let answer: unknown;
+      try {
+        answer = JSON.parse(buffer.toString('utf8'));
+      } catch {
+        throw new GatewayError('upstream_invalid_response', 'the provider sent an answer that is not valid JSON');
+      }
+      const usage = target.adapter.readUsage(endpoint, answer);
+      if (usage) ctx.usage = usage;
+      return { status: 200, body: buffer, usage: ctx.usage };
+    },
+
+    /**
+     * Runs forward and relay for a stream, writing to `res`. Errors before the first byte are
+     * thrown (the caller answers them normally); after it, they end the stream with an error event.
+     */
+    async stream(ctx: RequestContext, prepared: PreparedRequest, res: ServerResponse, abort: AbortController, onHeaders: () => void): Promise<void> {
+      const { target, request, forwarded } = prepared;
+      const { response, sentAt } = await forward(ctx, target, request, forwarded, abort.signal);
+      const contentType = response.headers['content-type'];
+      if (typeof contentType !== 'string' || !contentType.startsWith('text/event-stream')) {
+        response.body.resume();
+        throw new GatewayError('upstream_invalid_response', 'the provider did not answer with a stream');
+      }
+      onHeaders();
+      res.writeHead(200, {
+        'content-type': 'text/event-stream; charset=utf-8',
+        'cache-control': 'no-cache',
+        'x-request-id': ctx.requestId,
+        'x-accel-buffering': 'no',
+      });
+      res.flushHeaders();
+
+      const reader = target.adapter.createStreamReader(request);
+      let pending = '';
+      const parser = createSseParser((event) => {
+        if (reader.accept(event)) pending += event.raw;
+      });
+      const decoder = new StringDecoder('utf8');
+      let failure: GatewayError | undefined;
+      try {
+        for await (const chunk of response.body) {
+          parser.push(decoder.write(chunk as Buffer));
+          if (pending.length > 0) {
+            const ok = res.write(pending);
+            pending = '';
+            // respect the client's pace: stop reading upstream until it drains
+            if (!ok && !res.destroyed) await waitForDrain(res);
+          }
+        }
+        parser.push(decoder.end());
+        parser.end();
+        if (pending.length > 0) res.write(pending);
+        if (!reader.finished()) failure = new GatewayError('upstream_invalid_response', 'the provider stream ended before it was complete');
+      } catch (err) {
+        if (!abort.signal.aborted) failure = err instanceof GatewayError ? err : new GatewayError('upstream_unreachable', 'the provider stream broke off', { cause: err });
+      } finally {
+        ctx.upstreamMs = performance.now() - sentAt;
+        ctx.usage = reader.usage();
+      }
+      if (abort.signal.aborted) {
+        ctx.outcome = 'client_aborted';
+        ctx.status = 499;
+        ctx.errorCode = null;
+        return;
+      }
+      if (failure) {
+        ctx.outcome = 'stream_broken';
+        ctx.errorCode = failure.code;
+        if (!res.destroyed) res.write(streamErrorEvent(failure, ctx.dialect, ctx.requestId));
+      }
+      ctx.status = 200;
+      res.end();
+    },
+  };
+}
+
+export type Proxy = ReturnType<typeof createProxy>;
+
+/** An error event in the dialect's stream format, so SDKs raise it instead of ending quietly. */
+function streamErrorEvent(err: GatewayError, dialect: ErrorDialect, requestId: string): string {
+  return `event: error\ndata: ${JSON.stringify(errorBody(err, dialect, requestId))}\n\n`;
+}
+
+function waitForDrain(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      res.removeListener('drain', done);
+      res.removeListener('close', done);
+      resolve();
+    };
+    res.once('drain', done);
+    res.once('close', done);
+  });
+}
+
+/** Reads a body fully, refusing one larger than `limit`. */
+async function readCapped(body: AsyncIterable<unknown> & { destroy?: (err?: Error) => void }, limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    const buf = chunk as Buffer;
+    size += buf.length;
+    if (size > limit) {
+      body.destroy?.();
+      throw new GatewayError('upstream_invalid_response', 'the provider answer is larger than the gateway accepts');
+    }
+    chunks.push(buf);
+  }
+  return chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size);
+}

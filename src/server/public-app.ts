@@ -1,0 +1,218 @@
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { Server } from 'node:http';
+import { GatewayError, errorBody, type ErrorDialect } from '../errors/index.js';
+import type { Authenticator } from '../auth/authenticate.js';
+import { extractCredential } from '../auth/credentials.js';
+import type { Principal } from '../auth/types.js';
+import type { ModelRoute } from '../config/types.js';
+import type { Logger } from '../log/logger.js';
+import { readJsonBody } from './body-reader.js';
+import { requestIdFrom } from './request-id.js';
+import { PROVIDER_ROUTES, dialectForPath, type ProviderRoute } from './routes.js';
+import { newRequestContext, type Proxy, type RequestContext } from './proxy.js';
+import { createHttpServer } from './http-server.js';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    kw: RequestContext;
+  }
+}
+
+export interface ReadinessCheck {
+  name: string;
+  check(): Promise<string | null> | string | null;
+}
+
+export interface PublicAppOptions {
+  authenticate: Authenticator;
+  proxy: Proxy;
+  record(ctx: RequestContext): void;
+  models: Readonly<Record<string, ModelRoute>>;
+  readiness: readonly ReadinessCheck[];
+  logger: Logger;
+  maxHeaderBytes: number;
+  maxHeaders: number;
+}
+
+/**
+ * The public listener: the OpenAI- and Anthropic-compatible routes, health and readiness.
+ *
+ * Authentication runs as a hook of each matched route, so it is decided on the same path the
+ * router dispatched; there is no global prefix check a crafted path could slip past. Unknown
+ * routes are 404 before anything else happens.
+ */
+export function createPublicApp(options: PublicAppOptions): FastifyInstance {
+  const { authenticate, proxy, record, logger } = options;
+  const app = Fastify({
+    logger: false,
+    serverFactory: (handler) => createHttpServer({ maxHeaderBytes: options.maxHeaderBytes }, handler),
+    genReqId: (req) => requestIdFrom(req.headers['x-request-id']),
+    requestIdHeader: false,
+    exposeHeadRoutes: false,
+    routerOptions: { caseSensitive: true, ignoreTrailingSlash: false, ignoreDuplicateSlashes: false, maxParamLength: 128 },
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+    bodyLimit: 64 * 1_048_576,
+  });
+  app.decorateRequest('kw', null as unknown as RequestContext);
+
+  // every answer, errors included, carries the request id; header count is bounded
+  app.addHook('onRequest', (request, reply, done) => {
+    reply.header('x-request-id', request.id);
+    request.kw = newRequestContext(request.id, dialectForPath(request.url), performance.now());
+    if (request.raw.rawHeaders.length / 2 > options.maxHeaders) {
+      done(new GatewayError('request_header_invalid', 'too many request headers'));
+      return;
+    }
+    done();
+  });
+
+  // the body is read by us, with the authenticated tenant's size limit, for any content type
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', (request: FastifyRequest, payload, done) => {
+    const type = request.headers['content-type'] ?? '';
+    if (!/^application\/json\s*(;|$)/i.test(type)) {
+      payload.resume();
+      done(new GatewayError('request_unsupported_media_type', 'send the request body as application/json'), undefined);
+      return;
+    }
+    const limit = request.kw.principal?.policy.maxBodyBytes ?? 0;
+    readJsonBody(request.raw, limit).then((body) => done(null, body), (err: Error) => done(err, undefined));
+  });
+
+  async function authHook(request: FastifyRequest): Promise<void> {
+    const credential = extractCredential(request.headers.authorization, request.headers['x-api-key']);
+    request.kw.principal = await authenticate(credential);
+  }
+
+  for (const route of PROVIDER_ROUTES) registerProviderRoute(app, route);
+
+  function registerProviderRoute(instance: FastifyInstance, route: ProviderRoute): void {
+    instance.route({
+      method: 'POST',
+      url: route.path,
+      config: { dialect: route.dialect },
+      onRequest: [
+        async (request) => {
+          request.kw.dialect = route.dialect;
+          request.kw.endpoint = route.endpoint;
+        },
+        authHook,
+      ],
+      handler: async (request, reply) => {
+        const ctx = request.kw;
+        if (request.body === undefined) throw new GatewayError('request_invalid_json', 'the request body must be a JSON object');
+        const prepared = proxy.validate(ctx, route.endpoint, request.body, request.headers);
+        const abort = new AbortController();
+        // a client that goes away cancels the upstream call
+        const onClose = () => {
+          if (!reply.raw.writableFinished) abort.abort();
+        };
+        reply.raw.once('close', onClose);
+        if (prepared.request.stream) {
+          let started = false;
+          try {
+            await proxy.stream(ctx, prepared, reply.raw, abort, () => {
+              started = true;
+              reply.hijack();
+            });
+          } catch (err) {
+            if (!started) throw err;
+            logger.error({ err, requestId: ctx.requestId }, 'stream relay failed');
+            reply.raw.destroy();
+          }
+          record(ctx);
+          return reply;
+        }
+        let answer;
+        try {
+          answer = await proxy.whole(ctx, prepared, abort.signal);
+        } catch (err) {
+          if (!abort.signal.aborted) throw err;
+          // the client left: nothing to answer, but the attempt is still recorded
+          ctx.status = 499;
+          ctx.outcome = 'client_aborted';
+          record(ctx);
+          return reply.hijack();
+        }
+        ctx.status = answer.status;
+        reply
+          .code(answer.status)
+          .header('content-type', 'application/json')
+          .header('x-keywarden-input-tokens', String(answer.usage.inputTokens))
+          .header('x-keywarden-output-tokens', String(answer.usage.outputTokens));
+        record(ctx);
+        return reply.send(answer.body);
+      },
+    });
+    // the right path with the wrong method: say so, without authenticating
+    instance.route({
+      method: ['GET', 'PUT', 'DELETE', 'PATCH'],
+      url: route.path,
+      handler: async () => {
+        throw new GatewayError('method_not_allowed', `use POST ${route.path}`);
+      },
+    });
+  }
+
+  app.get('/v1/models', { onRequest: authHook }, async (request, reply) => {
+    const principal = request.kw.principal as Principal;
+    const allowed = principal.policy.models.filter((name) => Object.hasOwn(options.models, name));
+    if (typeof request.headers['anthropic-version'] === 'string') {
+      const data = allowed.map((id) => ({ type: 'model', id, display_name: id, created_at: '1970-01-01T00:00:00Z' }));
+      return reply.send({ data, has_more: false, first_id: data[0]?.id ?? null, last_id: data[data.length - 1]?.id ?? null });
+    }
+    return reply.send({
+      object: 'list',
+      data: allowed.map((id) => ({ id, object: 'model', created: 0, owned_by: (options.models[id] as ModelRoute).provider })),
+    });
+  });
+
+  app.get('/healthz', async () => ({ status: 'ok' }));
+  app.get('/readyz', async (_request, reply) => {
+    const checks: Record<string, string> = {};
+    let ready = true;
+    for (const check of options.readiness) {
+      let problem: string | null;
+      try {
+        problem = await check.check();
+      } catch {
+        problem = 'check failed';
+      }
+      checks[check.name] = problem ?? 'ok';
+      if (problem !== null) ready = false;
+    }
+    return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not_ready', checks });
+  });
+
+  app.setNotFoundHandler(async (request) => {
+    throw new GatewayError('route_not_found', 'no such route', { param: undefined });
+  });
+
+  app.setErrorHandler((err: unknown, request: FastifyRequest, reply: FastifyReply) => {
+    const ctx = request.kw ?? newRequestContext(request.id, dialectForPath(request.url), performance.now());
+    const gatewayError = toClientError(err);
+    if (gatewayError.code === 'internal_error') logger.error({ err, requestId: ctx.requestId }, 'unexpected error');
+    ctx.status = gatewayError.status;
+    ctx.errorCode = gatewayError.code;
+    ctx.outcome = gatewayError.code.startsWith('upstream_') ? 'upstream_error' : 'refused';
+    if (gatewayError.retryAfterSeconds !== undefined) reply.header('retry-after', String(gatewayError.retryAfterSeconds));
+    if (request.routeOptions.url !== undefined || ctx.principal) record(ctx);
+    void reply.code(gatewayError.status).header('content-type', 'application/json').send(JSON.stringify(errorBody(gatewayError, ctx.dialect as ErrorDialect, ctx.requestId)));
+  });
+
+  return app;
+}
+
+/** Turns anything thrown on the request path into a safe, coded error for the client. */
+function toClientError(err: unknown): GatewayError {
+  if (err instanceof GatewayError) return err;
+  const status = (err as { statusCode?: number }).statusCode;
+  const code = (err as { code?: string }).code;
+  if (code === 'FST_ERR_CTP_BODY_TOO_LARGE') return new GatewayError('request_body_too_large', 'the request body is too large');
+  if (code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return new GatewayError('request_unsupported_media_type', 'send the request body as application/json');
+  if (typeof status === 'number' && status >= 400 && status < 500) return new GatewayError('request_invalid', 'the request could not be processed');
+  return new GatewayError('internal_error', 'the gateway failed to process the request', { cause: err });
+}
+
+export type { Server };

@@ -1,0 +1,63 @@
+/**
+ * Schema migrations for the SQLite store, applied in order at open. A migration is never
+ * edited once released: a change is a new entry. `PRAGMA user_version` records the level.
+ */
+export const SQLITE_MIGRATIONS: readonly string[] = [
+  // 1: tenants, tenant keys, usage ledger, audit chain, instance secrets
+  `
+  CREATE TABLE meta (
+    name TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+  );
+  CREATE TABLE tenants (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    status TEXT NOT NULL CHECK (status IN ('active', 'disabled')),
+    policy TEXT,
+    created_at INTEGER NOT NULL
+  );
+  CREATE TABLE tenant_keys (
+    id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL REFERENCES tenants(id),
+    secret_hash TEXT NOT NULL,
+    label TEXT,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER,
+    revoked_at INTEGER
+  );
+  CREATE INDEX tenant_keys_tenant ON tenant_keys(tenant_id);
+  CREATE TABLE usage_ledger (
+    id INTEGER PRIMARY KEY,
+    ts INTEGER NOT NULL,
+    request_id TEXT NOT NULL,
+    tenant_id TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    provider TEXT,
+    model TEXT,
+    endpoint TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    error_code TEXT,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cached_input_tokens INTEGER NOT NULL,
+    stream INTEGER NOT NULL,
+    gateway_ms REAL NOT NULL,
+    upstream_ms REAL NOT NULL,
+    prompt_fingerprint TEXT
+  );
+  CREATE INDEX usage_ledger_tenant_ts ON usage_ledger(tenant_id, ts);
+  CREATE TABLE audit_log (
+    seq INTEGER PRIMARY KEY,
+    ts INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT,
+    outcome TEXT NOT NULL,
+    request_id TEXT,
+    details TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+  );
+  `,
+];

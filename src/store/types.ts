@@ -1,0 +1,120 @@
+/**
+ * Store interfaces. Nothing above this folder knows which database implements them;
+ * `src/main.ts` picks one. Every method is asynchronous so a networked engine can plug in.
+ */
+
+export type TenantStatus = 'active' | 'disabled';
+
+export interface TenantRecord {
+  id: string;
+  name: string;
+  status: TenantStatus;
+  /** Per-tenant policy override in config form (snake_case), or null to use the defaults. */
+  policy: Record<string, unknown> | null;
+  createdAt: number;
+}
+
+export interface TenantKeyRecord {
+  /** The public part of the key (`kw_<id>_…`), safe to show and log. */
+  id: string;
+  tenantId: string;
+  /** Keyed hash (HMAC-SHA256, hex) of the secret part; the secret itself is never stored. */
+  secretHash: string;
+  label: string | null;
+  createdAt: number;
+  expiresAt: number | null;
+  revokedAt: number | null;
+}
+
+export interface KeyWithTenant {
+  key: TenantKeyRecord;
+  tenant: TenantRecord;
+}
+
+/** One row of the usage ledger: metadata only, never content. */
+export interface UsageRecord {
+  ts: number;
+  requestId: string;
+  tenantId: string;
+  keyId: string;
+  provider: string | null;
+  model: string | null;
+  endpoint: string;
+  status: number;
+  outcome: string;
+  errorCode: string | null;
+  inputTokens: number;
+  outputTokens: number;
+  cachedInputTokens: number;
+  stream: boolean;
+  gatewayMs: number;
+  upstreamMs: number;
+  promptFingerprint: string | null;
+}
+
+/** An audit event before it is chained. Details hold ids and counts, never content or secrets. */
+export interface AuditEvent {
+  ts: number;
+  /** Who acted: `tenant-key:<id>`, `admin-api`, `cli`, `system`. */
+  actor: string;
+  /** What happened: `request`, `tenant.create`, `key.issue`, `key.revoke`, … */
+  action: string;
+  /** The object acted on: a tenant id, key id, model, … */
+  target: string | null;
+  outcome: 'success' | 'failure';
+  requestId: string | null;
+  details: Record<string, string | number | boolean | null>;
+}
+
+/** A stored audit row with its position in the hash chain. */
+export interface AuditRow extends AuditEvent {
+  seq: number;
+  prevHash: string;
+  hash: string;
+}
+
+export interface TenantRepository {
+  create(name: string, policy: Record<string, unknown> | null, audit: AuditEvent): Promise<TenantRecord>;
+  getByName(name: string): Promise<TenantRecord | undefined>;
+  list(): Promise<TenantRecord[]>;
+  setStatus(id: string, status: TenantStatus, audit: AuditEvent): Promise<void>;
+  setPolicy(id: string, policy: Record<string, unknown> | null, audit: AuditEvent): Promise<void>;
+}
+
+export interface TenantKeyRepository {
+  create(key: TenantKeyRecord, audit: AuditEvent): Promise<void>;
+  /** The hot-path lookup: a key and its tenant in one query. */
+  findWithTenant(keyId: string): Promise<KeyWithTenant | undefined>;
+  get(keyId: string): Promise<TenantKeyRecord | undefined>;
+  list(tenantId?: string): Promise<TenantKeyRecord[]>;
+  revoke(keyId: string, at: number, audit: AuditEvent): Promise<void>;
+  /** Revokes every unrevoked key of a tenant carrying this label (used by the demo to replace its key). */
+  revokeByLabel(tenantId: string, label: string, at: number): Promise<number>;
+}
+
+export interface RecordRepository {
+  /** Appends usage rows and audit events in one transaction (the batched writer calls this). */
+  append(usage: readonly UsageRecord[], audit: readonly AuditEvent[]): Promise<void>;
+  listUsage(filter: { tenantId?: string; limit: number }): Promise<UsageRecord[]>;
+  listAudit(filter: { afterSeq?: number; limit: number }): Promise<AuditRow[]>;
+}
+
+export interface Store {
+  readonly kind: string;
+  tenants: TenantRepository;
+  keys: TenantKeyRepository;
+  records: RecordRepository;
+  /** A random secret generated once and kept in the store (the default tenant-key hash key). */
+  instanceSecret(name: string): Promise<Buffer>;
+  /** Cheap liveness probe for /readyz. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Thrown for expected store conflicts (a duplicate tenant name) so services can map them to 409. */
+export class StoreConflictError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'StoreConflictError';
+  }
+}
