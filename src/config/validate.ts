@@ -57,7 +57,8 @@ function join(path: string, key: string): string {
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '::1', '[::1]']);
 
 export function isLoopbackHost(host: string): boolean {
-  return LOOPBACK_HOSTS.has(host) || host.startsWith('127.');
+  // only a literal 127.x.x.x address is loopback: a name such as `127.attacker.example` resolves anywhere
+  return LOOPBACK_HOSTS.has(host) || (isIP(host) === 4 && host.startsWith('127.'));
 }
 
 function listenAddress(value: Json, path: string, fallback: ListenAddress, problems: Problems): ListenAddress {

@@ -1,14 +1,16 @@
-import { KindGuard, type TSchema } from '@sinclair/typebox';
-import { ValueErrorType, type TypeCheck, type ValueError } from '@sinclair/typebox/compiler';
+import { KindGuard, type TObject, type TSchema } from '@sinclair/typebox';
+import { TypeCompiler, ValueErrorType, type TypeCheck, type ValueError, type ValueErrorIterator } from '@sinclair/typebox/compiler';
+import { Errors } from '@sinclair/typebox/errors';
 import { GatewayError } from '../errors/index.js';
 
 /**
  * Turns a failed schema check into one safe, coded GatewayError.
  *
- * Runs only after `Check()` has failed, so none of this is on the success path. It takes the
- * first TypeBox error; where that is a union ("matches no branch"), it picks the branch the
- * client evidently meant (by value kind, then by discriminator fields such as `role` and
- * `type`) and descends into that branch's errors, so the path points at the real mistake
+ * Runs only after `Check()` has failed, so none of this is on the success path. It first
+ * narrows to the smallest failing node with compiled checks, then walks TypeBox's `Errors()`
+ * there. Where an error is a union ("matches no branch"), it picks the branch the client
+ * evidently meant (by value kind, then by discriminator fields such as `role` and `type`) and
+ * descends into that branch, so the path points at the real mistake
  * (`messages[2].content[0].foo`) rather than at `messages[2]`.
  *
  * SECURITY: messages and params are built from the JSON path and the schema only, never from a
@@ -16,28 +18,122 @@ import { GatewayError } from '../errors/index.js';
  * only when it matches {@link SAFE_NAME}; any other name is shown as `(field)`.
  */
 export function schemaError(check: TypeCheck<TSchema>, body: unknown): GatewayError {
-  let error: ValueError | undefined = check.Errors(body).First();
+  const at = locate(check.Schema(), body);
+  let error = firstError(Errors(at.schema, at.value));
   // The depth cap bounds nesting, so this loop is bounded too; the counter is a second guard.
   for (let hops = 0; error !== undefined && error.type === ValueErrorType.Union && hops < 128; hops++) {
     const branch = chooseBranch(error.schema, error.value);
     if (typeof branch !== 'number') {
-      const path = renderPath(error.path, body, branch.key);
+      const path = renderPath(at.pointer + error.path, body, branch.key);
       if (branch.unknown === true) {
         return new GatewayError('request_unknown_field', `unknown field "${path}"`, { param: path });
       }
       return new GatewayError('request_invalid', `"${path}" ${branch.expect}`, { param: path });
     }
-    const next: ValueError | undefined = error.errors[branch]?.First();
+    const variantErrors = error.errors[branch];
+    const next = variantErrors === undefined ? undefined : firstError(variantErrors);
     if (next === undefined) break;
     error = next;
   }
   if (error === undefined) return new GatewayError('request_invalid', 'request body is invalid');
 
-  const path = renderPath(error.path, body, undefined);
+  const path = renderPath(at.pointer + error.path, body, undefined);
   if (error.type === ValueErrorType.ObjectAdditionalProperties) {
     return new GatewayError('request_unknown_field', `unknown field "${path}"`, { param: path });
   }
   return new GatewayError('request_invalid', `"${path}" ${expectation(error)}`, { param: path });
+}
+
+/** A failing node of the body: its schema, its value, and its JSON pointer from the body. */
+interface Located {
+  schema: TSchema;
+  value: unknown;
+  pointer: string;
+}
+
+/**
+ * Descends from the body to the smallest node that fails, using compiled checks, so the error
+ * walk that follows runs over one message or part instead of the whole body. (TypeBox's error
+ * walk re-checks every union member interpretively; on a large body that costs far more than
+ * the compiled success path.) Problems of an object itself (missing or unknown fields) stop
+ * the descent there, as TypeBox reports them before property errors.
+ */
+function locate(root: TSchema, body: unknown): Located {
+  let schema = root;
+  let value = body;
+  let pointer = '';
+  for (let hops = 0; hops < 256; hops++) {
+    let next: Located | undefined;
+    if (KindGuard.IsUnion(schema)) {
+      const branch = chooseBranch(schema, value);
+      const variant = typeof branch === 'number' ? schema.anyOf[branch] : undefined;
+      // A value failing the union fails every branch, the chosen one included.
+      if (variant !== undefined) next = { schema: variant, value, pointer };
+    } else if (KindGuard.IsObject(schema) && isObject(value)) {
+      if (ownProblem(schema, value)) break;
+      for (const name of Object.keys(schema.properties)) {
+        const property = schema.properties[name];
+        if (property === undefined || !Object.hasOwn(value, name)) continue;
+        if (!checker(property).Check(value[name])) {
+          next = { schema: property, value: value[name], pointer: `${pointer}/${escapeKey(name)}` };
+          break;
+        }
+      }
+    } else if (KindGuard.IsArray(schema) && Array.isArray(value)) {
+      const { minItems, maxItems } = schema;
+      if ((minItems !== undefined && value.length < minItems) || (maxItems !== undefined && value.length > maxItems)) break;
+      const items = checker(schema.items);
+      for (let i = 0; i < value.length; i++) {
+        if (!items.Check(value[i])) {
+          next = { schema: schema.items, value: value[i], pointer: `${pointer}/${i}` };
+          break;
+        }
+      }
+    }
+    if (next === undefined) break;
+    ({ schema, value, pointer } = next);
+  }
+  return { schema, value, pointer };
+}
+
+function ownProblem(schema: TObject, value: Record<string, unknown>): boolean {
+  for (const name of schema.required ?? []) if (!Object.hasOwn(value, name)) return true;
+  if (schema.additionalProperties !== false) return false;
+  for (const name of Object.keys(value)) if (!Object.hasOwn(schema.properties, name)) return true;
+  return false;
+}
+
+function escapeKey(key: string): string {
+  return key.replace(/~/g, '~0').replace(/\//g, '~1');
+}
+
+/** Compiled checks for schema nodes, made on first need (error path only) and kept. */
+const checkers = new WeakMap<TSchema, TypeCheck<TSchema>>();
+function checker(schema: TSchema): TypeCheck<TSchema> {
+  let compiled = checkers.get(schema);
+  if (compiled === undefined) {
+    compiled = TypeCompiler.Compile(schema);
+    checkers.set(schema, compiled);
+  }
+  return compiled;
+}
+
+/**
+ * The first error, except that a missing field gives way to a wrong discriminator on the same
+ * object: for `{"type":"mcp","server_url":…}` as a function tool, `type` is the real mistake,
+ * not the absent `name`. (TypeBox reports missing fields before property values.)
+ */
+function firstError(errors: ValueErrorIterator): ValueError | undefined {
+  const first = errors.First();
+  if (first === undefined || first.type !== ValueErrorType.ObjectRequiredProperty) return first;
+  const parent = first.path.slice(0, first.path.lastIndexOf('/'));
+  for (let seen = 0; seen < 32; seen++) {
+    const next = errors.First();
+    if (next === undefined) break;
+    const sameObject = next.path.slice(0, next.path.lastIndexOf('/')) === parent;
+    if (sameObject && literalSet(next.schema) !== undefined && next.value !== undefined) return next;
+  }
+  return first;
 }
 
 /** Field names that may be echoed back; anything else (spaces, quotes, control bytes, canaries with odd characters) becomes `(field)`. */

@@ -27,6 +27,8 @@ export async function serveCommand(configPath: string | undefined, env: NodeJS.P
 
   const { publicUrl, adminUrl } = await gateway.listen();
   gateway.logger.info({ publicUrl, adminUrl, store: gateway.store.kind }, 'keywarden listening');
+  // the log destination buffers; an operator (or supervisor) must see the start-up lines now, not at exit
+  gateway.logger.flush();
 
   if (mock) {
     const tenant = await gateway.tenants.listTenants().then((all) => all.find((t) => t.name === 'demo'));

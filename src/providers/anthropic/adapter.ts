@@ -9,7 +9,7 @@ import {
   safeProviderCode,
   tokenCount,
   unsupportedEndpoint,
-} from '../openai/adapter.js';
+} from '../common.js';
 import type {
   Endpoint,
   NormalisedRequest,
