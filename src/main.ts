@@ -104,13 +104,13 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
     keys,
     fingerprint: createPromptFingerprinter(promptKey),
     logger,
-    maxUpstreamResponseBytes: config.limits.maxUpstreamResponseBytes,
+    maxUpstreamResponseBytes: config.server.maxUpstreamResponseBytes,
   });
   const record = createRequestRecorder({ writer, logger });
 
   const publicApp = createPublicApp({
     authenticate, proxy, record, logger, models: config.models,
-    maxHeaderBytes: config.limits.maxHeaderBytes, maxHeaders: config.limits.maxHeaders,
+    maxHeaderBytes: config.server.maxHeaderBytes, maxHeaders: config.server.maxHeaders,
     readiness: [
       { name: 'config', check: () => null },
       { name: 'store', check: async () => { try { await store.ping(); return null; } catch { return 'store is not reachable'; } } },
@@ -138,6 +138,13 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
       closed = true;
       // stop taking requests, let in-flight ones finish (bounded), then flush what they recorded
       const drain = Promise.all([publicApp.close(), adminApp.close()]);
+      // a keep-alive connection whose request finishes during the drain goes idle but stays open
+      // until its keep-alive timeout, holding the drain up to its limit: close such connections as they go idle
+      const sweep = setInterval(() => {
+        publicApp.server.closeIdleConnections();
+        adminApp.server.closeIdleConnections();
+      }, 25);
+      sweep.unref();
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<void>((resolve) => {
         timer = setTimeout(() => {
@@ -148,6 +155,7 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
         timer.unref();
       });
       await Promise.race([drain, timeout]);
+      clearInterval(sweep);
       if (timer) clearTimeout(timer);
       await writer.close();
       await Promise.all([...providers.values()].map((p) => p.client.close()));

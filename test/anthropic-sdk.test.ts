@@ -97,7 +97,7 @@ describe('anthropic SDK against the gateway', () => {
   });
 
   it('clamps max_tokens to the tenant cap upstream', async () => {
-    await client.messages.create({ model: MODEL, max_tokens: 1_000_000, messages: [{ role: 'user', content: PROMPT }] });
+    await client.messages.create({ model: MODEL, max_tokens: 20_000, messages: [{ role: 'user', content: PROMPT }] });
     assert.equal((lastUpstream().body as Record<string, unknown>)['max_tokens'], 4096);
     const data = await client.messages.create({ model: MODEL, max_tokens: 4, messages: [{ role: 'user', content: PROMPT }] });
     assert.equal((lastUpstream().body as Record<string, unknown>)['max_tokens'], 4);

@@ -41,7 +41,8 @@ export interface GatewayConfig {
   providers: Readonly<Record<string, ProviderConfig>>;
   models: Readonly<Record<string, ModelRoute>>;
   tenants: { defaults: { policy: TenantPolicy } };
-  limits: {
+  /** HTTP-level bounds of the listeners and the upstream client. */
+  server: {
     /** Most header bytes per request (Node's parser refuses more). */
     maxHeaderBytes: number;
     /** Most headers per request. */

@@ -253,7 +253,7 @@ const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'
 export function validateConfig(doc: Json): { config?: GatewayConfig; problems: string[] } {
   const problems = new Problems();
   if (!isRecord(doc)) return { problems: ['(root): must be a mapping'] };
-  checkKeys(doc, '', ['listen', 'store', 'admin', 'audit', 'auth', 'log', 'providers', 'models', 'tenants', 'limits', 'shutdown'], problems);
+  checkKeys(doc, '', ['listen', 'store', 'admin', 'audit', 'auth', 'log', 'providers', 'models', 'tenants', 'server', 'shutdown'], problems);
 
   const listen = section(doc, 'listen', '', problems);
   checkKeys(listen, 'listen', ['public', 'admin'], problems);
@@ -297,8 +297,8 @@ export function validateConfig(doc: Json): { config?: GatewayConfig; problems: s
     if (!Object.hasOwn(modelMap, name)) problems.add(`tenants.defaults.policy.models[${i}]`, 'names a model not configured under models');
   });
 
-  const limits = section(doc, 'limits', '', problems);
-  checkKeys(limits, 'limits', ['max_header_bytes', 'max_headers', 'max_upstream_response_bytes'], problems);
+  const server = section(doc, 'server', '', problems);
+  checkKeys(server, 'server', ['max_header_bytes', 'max_headers', 'max_upstream_response_bytes'], problems);
   const shutdown = section(doc, 'shutdown', '', problems);
   checkKeys(shutdown, 'shutdown', ['drain_timeout'], problems);
 
@@ -312,10 +312,10 @@ export function validateConfig(doc: Json): { config?: GatewayConfig; problems: s
     providers: Object.freeze(providerMap),
     models: Object.freeze(modelMap),
     tenants: { defaults: { policy } },
-    limits: {
-      maxHeaderBytes: positiveInt(limits['max_header_bytes'], 'limits.max_header_bytes', 16_384, problems, 1_048_576),
-      maxHeaders: positiveInt(limits['max_headers'], 'limits.max_headers', 100, problems, 2000),
-      maxUpstreamResponseBytes: positiveInt(limits['max_upstream_response_bytes'], 'limits.max_upstream_response_bytes', 32 * 1_048_576, problems),
+    server: {
+      maxHeaderBytes: positiveInt(server['max_header_bytes'], 'server.max_header_bytes', 16_384, problems, 1_048_576),
+      maxHeaders: positiveInt(server['max_headers'], 'server.max_headers', 100, problems, 2000),
+      maxUpstreamResponseBytes: positiveInt(server['max_upstream_response_bytes'], 'server.max_upstream_response_bytes', 32 * 1_048_576, problems),
     },
     shutdown: { drainTimeoutMs: duration(shutdown['drain_timeout'], 'shutdown.drain_timeout', 30_000, problems) },
   };

@@ -178,7 +178,15 @@ export function createProxy(deps: ProxyDeps) {
 
       const reader = target.adapter.createStreamReader(request);
       let pending = '';
+      let malformed = false;
       const parser = createSseParser((event) => {
+        if (malformed) return;
+        // a cheap shape check instead of parsing every event: provider events carry one JSON
+        // object (or [DONE]); anything else is a broken stream, never relayed
+        if (!looksLikeJsonEvent(event.data)) {
+          malformed = true;
+          return;
+        }
         if (reader.accept(event)) pending += event.raw;
       });
       const decoder = new StringDecoder('utf8');
@@ -192,13 +200,20 @@ export function createProxy(deps: ProxyDeps) {
             // respect the client's pace: stop reading upstream until it drains
             if (!ok && !res.destroyed) await waitForDrain(res);
           }
+          if (malformed) break;
         }
-        parser.push(decoder.end());
-        parser.end();
-        if (pending.length > 0) res.write(pending);
-        if (!reader.finished()) failure = new GatewayError('upstream_invalid_response', 'the provider stream ended before it was complete');
+        if (malformed) {
+          // stop reading the provider; the client gets an error event below
+          response.body.destroy();
+          failure = new GatewayError('upstream_invalid_response', 'the provider sent a malformed stream event');
+        } else {
+          parser.push(decoder.end());
+          parser.end();
+          if (pending.length > 0) res.write(pending);
+        }
+        if (!failure && !reader.finished()) failure = new GatewayError('upstream_invalid_response', 'the provider stream ended before it was complete');
       } catch (err) {
-        if (!abort.signal.aborted) failure = err instanceof GatewayError ? err : new GatewayError('upstream_unreachable', 'the provider stream broke off', { cause: err });
+        if (!abort.signal.aborted) failure = toGatewayError(err);
       } finally {
         ctx.upstreamMs = performance.now() - sentAt;
         ctx.usage = reader.usage();
@@ -225,6 +240,14 @@ export type Proxy = ReturnType<typeof createProxy>;
 /** An error event in the dialect's stream format, so SDKs raise it instead of ending quietly. */
 function streamErrorEvent(err: GatewayError, dialect: ErrorDialect, requestId: string): string {
   return `event: error\ndata: ${JSON.stringify(errorBody(err, dialect, requestId))}\n\n`;
+}
+
+/** True for an empty event (comment, keep-alive), `[DONE]`, or data shaped like one JSON object. */
+function looksLikeJsonEvent(data: string): boolean {
+  if (data.length === 0 || data === '[DONE]') return true;
+  const first = data.charCodeAt(0);
+  const last = data.charCodeAt(data.length - 1);
+  return first === 0x7b /* { */ && (last === 0x7d /* } */ || (last <= 0x20 && data.trimEnd().endsWith('}')));
 }
 
 function waitForDrain(res: ServerResponse): Promise<void> {

@@ -37,6 +37,8 @@ const CAP_FIELDS = ['max_tokens', 'max_completion_tokens', 'max_output_tokens'] 
 
 /** Chat: a `usage` key holding an object (not `"usage":null`). Cannot match inside a JSON string, whose quotes are escaped. */
 const CHAT_USAGE_OBJECT = /"usage"\s*:\s*\{/;
+/** Chat: a delta carrying some text (not `"content":""` or `"content":null`). */
+const CHAT_CONTENT_DELTA = /"content":"[^"]/;
 const RESPONSES_TERMINAL: ReadonlySet<string> = new Set(['response.completed', 'response.failed', 'response.incomplete']);
 const RESPONSES_TERMINAL_TYPE = /"type"\s*:\s*"response\.(?:completed|failed|incomplete)"/;
 
@@ -167,7 +169,10 @@ function responsesUsage(value: unknown): Usage | undefined {
  * carries choices.
  */
 function createChatStreamReader(clientWantsUsage: boolean): StreamUsageReader {
-  let usage: Usage = { inputTokens: 0, outputTokens: 0 };
+  let usage: Usage | undefined;
+  // until the usage chunk arrives (it comes last), each content delta counts as one output
+  // token, so a stream that breaks or is abandoned is not metered as free
+  let deltas = 0;
   let done = false;
   return {
     accept(event: SseEvent): boolean {
@@ -176,7 +181,10 @@ function createChatStreamReader(clientWantsUsage: boolean): StreamUsageReader {
         done = true;
         return true;
       }
-      if (!CHAT_USAGE_OBJECT.test(data)) return true;
+      if (!CHAT_USAGE_OBJECT.test(data)) {
+        if (CHAT_CONTENT_DELTA.test(data)) deltas += 1;
+        return true;
+      }
       const parsed = parseJson(data);
       if (!isRecord(parsed) || !isRecord(parsed['usage'])) return true;
       const read = chatUsage(parsed['usage'], false);
@@ -185,7 +193,7 @@ function createChatStreamReader(clientWantsUsage: boolean): StreamUsageReader {
       const choices = parsed['choices'];
       return Array.isArray(choices) && choices.length > 0;
     },
-    usage: () => ({ ...usage }),
+    usage: () => (usage ? { ...usage } : { inputTokens: 0, outputTokens: deltas }),
     finished: () => done,
   };
 }
@@ -197,11 +205,17 @@ function createChatStreamReader(clientWantsUsage: boolean): StreamUsageReader {
  * `response.usage` and end the stream. Every event is relayed.
  */
 function createResponsesStreamReader(): StreamUsageReader {
-  let usage: Usage = { inputTokens: 0, outputTokens: 0 };
+  let usage: Usage | undefined;
+  // as for chat: text deltas stand in for output tokens until the terminal event's usage
+  let deltas = 0;
   let done = false;
   return {
     accept(event: SseEvent): boolean {
       const name = event.event;
+      if (name === 'response.output_text.delta') {
+        deltas += 1;
+        return true;
+      }
       const candidate =
         name !== undefined && name.startsWith('response.')
           ? RESPONSES_TERMINAL.has(name)
@@ -219,7 +233,7 @@ function createResponsesStreamReader(): StreamUsageReader {
       }
       return true;
     },
-    usage: () => ({ ...usage }),
+    usage: () => (usage ? { ...usage } : { inputTokens: 0, outputTokens: deltas }),
     finished: () => done,
   };
 }

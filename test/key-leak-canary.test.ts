@@ -1,0 +1,492 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import { FAKE_ADMIN_TOKEN, startHarness, type Harness } from './helpers/harness.js';
+import { mapLimit, parseJson } from './helpers/security-http.js';
+
+/*
+ * Threat (THREATS.md, "Keys and content leaking"): a provider key, tenant key, admin token or
+ * prompt planted with a unique value must never come back out — not in logs, ledger or audit
+ * rows, error bodies or any response header — on any path: success, policy refusal, bad input,
+ * upstream error, timeout, abort, wrong credentials, admin calls.
+ *
+ * The suite plants canaries, drives every path, then searches everything it can see with
+ * detectors (key-shaped patterns, masked-key shapes and every 12-character window of every
+ * canary), not only for the exact strings.
+ */
+
+/** Random alphanumerics, so the canaries are unique to this run. */
+function rand(n: number): string {
+  const alphabet = 'ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789';
+  let out = '';
+  for (const byte of randomBytes(n)) out += alphabet[byte % alphabet.length];
+  return out;
+}
+
+// Plainly fake, TEST-ONLY values: they unlock nothing anywhere.
+const PROVIDER_KEY = `sk-fake-CANARY-PROVIDER-${rand(24)}`;
+const PROMPT_CANARY = `CANARY-PROMPT-${rand(20)}`;
+const SYSTEM_CANARY = `CANARY-SYSTEM-${rand(20)}`;
+const FIELD_VALUE_CANARY = `CANARY-FIELD-VALUE-${rand(20)}`;
+/** Identifier-like: the gateway may echo a field name of this shape to the caller who sent it (SAFE_NAME). */
+const FIELD_NAME_CANARY = `CANARY_FIELD_NAME_${rand(20)}`;
+/** Not identifier-like (spaces, quotes): must never be echoed at all. */
+const ODD_FIELD_NAME_CANARY = `CANARY FIELD "NAME" ${rand(20)}`;
+const CREDENTIAL_CANARY = `CANARY-CREDENTIAL-${rand(24)}`;
+const QUERY_CANARY = `CANARY-QUERY-${rand(20)}`;
+
+/** The masked form OpenAI (and the mock) use when naming a rejected key: first 7, `****`, last 4. */
+const MASKED_PROVIDER_KEY = PROVIDER_KEY.slice(0, 7) + '****' + PROVIDER_KEY.slice(-4);
+
+interface Exchange {
+  label: string;
+  listener: 'public' | 'admin';
+  status: number;
+  /** Every response header as `name: value` lines. */
+  headerText: string;
+  body: string;
+  requestId: string | undefined;
+  /** Whether the gateway should have logged this request (a matched provider route). */
+  logged: boolean;
+  /** Secrets this one response may carry (the admin issue response carries the new key). */
+  mayCarry: string[];
+  /** Set when the client saw a transport error instead of a full answer. */
+  transportError?: string;
+}
+
+const exchanges: Exchange[] = [];
+
+interface CallOptions {
+  method?: string;
+  headers?: Record<string, string>;
+  body?: unknown;
+  /** Send these exact bytes instead of JSON. */
+  rawBody?: string | Uint8Array;
+  listener?: 'public' | 'admin';
+  logged?: boolean;
+  mayCarry?: string[];
+  /** Abort the request this many ms after sending (client abort). */
+  abortAfterMs?: number;
+}
+
+let h: Harness;
+
+async function call(label: string, path: string, options: CallOptions = {}): Promise<Exchange> {
+  const listener = options.listener ?? 'public';
+  const base = listener === 'public' ? h.url : h.adminUrl;
+  const method = options.method ?? (options.body !== undefined || options.rawBody !== undefined ? 'POST' : 'GET');
+  const headers: Record<string, string> = { ...(options.headers ?? {}) };
+  let body: string | Uint8Array | undefined;
+  if (options.rawBody !== undefined) body = options.rawBody;
+  else if (options.body !== undefined) body = JSON.stringify(options.body);
+  if (body !== undefined && headers['content-type'] === undefined) headers['content-type'] = 'application/json';
+  const exchange: Exchange = {
+    label, listener, status: 0, headerText: '', body: '', requestId: undefined,
+    logged: options.logged ?? (listener === 'public'), mayCarry: options.mayCarry ?? [],
+  };
+  exchanges.push(exchange);
+  const t0 = Date.now();
+  const controller = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const res = await fetch(base + path, { method, headers, ...(body === undefined ? {} : { body }), signal: controller.signal });
+    exchange.status = res.status;
+    exchange.requestId = res.headers.get('x-request-id') ?? undefined;
+    const lines: string[] = [];
+    res.headers.forEach((value, name) => lines.push(`${name}: ${value}`));
+    exchange.headerText = lines.join('\n');
+    if (options.abortAfterMs !== undefined) {
+      // read the first bytes (a stream has started), then walk away
+      timer = setTimeout(() => controller.abort(), options.abortAfterMs);
+    }
+    exchange.body = await res.text();
+  } catch (err) {
+    exchange.transportError = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+  } finally {
+    if (timer) clearTimeout(timer);
+  }
+  if (process.env['KW_DEBUG']) console.error('TIMING', label, Date.now() - t0, exchange.status, exchange.transportError ?? '');
+  return exchange;
+}
+
+/** Fires a request and aborts it before any response arrives. */
+async function callAndAbortBeforeAnswer(label: string, path: string, body: unknown, headers: Record<string, string>, abortAfterMs: number): Promise<void> {
+  const exchange: Exchange = { label, listener: 'public', status: 0, headerText: '', body: '', requestId: undefined, logged: false, mayCarry: [] };
+  exchanges.push(exchange);
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), abortAfterMs);
+  try {
+    const res = await fetch(h.url + path, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body), signal: controller.signal });
+    exchange.status = res.status;
+    exchange.body = await res.text();
+  } catch (err) {
+    exchange.transportError = err instanceof Error ? err.name : String(err);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The secret part of `kw_<16-char id>_<43-char secret>` (the secret itself may contain `_`). */
+function secretOf(key: string): string {
+  return key.slice('kw_'.length + 16 + 1);
+}
+
+const bearer = () => ({ authorization: `Bearer ${h.key}` });
+const anthropicHeaders = () => ({ 'x-api-key': h.key, 'anthropic-version': '2023-06-01' });
+
+function chatBody(extra: Record<string, unknown> = {}, directive = ''): Record<string, unknown> {
+  return { model: 'gpt-4o-mini', messages: [{ role: 'system', content: SYSTEM_CANARY }, { role: 'user', content: `hello ${PROMPT_CANARY} ${directive}` }], ...extra };
+}
+function responsesBody(extra: Record<string, unknown> = {}, directive = ''): Record<string, unknown> {
+  return { model: 'gpt-4o-mini', instructions: SYSTEM_CANARY, input: `hello ${PROMPT_CANARY} ${directive}`, ...extra };
+}
+function embeddingsBody(extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return { model: 'text-embedding-3-small', input: [`hello ${PROMPT_CANARY}`, SYSTEM_CANARY], ...extra };
+}
+function messagesBody(extra: Record<string, unknown> = {}, directive = ''): Record<string, unknown> {
+  return { model: 'claude-3-5-haiku-latest', max_tokens: 64, system: SYSTEM_CANARY, messages: [{ role: 'user', content: `hello ${PROMPT_CANARY} ${directive}` }], ...extra };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Detectors
+// ---------------------------------------------------------------------------------------------
+
+interface Secret {
+  name: string;
+  value: string;
+}
+
+/** Every window of `size` characters of `value` (a partial or masked copy still shows one). */
+function windows(value: string, size = 12): string[] {
+  const out = new Set<string>();
+  for (let i = 0; i + size <= value.length; i++) {
+    const w = value.slice(i, i + size);
+    // a window of one repeated character says nothing about where it came from
+    if (new Set(w).size > 2) out.add(w);
+  }
+  return [...out];
+}
+
+/** Key-shaped strings, whoever they belong to; a masked provider key (`sk-fake****abcd`). */
+const KEY_DETECTORS: ReadonlyArray<[string, RegExp]> = [
+  ['provider-key shape', /sk-[A-Za-z0-9_-]{12,}/],
+  ['tenant-key shape', /kw_[a-z0-9]{16}_[A-Za-z0-9_-]{43}/],
+  ['masked provider key', /sk-[A-Za-z0-9_-]*\*{3,}[A-Za-z0-9_-]*/],
+  ['provider error text', /Incorrect API key provided|invalid_api_key|platform\.openai\.com/],
+];
+
+/** Returns one line per finding of any secret (or key shape) in `text`; empty when clean. */
+function findLeaks(where: string, text: string, secrets: readonly Secret[]): string[] {
+  const found: string[] = [];
+  for (const secret of secrets) {
+    if (text.includes(secret.value)) {
+      found.push(`${where}: the ${secret.name} itself`);
+      continue;
+    }
+    const hit = windows(secret.value).find((w) => text.includes(w));
+    if (hit !== undefined) found.push(`${where}: part of the ${secret.name} (${JSON.stringify(hit)})`);
+  }
+  for (const [name, pattern] of KEY_DETECTORS) {
+    const match = pattern.exec(text);
+    if (match) found.push(`${where}: ${name} ${JSON.stringify(match[0].slice(0, 24))}…`);
+  }
+  if (text.includes(MASKED_PROVIDER_KEY)) found.push(`${where}: the masked provider key`);
+  return found;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+describe('key-leak canary: planted keys and prompts never come back out', () => {
+  let tenantSecret: string;
+  let issued: { key: string; id: string; secret: string } | undefined;
+  let revokedKeyId: string | undefined;
+  let usageText = '';
+  let auditText = '';
+  let logText = '';
+  let usageRows = 0;
+  let secrets: Secret[] = [];
+
+  before(async () => {
+    h = await startHarness({ providerKey: PROVIDER_KEY, timeout: '1s' });
+    tenantSecret = secretOf(h.key);
+    assert.equal(tenantSecret.length, 43);
+
+    // tenants whose policies make the remaining refusals reachable
+    const tiny = await h.tenantKey('tiny', { max_body_bytes: 512, max_messages: 2 });
+    const files = await h.tenantKey('files', { files: true, max_attachments: 1, max_attachment_bytes: 16 });
+
+    // ---- success, whole and streamed, on every endpoint and both dialects
+    const plans: Array<() => Promise<unknown>> = [];
+    const add = (fn: () => Promise<unknown>) => plans.push(fn);
+    add(() => call('chat whole', '/v1/chat/completions', { headers: bearer(), body: chatBody() }));
+    add(() => call('chat stream', '/v1/chat/completions', { headers: bearer(), body: chatBody({ stream: true, stream_options: { include_usage: true } }) }));
+    add(() => call('chat via alias', '/v1/chat/completions', { headers: bearer(), body: chatBody({ model: 'fast' }) }));
+    add(() => call('chat with x-api-key', '/v1/chat/completions', { headers: { 'x-api-key': h.key }, body: chatBody() }));
+    add(() => call('responses whole', '/v1/responses', { headers: bearer(), body: responsesBody() }));
+    add(() => call('responses stream', '/v1/responses', { headers: bearer(), body: responsesBody({ stream: true }) }));
+    add(() => call('embeddings whole', '/v1/embeddings', { headers: bearer(), body: embeddingsBody() }));
+    add(() => call('messages whole', '/v1/messages', { headers: anthropicHeaders(), body: messagesBody() }));
+    add(() => call('messages stream', '/v1/messages', { headers: anthropicHeaders(), body: messagesBody({ stream: true }) }));
+    add(() => call('messages with bearer', '/v1/messages', { headers: { ...bearer(), 'anthropic-version': '2023-06-01' }, body: messagesBody() }));
+    add(() => call('models (OpenAI)', '/v1/models', { headers: bearer() }));
+    add(() => call('models (Anthropic)', '/v1/models', { headers: anthropicHeaders() }));
+    add(() => call('models with a query canary', `/v1/models?api_key=${QUERY_CANARY}`, { headers: bearer() }));
+
+    // ---- policy refusals, each with the canaries in the request
+    add(() => call('model not allowed', '/v1/chat/completions', { headers: bearer(), body: chatBody({ model: 'gpt-4o' }) }));
+    add(() => call('model named by the canary', '/v1/chat/completions', { headers: bearer(), body: chatBody({ model: PROMPT_CANARY }) }));
+    add(() => call('messages model not allowed', '/v1/messages', { headers: anthropicHeaders(), body: messagesBody({ model: `claude-${PROMPT_CANARY}` }) }));
+    add(() => call('param not allowed', '/v1/chat/completions', { headers: bearer(), body: chatBody({ user: FIELD_VALUE_CANARY }) }));
+    add(() => call('tools not allowed', '/v1/chat/completions', {
+      headers: bearer(), body: chatBody({ tools: [{ type: 'function', function: { name: 'f', description: FIELD_VALUE_CANARY } }] }),
+    }));
+    add(() => call('messages tools not allowed', '/v1/messages', {
+      headers: anthropicHeaders(), body: messagesBody({ tools: [{ name: 'f', description: FIELD_VALUE_CANARY, input_schema: { type: 'object' } }] }),
+    }));
+    add(() => call('files not allowed', '/v1/chat/completions', {
+      headers: bearer(),
+      body: { model: 'gpt-4o-mini', messages: [{ role: 'user', content: [{ type: 'text', text: PROMPT_CANARY }, { type: 'image_url', image_url: { url: `https://example.invalid/${FIELD_VALUE_CANARY}` } }] }] },
+    }));
+    add(() => call('attachment too large', '/v1/chat/completions', {
+      headers: { authorization: `Bearer ${files.key}` },
+      body: { model: 'gpt-4o-mini', messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: `data:image/png;base64,${FIELD_VALUE_CANARY}` } }] }] },
+    }));
+    add(() => call('too many attachments', '/v1/chat/completions', {
+      headers: { authorization: `Bearer ${files.key}` },
+      body: { model: 'gpt-4o-mini', messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'x' } }, { type: 'image_url', image_url: { url: PROMPT_CANARY.slice(0, 10) } }, { type: 'text', text: PROMPT_CANARY }] }] },
+    }));
+    add(() => call('too many messages', '/v1/chat/completions', {
+      headers: { authorization: `Bearer ${tiny.key}` },
+      body: { model: 'gpt-4o-mini', messages: [1, 2, 3].map(() => ({ role: 'user', content: PROMPT_CANARY })) },
+    }));
+    add(() => call('body too large', '/v1/chat/completions', {
+      headers: { authorization: `Bearer ${tiny.key}` }, body: chatBody({}, PROMPT_CANARY.repeat(40)),
+    }));
+    add(() => call('too deep', '/v1/chat/completions', {
+      headers: bearer(),
+      rawBody: `{"model":"gpt-4o-mini","messages":[{"role":"user","content":${'['.repeat(100)}"${PROMPT_CANARY}"${']'.repeat(100)}}]}`,
+    }));
+    add(() => call('wrong type', '/v1/chat/completions', { headers: bearer(), body: chatBody({ temperature: FIELD_VALUE_CANARY }) }));
+    add(() => call('wrong role', '/v1/chat/completions', { headers: bearer(), body: { model: 'gpt-4o-mini', messages: [{ role: PROMPT_CANARY, content: PROMPT_CANARY }] } }));
+    add(() => call('both caps', '/v1/chat/completions', { headers: bearer(), body: chatBody({ max_tokens: 5, max_completion_tokens: 6 }) }));
+    add(() => call('stream on embeddings', '/v1/embeddings', { headers: bearer(), body: embeddingsBody({ stream: true }) }));
+    add(() => call('bad JSON', '/v1/chat/completions', { headers: bearer(), rawBody: `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"${PROMPT_CANARY}` }));
+    add(() => call('bad JSON token', '/v1/messages', { headers: anthropicHeaders(), rawBody: `{"model": ${PROMPT_CANARY}}` }));
+    add(() => call('invalid UTF-8', '/v1/chat/completions', {
+      headers: bearer(),
+      rawBody: Buffer.concat([Buffer.from(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"${PROMPT_CANARY}`), Buffer.from([0xc3, 0x28, 0xff]), Buffer.from('"}]}')]),
+    }));
+    add(() => call('non-object root', '/v1/responses', { headers: bearer(), body: [PROMPT_CANARY] }));
+    add(() => call('unsupported media type', '/v1/chat/completions', { headers: { ...bearer(), 'content-type': 'text/plain' }, rawBody: PROMPT_CANARY }));
+    add(() => call('wrong method with query canary', `/v1/chat/completions?key=${QUERY_CANARY}`, { method: 'GET', headers: bearer(), logged: false }));
+    add(() => call('unknown route naming the canary', `/v1/${PROMPT_CANARY}`, { headers: bearer(), body: chatBody(), logged: false }));
+
+    // ---- unknown fields: the canary as the value, and as the name
+    add(() => call('unknown top-level field (value)', '/v1/chat/completions', { headers: bearer(), body: chatBody({ base_url: `http://${FIELD_VALUE_CANARY}.invalid` }) }));
+    add(() => call('unknown field named by the canary', '/v1/chat/completions', {
+      headers: bearer(), body: chatBody({ [FIELD_NAME_CANARY]: FIELD_VALUE_CANARY }), mayCarry: [FIELD_NAME_CANARY],
+    }));
+    add(() => call('unknown nested field named by the canary', '/v1/messages', {
+      headers: anthropicHeaders(),
+      body: { ...messagesBody(), messages: [{ role: 'user', content: PROMPT_CANARY, [FIELD_NAME_CANARY]: FIELD_VALUE_CANARY }] },
+      mayCarry: [FIELD_NAME_CANARY],
+    }));
+    add(() => call('unknown field with an odd name', '/v1/responses', { headers: bearer(), body: responsesBody({ [ODD_FIELD_NAME_CANARY]: FIELD_VALUE_CANARY }) }));
+    add(() => call('unknown nested field with an odd name', '/v1/chat/completions', {
+      headers: bearer(), body: { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'x', [ODD_FIELD_NAME_CANARY]: FIELD_VALUE_CANARY }] },
+    }));
+
+    // ---- upstream errors, whole and streamed, in both dialects
+    const faults = ['status=401', 'status=500', 'status=429', 'status=503', 'delay=1500', 'reset', 'malformed', 'truncate', 'redirect'];
+    for (const fault of faults) {
+      const d = `[[mock:${fault}]]`;
+      add(() => call(`chat whole ${fault}`, '/v1/chat/completions', { headers: bearer(), body: chatBody({}, d) }));
+      add(() => call(`chat stream ${fault}`, '/v1/chat/completions', { headers: bearer(), body: chatBody({ stream: true }, d) }));
+      add(() => call(`responses whole ${fault}`, '/v1/responses', { headers: bearer(), body: responsesBody({}, d) }));
+      add(() => call(`messages whole ${fault}`, '/v1/messages', { headers: anthropicHeaders(), body: messagesBody({}, d) }));
+      add(() => call(`messages stream ${fault}`, '/v1/messages', { headers: anthropicHeaders(), body: messagesBody({ stream: true }, d) }));
+    }
+    for (const fault of ['reset-mid-stream', 'stall=1500']) {
+      const d = `[[mock:${fault}]]`;
+      add(() => call(`chat stream ${fault}`, '/v1/chat/completions', { headers: bearer(), body: chatBody({ stream: true }, d) }));
+      add(() => call(`responses stream ${fault}`, '/v1/responses', { headers: bearer(), body: responsesBody({ stream: true }, d) }));
+      add(() => call(`messages stream ${fault}`, '/v1/messages', { headers: anthropicHeaders(), body: messagesBody({ stream: true }, d) }));
+    }
+
+    // ---- client aborts: before the answer, and in the middle of a stream
+    add(() => callAndAbortBeforeAnswer('abort whole chat', '/v1/chat/completions', chatBody({}, '[[mock:delay=800]]'), bearer(), 150));
+    add(() => callAndAbortBeforeAnswer('abort whole messages', '/v1/messages', messagesBody({}, '[[mock:delay=800]]'), anthropicHeaders(), 150));
+    add(() => call('abort mid-stream chat', '/v1/chat/completions', { headers: bearer(), body: chatBody({ stream: true }, '[[mock:stall=800]]'), abortAfterMs: 100 }));
+    add(() => call('abort mid-stream messages', '/v1/messages', { headers: anthropicHeaders(), body: messagesBody({ stream: true }, '[[mock:stall=800]]'), abortAfterMs: 100 }));
+
+    // ---- wrong credentials carrying canaries
+    const forged = `kw_${'canaryid'.repeat(2)}_${(CREDENTIAL_CANARY + rand(43)).slice(0, 43)}`;
+    const nearMiss = h.key.slice(0, -1) + (h.key.endsWith('A') ? 'B' : 'A');
+    const wrongCredentials: Array<[string, Record<string, string>]> = [
+      ['bearer canary', { authorization: `Bearer ${CREDENTIAL_CANARY}` }],
+      ['x-api-key canary', { 'x-api-key': CREDENTIAL_CANARY }],
+      ['tenant-key-shaped canary', { authorization: `Bearer ${forged}` }],
+      ['near-miss of the real tenant key', { authorization: `Bearer ${nearMiss}` }],
+      ['the provider key as a tenant credential', { authorization: `Bearer ${PROVIDER_KEY}` }],
+      ['the admin token as a tenant credential', { authorization: `Bearer ${FAKE_ADMIN_TOKEN}` }],
+      ['basic auth canary', { authorization: `Basic ${Buffer.from(`user:${CREDENTIAL_CANARY}`).toString('base64')}` }],
+      ['injection canary', { authorization: `Bearer ' OR '1'='1' -- ${CREDENTIAL_CANARY}` }],
+    ];
+    for (const [name, headers] of wrongCredentials) {
+      add(() => call(`wrong credential (${name}) chat`, '/v1/chat/completions', { headers, body: chatBody() }));
+      add(() => call(`wrong credential (${name}) messages`, '/v1/messages', { headers: { ...headers, 'anthropic-version': '2023-06-01' }, body: messagesBody() }));
+      add(() => call(`wrong credential (${name}) models`, '/v1/models', { headers }));
+    }
+    add(() => call('no credential', '/v1/chat/completions', { body: chatBody() }));
+
+    // ---- the admin token and tenant/provider keys sent where they do not belong
+    add(() => call('admin route on the public port with the admin token', '/admin/tenants', { headers: { authorization: `Bearer ${FAKE_ADMIN_TOKEN}` }, logged: false }));
+    add(() => call('admin wrong token canary', '/admin/tenants', { listener: 'admin', headers: { authorization: `Bearer ${CREDENTIAL_CANARY}` } }));
+    add(() => call('admin with a tenant key', '/admin/keys', { listener: 'admin', headers: bearer() }));
+    add(() => call('admin with the provider key', '/admin/keys', { listener: 'admin', headers: { authorization: `Bearer ${PROVIDER_KEY}` } }));
+
+    const tPlans = Date.now();
+    await mapLimit(plans, Number(process.env["KW_CONC"] ?? 16), (fn) => fn());
+
+    if (process.env['KW_DEBUG']) console.error('PHASE plans', Date.now() - tPlans);
+    // ---- admin API: issue (the one response that carries the new key), list, use, revoke
+    const adminAuth = { authorization: `Bearer ${FAKE_ADMIN_TOKEN}` };
+    const issueResponse = await fetch(`${h.adminUrl}/admin/tenants/acme/keys`, {
+      method: 'POST', headers: { ...adminAuth, 'content-type': 'application/json' }, body: JSON.stringify({ label: 'canary' }),
+    });
+    assert.equal(issueResponse.status, 201);
+    const issuedBody = (await issueResponse.json()) as { key: string; id: string };
+    issued = { key: issuedBody.key, id: issuedBody.id, secret: secretOf(issuedBody.key) };
+    await call('admin list tenants', '/admin/tenants', { listener: 'admin', headers: adminAuth });
+    await call('admin list keys', '/admin/keys', { listener: 'admin', headers: adminAuth });
+    await call('admin list acme keys', '/admin/keys?tenant=acme', { listener: 'admin', headers: adminAuth });
+    await call('issued key used', '/v1/chat/completions', { headers: { authorization: `Bearer ${issued.key}` }, body: chatBody() });
+    const revoke = await call('admin revoke', `/admin/keys/${issued.id}/revoke`, { listener: 'admin', method: 'POST', headers: adminAuth });
+    assert.equal(revoke.status, 200);
+    revokedKeyId = issued.id;
+    const revokedUse = await call('revoked key used', '/v1/chat/completions', { headers: { authorization: `Bearer ${issued.key}` }, body: chatBody() });
+    assert.equal(revokedUse.status, 401);
+    await call('admin list keys after revoke', '/admin/keys', { listener: 'admin', headers: adminAuth });
+
+    // let aborted and stalled requests finish and be recorded, then read everything back
+    await new Promise((resolve) => setTimeout(resolve, 1200));
+    await h.gateway.writer.flush();
+    const usage = await h.gateway.store.records.listUsage({ limit: 10_000 });
+    const audit = await h.gateway.store.records.listAudit({ limit: 10_000 });
+    usageRows = usage.length;
+    usageText = JSON.stringify(usage);
+    auditText = JSON.stringify(audit);
+    logText = h.logs.text();
+
+    secrets = [
+      { name: 'provider key', value: PROVIDER_KEY },
+      { name: 'tenant key secret', value: tenantSecret },
+      { name: 'issued key secret', value: issued.secret },
+      { name: 'admin token', value: FAKE_ADMIN_TOKEN },
+      { name: 'prompt canary', value: PROMPT_CANARY },
+      { name: 'system canary', value: SYSTEM_CANARY },
+      { name: 'field value canary', value: FIELD_VALUE_CANARY },
+      { name: 'field name canary', value: FIELD_NAME_CANARY },
+      { name: 'odd field name canary', value: ODD_FIELD_NAME_CANARY },
+      { name: 'credential canary', value: CREDENTIAL_CANARY },
+      { name: 'query canary', value: QUERY_CANARY },
+    ];
+  });
+
+  after(async () => {
+    const t = Date.now();
+    await h?.close();
+    if (process.env['KW_DEBUG']) console.error('PHASE close', Date.now() - t);
+  });
+
+  it('drove every path and got an answer on each (the searches below are not vacuous)', () => {
+    assert.ok(exchanges.length >= 100, `only ${exchanges.length} exchanges`);
+    const byLabel = new Map(exchanges.map((e) => [e.label, e]));
+    const status = (label: string) => byLabel.get(label)?.status;
+    assert.equal(status('chat whole'), 200);
+    assert.equal(status('chat stream'), 200);
+    assert.equal(status('responses stream'), 200);
+    assert.equal(status('embeddings whole'), 200);
+    assert.equal(status('messages whole'), 200);
+    assert.equal(status('messages stream'), 200);
+    assert.equal(status('models (Anthropic)'), 200);
+    assert.equal(status('model not allowed'), 403);
+    assert.equal(status('body too large'), 413);
+    assert.equal(status('unknown field named by the canary'), 400);
+    assert.equal(status('chat whole status=401'), 502);
+    assert.equal(status('chat whole status=429'), 429);
+    assert.equal(status('chat whole delay=1500'), 504);
+    assert.equal(status('wrong credential (bearer canary) chat'), 401);
+    assert.equal(status('admin wrong token canary'), 401);
+    assert.ok(byLabel.get('abort whole chat')?.transportError, 'the client abort happened');
+    // mid-stream faults reach the client as an error event inside a 200 stream
+    assert.match(byLabel.get('chat stream reset-mid-stream')?.body ?? '', /event: error/);
+    // the mock really did name the masked key in its 401 body, so there was something to leak
+    assert.ok(h.mock.received.some((r) => JSON.stringify(r.body).includes('[[mock:status=401]]')));
+  });
+
+  it('never puts a key, token or canary into any log line', () => {
+    const leaks = h.logs.lines.flatMap((line, i) => findLeaks(`log line ${i}`, line, secrets));
+    assert.deepEqual(leaks, [], `log lines leak:\n${leaks.join('\n')}`);
+  });
+
+  it('never puts a key, token or canary into a usage-ledger row', () => {
+    assert.ok(usageRows > 50, `only ${usageRows} usage rows`);
+    const leaks = findLeaks('usage ledger', usageText, secrets);
+    assert.deepEqual(leaks, [], leaks.join('\n'));
+  });
+
+  it('never puts a key, token or canary into an audit row, and key operations name only key ids', () => {
+    const leaks = findLeaks('audit log', auditText, secrets);
+    assert.deepEqual(leaks, [], leaks.join('\n'));
+    assert.ok(revokedKeyId !== undefined && auditText.includes(revokedKeyId), 'the audit chain names the issued/revoked key id');
+    assert.match(auditText, /key\.issue/);
+    assert.match(auditText, /key\.revoke/);
+  });
+
+  it('never returns a key, token or canary in a response body or header', () => {
+    const leaks: string[] = [];
+    for (const e of exchanges) {
+      // the one identifier-like field name the caller sent may be named back to that caller (as the error's param)
+      const own = secrets.filter((s) => !e.mayCarry.includes(s.value));
+      leaks.push(...findLeaks(`${e.label} [headers]`, e.headerText, secrets));
+      leaks.push(...findLeaks(`${e.label} [body]`, e.body, own));
+      if (e.mayCarry.length > 0) {
+        const json = parseJson(e.body) as { error?: { param?: unknown } } | undefined;
+        const param = String(json?.error?.param ?? '');
+        const scrubbed = e.body.split(FIELD_NAME_CANARY).join('');
+        assert.ok(param.endsWith(FIELD_NAME_CANARY), `${e.label}: the echoed name is the field path the caller sent`);
+        leaks.push(...findLeaks(`${e.label} [body, beyond the echoed field name]`, scrubbed, secrets));
+      }
+    }
+    assert.deepEqual(leaks, [], `responses leak:\n${leaks.join('\n')}`);
+  });
+
+  it('shows the issued tenant key only in the issue response and never its secret afterwards', () => {
+    assert.ok(issued);
+    const carriers = exchanges.filter((e) => e.body.includes(issued!.secret) || e.headerText.includes(issued!.secret));
+    assert.deepEqual(carriers.map((e) => e.label), []);
+    const list = exchanges.find((e) => e.label === 'admin list keys');
+    assert.ok(list && list.body.includes(issued.id), 'the key list names the key by id');
+  });
+
+  it('logs every request it answered on a provider route, by request id and key id (the logs are not empty)', () => {
+    const expected = exchanges.filter((e) => e.logged && e.requestId !== undefined && e.status !== 0);
+    assert.ok(expected.length >= 100, `only ${expected.length} logged exchanges`);
+    const missing = expected.filter((e) => !logText.includes(e.requestId as string)).map((e) => `${e.label} (${e.requestId})`);
+    assert.deepEqual(missing, [], 'request ids missing from the logs');
+    assert.ok(logText.includes(h.keyId), 'the acme key id is logged');
+    assert.ok(issued && logText.includes(issued.id), 'the issued key id is logged');
+    assert.ok(usageText.includes(h.keyId), 'usage rows carry the key id');
+    // refused and failed requests are logged with their code, not their content
+    assert.match(logText, /"code":"upstream_auth_failed"/);
+    assert.match(logText, /"code":"auth_invalid_credentials"/);
+    assert.match(logText, /"code":"request_unknown_field"/);
+    assert.match(logText, /"outcome":"client_aborted"/);
+  });
+
+  it('keeps the redactor as a second net only: no log line needed a key scrubbed out', () => {
+    const scrubbed = h.logs.lines.filter((line) => line.includes('[REDACTED]'));
+    assert.deepEqual(scrubbed, [], 'a secret reached the logger and had to be redacted');
+  });
+});
