@@ -121,6 +121,15 @@ function cpuUs(pid: number, name: string): number {
   return (ticks * 1e6) / clockTicks;
 }
 
+/** Machine-wide CPU time in µs from /proc/stat: busy (everything but idle and iowait) and total. */
+function machineCpuUs(): { busy: number; total: number } {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0] ?? '';
+  const v = line.trim().split(/\s+/).slice(1, 9).map(Number); // user nice system idle iowait irq softirq steal
+  const total = v.reduce((a, b) => a + (Number.isFinite(b) ? b : 0), 0);
+  const idle = (v[3] ?? 0) + (v[4] ?? 0);
+  return { busy: ((total - idle) * 1e6) / clockTicks, total: (total * 1e6) / clockTicks };
+}
+
 /** The bench process's own CPU time in µs (the load generator). */
 function selfCpuUs(): number {
   const u = process.cpuUsage();
@@ -538,6 +547,10 @@ async function run(dir: string): Promise<number> {
   out(`started mock provider (pid ${s.mockPid}) at ${s.mockUrl} and gateway (pid ${s.gatewayPid}) at ${s.gatewayUrl}; tenant "bench" and its key issued with the CLI`);
 
   const progress = (msg: string) => process.stderr.write(`  … ${msg}\n`);
+  // how busy the rest of the machine was while we measured: a noise indicator
+  const ours = () => cpuUs(s.gatewayPid, 'gateway') + cpuUs(s.mockPid, 'mock provider') + selfCpuUs();
+  const machine0 = machineCpuUs();
+  const ours0 = ours();
   const load: Record<'whole' | 'stream', { direct: LoadResult; gateway: LoadResult }> = {} as never;
   for (const [kind, stream] of [['whole', false], ['stream', true]] as const) {
     progress(`throughput ${kind === 'stream' ? 'streaming' : 'non-streaming'}: direct`);
@@ -551,6 +564,11 @@ async function run(dir: string): Promise<number> {
   progress(`time to first byte at concurrency 1: ${seq} streamed requests per target`);
   const seqTtfb = await sequential(t, seq, timedFirstByte, requestBody(true));
   machine.loadavgEnd = loadavg().map(round3);
+  const machine1 = machineCpuUs();
+  const ours1 = ours();
+  const machineTotal = machine1.total - machine0.total;
+  const othersShare = machineTotal > 0 ? Math.max(0, (machine1.busy - machine0.busy - (ours1 - ours0)) / machineTotal) : NaN;
+  const busyShare = machineTotal > 0 ? (machine1.busy - machine0.busy) / machineTotal : NaN;
 
   // stop the gateway now so its log (and profile) is complete
   const gatewayChild = children.find((c) => c.name === 'gateway');
@@ -587,6 +605,7 @@ async function run(dir: string): Promise<number> {
     tp.push([`${label} added (gw - direct)`, '', '', f3(gateway.latencyMs.p50 - direct.latencyMs.p50), f3(gateway.latencyMs.p99 - direct.latencyMs.p99), '', '', '', '', '']);
   }
   out(table(tp));
+  out(`  (closed loop: at concurrency ${connections} latency is about ${connections} / req/s, so the added latency mostly mirrors the throughput gap)`);
   out();
   out('Concurrency 1 (sequential, alternating blocks of 100)');
   out(table([
@@ -604,7 +623,10 @@ async function run(dir: string): Promise<number> {
   out(`responses: ${bad === 0 ? 'all 2xx' : `${bad} non-2xx or failed (see the table)`}; gateway request log lines: ${log.requestLines} for ${gatewayAnswered} answered requests` +
     ` (more lines = requests cut off when a load run stopped); gateway warnings/errors logged: ${log.warnOrError}` +
     `${log.warnOrError > 0 ? ` ${JSON.stringify(log.messages)}` : ''}; gateway stopped ${stopped ? (stopped.killed ? 'by SIGKILL after the grace period' : `with code ${stopped.code}`) : '?'}`);
-  out(`machine load average at end ${machine.loadavgEnd.join(' ')}; ${machine.cores} cores shared by mock, gateway and load generator: compare ratios, not absolute numbers.`);
+  if (log.requestLines < gatewayAnswered) out(`WARNING: the gateway logged ${gatewayAnswered - log.requestLines} fewer request lines than requests it answered (lines lost?)`);
+  out(`machine during the measurements: ${(busyShare * 100).toFixed(0)}% busy, of which other processes (not mock, gateway or load generator) ${(othersShare * 100).toFixed(0)}% of all cores;` +
+    ` load average at end ${machine.loadavgEnd.join(' ')}`);
+  out(`${machine.cores} cores shared by mock, gateway and load generator${othersShare > 0.1 ? ' and other work' : ''}: compare ratios from one run, not absolute numbers.`);
   if (prof) {
     out();
     out(`Gateway CPU profile (${f0(prof.totalMs)} ms busy; shares exclude idle)`);
@@ -624,7 +646,7 @@ async function run(dir: string): Promise<number> {
     gatewayCpuUsPerReq: round3(r.gatewayCpuUsPerReq), mockCpuUsPerReq: round3(r.mockCpuUsPerReq), loadgenCpuUsPerReq: round3(r.loadgenCpuUsPerReq),
   });
   const json = {
-    machine: { ...machine, node: process.version, clkTck: clockTicks },
+    machine: { ...machine, node: process.version, clkTck: clockTicks, busyShare: round3(busyShare), otherProcessesShare: round3(othersShare) },
     settings: { durationS: duration, warmupS: warmup, connections, seq, profiled: profile !== undefined },
     throughput: {
       nonStreaming: { direct: strip(load.whole.direct), gateway: strip(load.whole.gateway), ratio: round3(load.whole.gateway.rps / load.whole.direct.rps) },

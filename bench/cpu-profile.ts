@@ -1,8 +1,10 @@
 import { readFileSync } from 'node:fs';
+import { SourceMap } from 'node:module';
+import { fileURLToPath } from 'node:url';
 
 /** A V8 `.cpuprofile` as written by `node --cpu-prof` (only the fields read here). */
 interface CpuProfile {
-  nodes: Array<{ id: number; callFrame: { functionName: string; url: string; lineNumber: number }; hitCount?: number }>;
+  nodes: Array<{ id: number; callFrame: { functionName: string; url: string; lineNumber: number; columnNumber: number }; hitCount?: number }>;
   samples: number[];
   timeDeltas: number[];
   startTime: number;
@@ -10,7 +12,7 @@ interface CpuProfile {
 }
 
 export interface SelfTimeRow {
-  /** `functionName file:line` (the file relative to the project where possible). */
+  /** `functionName file:line`: for the project's code the TypeScript source (via the emitted source maps), else the file run. */
   name: string;
   /** Where the code lives: `src`, a package name, `node` (internals) or a V8 pseudo-frame. */
   area: string;
@@ -36,6 +38,28 @@ function areaOf(url: string, functionName: string): string {
   }
   if (url.includes('/dist/src/')) return 'src';
   return 'other';
+}
+
+const sourceMaps = new Map<string, SourceMap | null>();
+
+/** `src/…/file.ts:LINE` for a frame of the compiled project code, from its `.js.map`; undefined when unmapped. */
+function originalPosition(url: string, line: number, column: number): string | undefined {
+  if (!url.startsWith('file://') || !url.includes('/dist/src/')) return undefined;
+  let map = sourceMaps.get(url);
+  if (map === undefined) {
+    try {
+      map = new SourceMap(JSON.parse(readFileSync(`${fileURLToPath(url)}.map`, 'utf8')));
+    } catch {
+      map = null;
+    }
+    sourceMaps.set(url, map);
+  }
+  if (!map) return undefined;
+  const entry = map.findEntry(line, column);
+  if (!('originalSource' in entry)) return undefined;
+  const source = entry.originalSource;
+  const at = source.lastIndexOf('/src/');
+  return `${at === -1 ? source : source.slice(at + 1)}:${entry.originalLine + 1}`;
 }
 
 function shortUrl(url: string): string {
@@ -65,12 +89,13 @@ export function summariseCpuProfile(path: string, topN = 20): ProfileSummary {
   for (const [id, us] of selfUs) {
     const node = byId.get(id);
     if (!node) continue;
-    const { functionName, url, lineNumber } = node.callFrame;
+    const { functionName, url, lineNumber, columnNumber } = node.callFrame;
     if (functionName === '(idle)') continue;
     busyUs += us;
     const area = areaOf(url, functionName);
     areas.set(area, (areas.get(area) ?? 0) + us);
-    const name = `${functionName || '(anonymous)'}${url ? ` ${shortUrl(url)}:${lineNumber + 1}` : ''}`;
+    const where = url ? originalPosition(url, lineNumber, columnNumber) ?? `${shortUrl(url)}:${lineNumber + 1}` : '';
+    const name = `${functionName || '(anonymous)'}${where ? ` ${where}` : ''}`;
     const row = rows.get(name) ?? { name, area, us: 0 };
     row.us += us;
     rows.set(name, row);

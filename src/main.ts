@@ -1,26 +1,43 @@
 import type { FastifyInstance } from 'fastify';
+import type { DestinationStream } from 'pino';
 import type { GatewayConfig } from './config/types.js';
 import type { Store } from './store/types.js';
 import { openSqliteStore } from './store/sqlite/index.js';
 import { createSecretResolver, type SecretResolver } from './secrets/resolver.js';
-import { createProviderKeyPool, type ProviderKeyPool } from './secrets/provider-keys.js';
-import { createLogger, type Logger } from './log/logger.js';
-import type { DestinationStream } from 'pino';
-import { createAuthenticator } from './auth/authenticate.js';
-import { createPolicyResolver } from './policy/resolve.js';
-import { createProviderAdapter } from './providers/registry.js';
-import { createUpstreamClient } from './upstream/client.js';
-import { createProxy, type ProviderTarget } from './server/proxy.js';
-import { createPublicApp } from './server/public-app.js';
-import { createAdminApp } from './admin/app.js';
-import { createPromptFingerprinter } from './audit/fingerprint.js';
-import { createRecordWriter, type RecordWriter } from './audit/record-writer.js';
-import { createRequestRecorder } from './audit/request-recorder.js';
+import type { ProviderKeyPool } from './secrets/provider-keys.js';
+import type { Logger } from './log/logger.js';
+import type { ProviderTarget } from './server/proxy.js';
+import type { RecordWriter } from './audit/record-writer.js';
 import { createTenantService, type TenantService } from './services/tenant-service.js';
+import type { CounterStore } from './quota/types.js';
+import { createMemoryCounterStore } from './quota/memory-store.js';
+import { parseCounterKey } from './quota/windows.js';
+
+/*
+ * Wiring: the only file that picks concrete backends. Everything else takes interfaces.
+ * The serving stack (HTTP framework, upstream client, tokenizer, Redis client) is imported
+ * only by createGateway, so store commands of the CLI start fast.
+ */
 
 /**
- * Wiring: the only file that picks concrete backends. Everything else takes interfaces.
+ * The quota counter store a config names. The embedded one seeds each counter from the usage
+ * ledger the first time it is used, so a restart keeps a month's spending.
  */
+export async function openCounterStore(config: GatewayConfig, store: Store, resolver: SecretResolver): Promise<CounterStore> {
+  if (config.quota.store === 'memory') {
+    return createMemoryCounterStore({
+      seed: async (key) => {
+        const parsed = parseCounterKey(key);
+        if (!parsed) return 0;
+        return store.records.sumUsage({ scope: parsed.scope === 't' ? 'tenant' : 'key', id: parsed.id, metric: parsed.metric, since: parsed.start, until: parsed.end });
+      },
+      claimOnce: (key, expiresAt) => store.claimOnce(key, expiresAt),
+    });
+  }
+  const password = config.quota.redisPassword ? (await resolver.resolve(config.quota.redisPassword)).value : undefined;
+  const { createRedisCounterStore } = await import('./quota/redis-store.js');
+  return createRedisCounterStore({ url: config.quota.store, ...(password ? { password } : {}) });
+}
 
 /** Opens the store a config names (SQLite today; PostgreSQL joins here). */
 export function openStore(config: GatewayConfig): Store {
@@ -62,6 +79,7 @@ export interface Gateway {
   tenants: TenantService;
   keys: ProviderKeyPool;
   writer: RecordWriter;
+  counters: CounterStore;
   publicApp: FastifyInstance;
   adminApp: FastifyInstance;
   /** Starts both listeners; returns their base URLs. */
@@ -75,6 +93,16 @@ export interface Gateway {
  * is missing), opens the store and wires the request stages.
  */
 export async function createGateway(config: GatewayConfig, options: GatewayOptions = {}): Promise<Gateway> {
+  const [
+    { createLogger }, { createProviderKeyPool }, { createAuthenticator }, { createPolicyResolver }, { createProviderAdapter },
+    { createUpstreamClient }, { createProxy }, { createPublicApp }, { createAdminApp }, { createPromptFingerprinter },
+    { createRecordWriter }, { createRequestRecorder }, { createAdmission }, { createPriceTable }, { createTokenEstimator }, { createAlertSink },
+  ] = await Promise.all([
+    import('./log/logger.js'), import('./secrets/provider-keys.js'), import('./auth/authenticate.js'), import('./policy/resolve.js'),
+    import('./providers/registry.js'), import('./upstream/client.js'), import('./server/proxy.js'), import('./server/public-app.js'),
+    import('./admin/app.js'), import('./audit/fingerprint.js'), import('./audit/record-writer.js'), import('./audit/request-recorder.js'),
+    import('./quota/admission.js'), import('./quota/prices.js'), import('./quota/estimate.js'), import('./quota/alerts.js'),
+  ]);
   const logger = options.logger ?? createLogger({ level: config.log.level, ...(options.logDestination ? { destination: options.logDestination } : {}) });
   const resolver = options.resolver ?? createSecretResolver();
 
@@ -107,13 +135,21 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
     maxUpstreamResponseBytes: config.server.maxUpstreamResponseBytes,
   });
   const record = createRequestRecorder({ writer, logger });
+  const counters = await openCounterStore(config, store, resolver);
+  const alerts = createAlertSink({ logger, writer, webhookUrl: config.alerts.webhookUrl,
+    webhookSecret: config.alerts.webhookSecret ? (await resolver.resolve(config.alerts.webhookSecret)).value : undefined });
+  const admission = createAdmission({
+    store: counters, prices: createPriceTable(config.prices), estimator: await createTokenEstimator(), leaseMs: config.quota.leaseMs,
+    logger, thresholds: config.alerts.thresholds, onThreshold: (event) => alerts.alert(event),
+  });
 
   const publicApp = createPublicApp({
-    authenticate, proxy, record, logger, models: config.models,
+    authenticate, proxy, admission, record, logger, models: config.models,
     maxHeaderBytes: config.server.maxHeaderBytes, maxHeaders: config.server.maxHeaders,
     readiness: [
       { name: 'config', check: () => null },
       { name: 'store', check: async () => { try { await store.ping(); return null; } catch { return 'store is not reachable'; } } },
+      { name: 'limits_store', check: async () => { try { await counters.ping(); return null; } catch { return `${counters.kind} quota store is not reachable; requests are refused`; } } },
       {
         name: 'provider_keys',
         check: () => {
@@ -127,7 +163,7 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
 
   let closed = false;
   return {
-    config, logger, store, tenants, keys, writer, publicApp, adminApp,
+    config, logger, store, tenants, keys, writer, counters, publicApp, adminApp,
     async listen() {
       const publicUrl = await publicApp.listen({ host: config.listen.public.host, port: config.listen.public.port });
       const adminUrl = await adminApp.listen({ host: config.listen.admin.host, port: config.listen.admin.port });
@@ -150,6 +186,7 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
         timer = setTimeout(() => {
           logger.warn({ drainTimeoutMs: config.shutdown.drainTimeoutMs }, 'drain timeout reached; closing remaining connections');
           publicApp.server.closeAllConnections();
+          adminApp.server.closeAllConnections();
           resolve();
         }, config.shutdown.drainTimeoutMs);
         timer.unref();
@@ -157,7 +194,9 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
       await Promise.race([drain, timeout]);
       clearInterval(sweep);
       if (timer) clearTimeout(timer);
+      await alerts.drain();
       await writer.close();
+      await counters.close();
       await Promise.all([...providers.values()].map((p) => p.client.close()));
       await store.close();
       logger.flush();

@@ -26,6 +26,8 @@ let dataDir: string;
 let mock: MockProvider;
 let gatewayConfig: string;
 let dbPath: string;
+let serveConfig: string;
+let serveDbPath: string;
 let env: NodeJS.ProcessEnv;
 
 function secretFile(name: string, value: string): string {
@@ -36,10 +38,10 @@ function secretFile(name: string, value: string): string {
 }
 
 /** A gateway configuration (JSON is YAML) with both providers pointed at the mock. */
-function writeGatewayConfig(name: string, providerKeyRef: string, ports: { public: number; admin: number }): string {
+function writeGatewayConfig(name: string, providerKeyRef: string, ports: { public: number; admin: number }, store = dbPath): string {
   const doc = {
     listen: { public: `127.0.0.1:${ports.public}`, admin: `127.0.0.1:${ports.admin}` },
-    store: `sqlite:${dbPath}`,
+    store: `sqlite:${store}`,
     admin: { token: 'env:KW_CLI_ADMIN_TOKEN' },
     audit: { prompt_hmac_key: secretFile('prompt-hmac-key', FAKE_HMAC_KEY) },
     log: { level: 'info' },
@@ -80,10 +82,14 @@ before(async () => {
   dbPath = join(dir, 'gateway', 'keywarden.db');
   mock = await createMockProvider({ port: 0, apiKey: FAKE_PROVIDER_KEY });
   env = cliEnv({ KEYWARDEN_DATA_DIR: dataDir, KW_CLI_ADMIN_TOKEN: FAKE_ADMIN_TOKEN });
-  gatewayConfig = writeGatewayConfig('gateway.yaml', secretFile('provider-key', FAKE_PROVIDER_KEY), { public: await freePort(), admin: await freePort() });
+  serveDbPath = join(dir, 'served', 'keywarden.db');
+  const providerKey = secretFile('provider-key', FAKE_PROVIDER_KEY);
+  // store commands (never served), and a gateway served while the CLI works on its store
+  gatewayConfig = writeGatewayConfig('gateway.yaml', providerKey, { public: 0, admin: 0 });
+  serveConfig = writeGatewayConfig('serve.yaml', providerKey, { public: await freePort(), admin: await freePort() }, serveDbPath);
   // create both stores up front: several CLI processes below open them at the same moment, and
   // two processes migrating one fresh SQLite file at once can collide (reported separately)
-  for (const path of [dbPath, join(dataDir, 'keywarden.db')]) await openSqliteStore(`sqlite:${path}`).close();
+  for (const path of [dbPath, serveDbPath, join(dataDir, 'keywarden.db')]) await openSqliteStore(`sqlite:${path}`).close();
 });
 
 after(async () => {
@@ -105,25 +111,24 @@ describe('CLI usage errors', { concurrency: true }, () => {
   });
 
   it('exits 2 without a command, and 0 for --help', async () => {
-    const none = await cli();
+    const [none, help] = await Promise.all([cli(), cli('--help')]);
     assert.equal(none.code, 2);
     assert.match(none.stdout, /^usage: keywarden/);
-    const help = await cli('--help');
     assert.equal(help.code, 0);
     assert.match(help.stdout, /^usage: keywarden/);
   });
 
-  it('exits 2 on a missing argument, an unknown action or a bad --expires', async () => {
-    const noTenant = await cli('keys', 'issue', '--config', gatewayConfig);
+  it('exits 2 on a missing argument or a bad --expires', async () => {
+    const [noTenant, badExpiry, doctorWithoutConfig] = await Promise.all([
+      cli('keys', 'issue', '--config', gatewayConfig),
+      cli('keys', 'issue', '--tenant', 'acme', '--expires', 'whenever', '--config', gatewayConfig),
+      cli('doctor'),
+    ]);
     assert.equal(noTenant.code, 2);
     assert.match(noTenant.stderr, /keys issue --tenant NAME/);
-    const badAction = await cli('tenants', 'explode', '--config', gatewayConfig);
-    assert.equal(badAction.code, 2);
-    const badExpiry = await cli('keys', 'issue', '--tenant', 'acme', '--expires', 'whenever', '--config', gatewayConfig);
     assert.equal(badExpiry.code, 2);
     assert.match(badExpiry.stderr, /--expires must be a duration/);
     assert.doesNotMatch(badExpiry.stdout, /kw_/);
-    const doctorWithoutConfig = await cli('doctor');
     assert.equal(doctorWithoutConfig.code, 2);
   });
 
@@ -206,21 +211,12 @@ describe('keywarden doctor', { concurrency: true }, () => {
     assertNoSecrets(res.stdout + res.stderr);
   });
 
-  it('exits 2 on an invalid configuration', async () => {
-    const bad = join(dir, 'doctor-bad.yaml');
-    writeFileSync(bad, 'providers: 3\n');
-    const res = await cliWith(contractEnv, 'doctor', '--config', bad);
-    assert.equal(res.code, 2);
-    assert.match(res.stderr, /providers: must be a mapping/);
-  });
-
   it('--online passes when the provider accepts the key', async () => {
     const res = await cli('doctor', '--online', '--config', gatewayConfig);
     assert.equal(res.code, 0, res.stdout + res.stderr);
     assert.match(res.stdout, /^ok +providers\.openai: key accepted by http:\/\/127\.0\.0\.1:\d+$/m);
     assert.match(res.stdout, /^ok +providers\.anthropic: key accepted by/m);
     assertNoSecrets(res.stdout + res.stderr);
-    assert.ok(mock.received.some((r) => r.path === '/v1/models'), 'doctor did not call the provider');
   });
 
   it('--online fails when the provider rejects the key, without printing it', async () => {
@@ -244,21 +240,20 @@ describe('keywarden tenants and keys', () => {
     assert.match(res.stdout, /^created tenant acme \(t_[0-9a-f]{16}\)$/m);
   });
 
-  it('refuses a duplicate or badly named tenant (exit 1)', async () => {
+  it('refuses a duplicate tenant (exit 1)', async () => {
     const dup = await cli('tenants', 'create', 'acme', '--config', gatewayConfig);
     assert.equal(dup.code, 1);
     assert.match(dup.stderr, /already exists/);
-    const bad = await cli('tenants', 'create', 'Not Valid', '--config', gatewayConfig);
-    assert.equal(bad.code, 1);
-    assert.match(bad.stderr, /tenant names use/);
   });
 
   it('lists tenants as a table and as JSON', async () => {
-    const table = await cli('tenants', 'list', '--config', gatewayConfig);
+    const [table, json] = await Promise.all([
+      cli('tenants', 'list', '--config', gatewayConfig),
+      cli('tenants', 'list', '--json', '--config', gatewayConfig),
+    ]);
     assert.equal(table.code, 0);
     assert.match(table.stdout, /^NAME +ID +STATUS +CREATED_AT$/m);
     assert.match(table.stdout, /^acme +t_[0-9a-f]{16} +active /m);
-    const json = await cli('tenants', 'list', '--json', '--config', gatewayConfig);
     assert.equal(json.code, 0);
     const list = JSON.parse(json.stdout) as Array<{ name: string; status: string; id: string }>;
     assert.deepEqual(list.map((t) => [t.name, t.status]), [['acme', 'active']]);
@@ -293,8 +288,10 @@ describe('keywarden tenants and keys', () => {
   });
 
   it('lists keys without any secret, full key or hash', async () => {
-    const table = await cli('keys', 'list', '--config', gatewayConfig);
-    const json = await cli('keys', 'list', '--tenant', 'acme', '--json', '--config', gatewayConfig);
+    const [table, json] = await Promise.all([
+      cli('keys', 'list', '--config', gatewayConfig),
+      cli('keys', 'list', '--tenant', 'acme', '--json', '--config', gatewayConfig),
+    ]);
     assert.equal(table.code, 0);
     assert.equal(json.code, 0);
     assert.match(table.stdout, /^ID +TENANT +STATUS +LABEL +CREATED_AT +EXPIRES_AT$/m);
@@ -310,14 +307,21 @@ describe('keywarden tenants and keys', () => {
   });
 
   it('revokes a key by id', async () => {
-    const res = await cli('keys', 'revoke', revokedId, '--config', gatewayConfig);
+    const [res, unknown] = await Promise.all([
+      cli('keys', 'revoke', revokedId, '--config', gatewayConfig),
+      cli('keys', 'revoke', 'zzzzzzzzzzzzzzzz', '--config', gatewayConfig),
+    ]);
     assert.equal(res.code, 0, res.stderr);
     assert.equal(res.stdout.trim(), `key ${revokedId} revoked`);
-    const list = JSON.parse((await cli('keys', 'list', '--json', '--config', gatewayConfig)).stdout) as Array<{ id: string; status: string; revoked_at: string | null }>;
-    const row = list.find((k) => k.id === revokedId);
-    assert.equal(row?.status, 'revoked');
-    assert.ok(row?.revoked_at);
-    const unknown = await cli('keys', 'revoke', 'zzzzzzzzzzzzzzzz', '--config', gatewayConfig);
+    const store = openSqliteStore(`sqlite:${dbPath}`);
+    try {
+      const row = await store.keys.get(revokedId);
+      assert.ok(row?.revokedAt, 'the key is not revoked in the store');
+      const other = await store.keys.get((keys[0] as string).split('_')[1] as string);
+      assert.equal(other?.revokedAt, null, 'another key was revoked too');
+    } finally {
+      await store.close();
+    }
     assert.equal(unknown.code, 1);
     assert.match(unknown.stderr, /no key with this id/);
   });
@@ -326,8 +330,12 @@ describe('keywarden tenants and keys', () => {
     const res = await cli('tenants', 'disable', 'acme', '--config', gatewayConfig);
     assert.equal(res.code, 0, res.stderr);
     assert.equal(res.stdout.trim(), 'tenant acme is now disabled');
-    const list = JSON.parse((await cli('tenants', 'list', '--json', '--config', gatewayConfig)).stdout) as Array<{ name: string; status: string }>;
-    assert.equal(list.find((t) => t.name === 'acme')?.status, 'disabled');
+    const store = openSqliteStore(`sqlite:${dbPath}`);
+    try {
+      assert.equal((await store.tenants.getByName('acme'))?.status, 'disabled');
+    } finally {
+      await store.close();
+    }
   });
 
   it('audits each change as actor cli, with ids and never a key', async () => {
@@ -349,15 +357,19 @@ describe('keywarden tenants and keys', () => {
 describe('a gateway run by `keywarden serve --config`', () => {
   let server: CliProcess;
   let publicUrl: string;
+  const issued: Array<{ key: string; id: string }> = [];
+const chatCalls = () => mock.received.filter((r) => r.path === '/v1/chat/completions');
 
   before(async () => {
-    server = startCli(['serve', '--config', gatewayConfig], { cwd: dir, env });
-    const [line] = await server.waitForStdout(/^.*"keywarden listening".*$/m);
+    server = startCli(['serve', '--config', serveConfig], { cwd: dir, env });
+    const [line] = await server.waitForStdout(/^.*"keywarden listening".*$/m, 20_000);
     const entry = JSON.parse(line) as { publicUrl: string; adminUrl: string };
     publicUrl = entry.publicUrl;
     assert.match(publicUrl, /^http:\/\/127\.0\.0\.1:\d+$/);
-    const created = await cli('tenants', 'create', 'umbrella', '--config', gatewayConfig);
+    const created = await cli('tenants', 'create', 'umbrella', '--config', serveConfig);
     assert.equal(created.code, 0, created.stderr);
+    // issued by the CLI after the server started, so the server has never seen them
+    issued.push(...(await Promise.all([issue(), issue(), issue()])));
   });
 
   after(async () => {
@@ -365,55 +377,55 @@ describe('a gateway run by `keywarden serve --config`', () => {
   });
 
   async function issue(): Promise<{ key: string; id: string }> {
-    const res = await cli('keys', 'issue', '--tenant', 'umbrella', '--json', '--config', gatewayConfig);
+    const res = await cli('keys', 'issue', '--tenant', 'umbrella', '--json', '--config', serveConfig);
     assert.equal(res.code, 0, res.stderr);
     const { key, id } = JSON.parse(res.stdout) as { key: string; id: string };
     return { key, id };
   }
 
   it('accepts a key issued by the CLI while it runs', async () => {
-    const { key } = await issue();
+    const { key } = issued[0]!;
     mock.reset();
     const res = await chat(publicUrl, key);
     assert.equal(res.status, 200, JSON.stringify(res.json));
     assert.equal(res.json.object, 'chat.completion');
-    assert.equal(mock.received.length, 1);
-    assert.equal(mock.received[0]?.headers['authorization'], `Bearer ${FAKE_PROVIDER_KEY}`);
+    assert.equal(chatCalls().length, 1);
+    assert.equal(chatCalls()[0]?.headers['authorization'], `Bearer ${FAKE_PROVIDER_KEY}`);
   });
 
   it('refuses at once a key the CLI revoked while it runs (auth_key_revoked)', async () => {
-    const { key, id } = await issue();
+    const { key, id } = issued[1]!;
     assert.equal((await chat(publicUrl, key)).status, 200);
-    const revoked = await cli('keys', 'revoke', id, '--config', gatewayConfig);
+    const revoked = await cli('keys', 'revoke', id, '--config', serveConfig);
     assert.equal(revoked.code, 0, revoked.stderr);
     mock.reset();
     const res = await chat(publicUrl, key);
     assert.equal(res.status, 401);
     assert.equal(res.json.error.code, 'auth_key_revoked');
-    assert.equal(mock.received.length, 0);
+    assert.equal(chatCalls().length, 0);
   });
 
   it('refuses at once the keys of a tenant the CLI disabled while it runs (auth_tenant_disabled)', async () => {
-    const { key } = await issue();
+    const { key } = issued[2]!;
     assert.equal((await chat(publicUrl, key)).status, 200);
-    assert.equal((await cli('tenants', 'disable', 'umbrella', '--config', gatewayConfig)).code, 0);
+    assert.equal((await cli('tenants', 'disable', 'umbrella', '--config', serveConfig)).code, 0);
     mock.reset();
     const res = await chat(publicUrl, key);
     assert.equal(res.status, 401);
     assert.equal(res.json.error.code, 'auth_tenant_disabled');
-    assert.equal(mock.received.length, 0);
-    assert.equal((await cli('tenants', 'enable', 'umbrella', '--config', gatewayConfig)).code, 0);
+    assert.equal(chatCalls().length, 0);
+    assert.equal((await cli('tenants', 'enable', 'umbrella', '--config', serveConfig)).code, 0);
     assert.equal((await chat(publicUrl, key)).status, 200);
   });
 
   it('on SIGTERM finishes the requests in flight, records them and exits 0', async () => {
-    const { key } = await issue();
+    const { key } = issued[0]!;
     mock.reset();
     const pending = chat(publicUrl, key, '[[mock:delay=500]] finish me before you go');
     // wait until the request is at the upstream, so it is truly in flight
     const deadline = Date.now() + 5000;
     while (!mock.received.some((r) => JSON.stringify(r.body).includes('finish me')) && Date.now() < deadline) await sleep(10);
-    assert.equal(mock.received.length, 1, 'the request did not reach the upstream');
+    assert.equal(chatCalls().length, 1, 'the request did not reach the upstream');
     assert.ok(server.child.kill('SIGTERM'));
     const res = await pending;
     assert.equal(res.status, 200, JSON.stringify(res.json));
@@ -421,9 +433,11 @@ describe('a gateway run by `keywarden serve --config`', () => {
     const exit = await server.exited;
     assert.deepEqual(exit, { code: 0, signal: null });
     assert.match(server.stdout(), /shutting down: draining in-flight requests/);
+    // the drain ended when the request did, not at the drain timeout (idle keep-alive connections are closed)
+    assert.doesNotMatch(server.stdout(), /drain timeout reached/);
     await assert.rejects(fetch(`${publicUrl}/healthz`), 'the listener is still open after exit');
 
-    const store = openSqliteStore(`sqlite:${dbPath}`);
+    const store = openSqliteStore(`sqlite:${serveDbPath}`);
     try {
       const usage = await store.records.listUsage({ limit: 1000 });
       const row = usage.find((u) => u.requestId === res.requestId);
@@ -463,7 +477,7 @@ describe('demo mode: `keywarden serve` without a configuration', () => {
         KEYWARDEN_LISTEN_ADMIN: `127.0.0.1:${adminPort}`,
       }),
     });
-    [curlLine] = await demo.waitForStdout(/^ *curl .*$/m, 15_000);
+    [curlLine] = await demo.waitForStdout(/^ *curl .*$/m, 20_000);
   });
 
   after(async () => {

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { request as httpRequest } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { FAKE_ADMIN_TOKEN, startHarness, type Harness } from './helpers/harness.js';
 import { mapLimit, parseJson } from './helpers/security-http.js';
@@ -65,8 +66,6 @@ interface CallOptions {
   listener?: 'public' | 'admin';
   logged?: boolean;
   mayCarry?: string[];
-  /** Abort the request this many ms after sending (client abort). */
-  abortAfterMs?: number;
 }
 
 let h: Harness;
@@ -85,45 +84,55 @@ async function call(label: string, path: string, options: CallOptions = {}): Pro
     logged: options.logged ?? (listener === 'public'), mayCarry: options.mayCarry ?? [],
   };
   exchanges.push(exchange);
-  const t0 = Date.now();
-  const controller = new AbortController();
-  let timer: NodeJS.Timeout | undefined;
   try {
-    const res = await fetch(base + path, { method, headers, ...(body === undefined ? {} : { body }), signal: controller.signal });
+    const res = await fetch(base + path, { method, headers, ...(body === undefined ? {} : { body }) });
     exchange.status = res.status;
     exchange.requestId = res.headers.get('x-request-id') ?? undefined;
     const lines: string[] = [];
     res.headers.forEach((value, name) => lines.push(`${name}: ${value}`));
     exchange.headerText = lines.join('\n');
-    if (options.abortAfterMs !== undefined) {
-      // read the first bytes (a stream has started), then walk away
-      timer = setTimeout(() => controller.abort(), options.abortAfterMs);
-    }
     exchange.body = await res.text();
   } catch (err) {
     exchange.transportError = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
-  } finally {
-    if (timer) clearTimeout(timer);
   }
-  if (process.env['KW_DEBUG']) console.error('TIMING', label, Date.now() - t0, exchange.status, exchange.transportError ?? '');
   return exchange;
 }
 
-/** Fires a request and aborts it before any response arrives. */
-async function callAndAbortBeforeAnswer(label: string, path: string, body: unknown, headers: Record<string, string>, abortAfterMs: number): Promise<void> {
-  const exchange: Exchange = { label, listener: 'public', status: 0, headerText: '', body: '', requestId: undefined, logged: false, mayCarry: [] };
+/**
+ * A client that walks away: sends the request with node:http on its own connection, then
+ * destroys the socket `ms` after sending (`whenStreaming`: after the first body bytes arrive).
+ * (fetch is not used here: after an abort it may open a spare connection that never sends a
+ * request, which then holds the gateway's shutdown for its whole drain timeout.)
+ */
+function callAndAbort(label: string, path: string, body: unknown, headers: Record<string, string>, ms: number, whenStreaming: boolean): Promise<void> {
+  const exchange: Exchange = { label, listener: 'public', status: 0, headerText: '', body: '', requestId: undefined, logged: whenStreaming, mayCarry: [] };
   exchanges.push(exchange);
-  const controller = new AbortController();
-  const timer = setTimeout(() => controller.abort(), abortAfterMs);
-  try {
-    const res = await fetch(h.url + path, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body), signal: controller.signal });
-    exchange.status = res.status;
-    exchange.body = await res.text();
-  } catch (err) {
-    exchange.transportError = err instanceof Error ? err.name : String(err);
-  } finally {
-    clearTimeout(timer);
-  }
+  const payload = JSON.stringify(body);
+  return new Promise((resolve) => {
+    const req = httpRequest(h.url + path, {
+      method: 'POST', agent: false,
+      headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload), ...headers },
+    });
+    const timer = whenStreaming ? undefined : setTimeout(() => req.destroy(), ms);
+    req.on('response', (res) => {
+      exchange.status = res.statusCode ?? 0;
+      exchange.requestId = typeof res.headers['x-request-id'] === 'string' ? res.headers['x-request-id'] : undefined;
+      exchange.headerText = Object.entries(res.headers).map(([k, v]) => `${k}: ${String(v)}`).join('\n');
+      res.once('data', (chunk: Buffer) => {
+        exchange.body += chunk.toString('utf8');
+        if (whenStreaming) setTimeout(() => req.destroy(), ms);
+      });
+    });
+    req.on('error', (err) => {
+      exchange.transportError = err.message;
+    });
+    req.on('close', () => {
+      if (timer) clearTimeout(timer);
+      exchange.transportError ??= 'closed';
+      resolve();
+    });
+    req.end(payload);
+  });
 }
 
 /** The secret part of `kw_<16-char id>_<43-char secret>` (the secret itself may contain `_`). */
@@ -228,9 +237,10 @@ describe('key-leak canary: planted keys and prompts never come back out', () => 
     add(() => call('messages whole', '/v1/messages', { headers: anthropicHeaders(), body: messagesBody() }));
     add(() => call('messages stream', '/v1/messages', { headers: anthropicHeaders(), body: messagesBody({ stream: true }) }));
     add(() => call('messages with bearer', '/v1/messages', { headers: { ...bearer(), 'anthropic-version': '2023-06-01' }, body: messagesBody() }));
-    add(() => call('models (OpenAI)', '/v1/models', { headers: bearer() }));
-    add(() => call('models (Anthropic)', '/v1/models', { headers: anthropicHeaders() }));
-    add(() => call('models with a query canary', `/v1/models?api_key=${QUERY_CANARY}`, { headers: bearer() }));
+    // (GET /v1/models is answered by the gateway itself and writes no request log line)
+    add(() => call('models (OpenAI)', '/v1/models', { headers: bearer(), logged: false }));
+    add(() => call('models (Anthropic)', '/v1/models', { headers: anthropicHeaders(), logged: false }));
+    add(() => call('models with a query canary', `/v1/models?api_key=${QUERY_CANARY}`, { headers: bearer(), logged: false }));
 
     // ---- policy refusals, each with the canaries in the request
     add(() => call('model not allowed', '/v1/chat/completions', { headers: bearer(), body: chatBody({ model: 'gpt-4o' }) }));
@@ -314,10 +324,11 @@ describe('key-leak canary: planted keys and prompts never come back out', () => 
     }
 
     // ---- client aborts: before the answer, and in the middle of a stream
-    add(() => callAndAbortBeforeAnswer('abort whole chat', '/v1/chat/completions', chatBody({}, '[[mock:delay=800]]'), bearer(), 150));
-    add(() => callAndAbortBeforeAnswer('abort whole messages', '/v1/messages', messagesBody({}, '[[mock:delay=800]]'), anthropicHeaders(), 150));
-    add(() => call('abort mid-stream chat', '/v1/chat/completions', { headers: bearer(), body: chatBody({ stream: true }, '[[mock:stall=800]]'), abortAfterMs: 100 }));
-    add(() => call('abort mid-stream messages', '/v1/messages', { headers: anthropicHeaders(), body: messagesBody({ stream: true }, '[[mock:stall=800]]'), abortAfterMs: 100 }));
+    add(() => callAndAbort('abort whole chat', '/v1/chat/completions', chatBody({}, '[[mock:delay=800]]'), bearer(), 150, false));
+    add(() => callAndAbort('abort whole messages', '/v1/messages', messagesBody({}, '[[mock:delay=800]]'), anthropicHeaders(), 150, false));
+    add(() => callAndAbort('abort mid-stream chat', '/v1/chat/completions', chatBody({ stream: true }, '[[mock:stall=800]]'), bearer(), 50, true));
+    add(() => callAndAbort('abort mid-stream responses', '/v1/responses', responsesBody({ stream: true }, '[[mock:stall=800]]'), bearer(), 50, true));
+    add(() => callAndAbort('abort mid-stream messages', '/v1/messages', messagesBody({ stream: true }, '[[mock:stall=800]]'), anthropicHeaders(), 50, true));
 
     // ---- wrong credentials carrying canaries
     const forged = `kw_${'canaryid'.repeat(2)}_${(CREDENTIAL_CANARY + rand(43)).slice(0, 43)}`;
@@ -335,7 +346,7 @@ describe('key-leak canary: planted keys and prompts never come back out', () => 
     for (const [name, headers] of wrongCredentials) {
       add(() => call(`wrong credential (${name}) chat`, '/v1/chat/completions', { headers, body: chatBody() }));
       add(() => call(`wrong credential (${name}) messages`, '/v1/messages', { headers: { ...headers, 'anthropic-version': '2023-06-01' }, body: messagesBody() }));
-      add(() => call(`wrong credential (${name}) models`, '/v1/models', { headers }));
+      add(() => call(`wrong credential (${name}) models`, '/v1/models', { headers, logged: false }));
     }
     add(() => call('no credential', '/v1/chat/completions', { body: chatBody() }));
 
@@ -345,10 +356,8 @@ describe('key-leak canary: planted keys and prompts never come back out', () => 
     add(() => call('admin with a tenant key', '/admin/keys', { listener: 'admin', headers: bearer() }));
     add(() => call('admin with the provider key', '/admin/keys', { listener: 'admin', headers: { authorization: `Bearer ${PROVIDER_KEY}` } }));
 
-    const tPlans = Date.now();
-    await mapLimit(plans, Number(process.env["KW_CONC"] ?? 16), (fn) => fn());
+    await mapLimit(plans, 16, (fn) => fn());
 
-    if (process.env['KW_DEBUG']) console.error('PHASE plans', Date.now() - tPlans);
     // ---- admin API: issue (the one response that carries the new key), list, use, revoke
     const adminAuth = { authorization: `Bearer ${FAKE_ADMIN_TOKEN}` };
     const issueResponse = await fetch(`${h.adminUrl}/admin/tenants/acme/keys`, {
@@ -394,9 +403,7 @@ describe('key-leak canary: planted keys and prompts never come back out', () => 
   });
 
   after(async () => {
-    const t = Date.now();
     await h?.close();
-    if (process.env['KW_DEBUG']) console.error('PHASE close', Date.now() - t);
   });
 
   it('drove every path and got an answer on each (the searches below are not vacuous)', () => {
@@ -418,7 +425,8 @@ describe('key-leak canary: planted keys and prompts never come back out', () => 
     assert.equal(status('chat whole delay=1500'), 504);
     assert.equal(status('wrong credential (bearer canary) chat'), 401);
     assert.equal(status('admin wrong token canary'), 401);
-    assert.ok(byLabel.get('abort whole chat')?.transportError, 'the client abort happened');
+    assert.equal(byLabel.get('abort whole chat')?.status, 0, 'the client left before any answer');
+    assert.equal(byLabel.get('abort mid-stream chat')?.status, 200, 'the client left in the middle of a stream');
     // mid-stream faults reach the client as an error event inside a 200 stream
     assert.match(byLabel.get('chat stream reset-mid-stream')?.body ?? '', /event: error/);
     // the mock really did name the masked key in its 401 body, so there was something to leak
@@ -452,10 +460,11 @@ describe('key-leak canary: planted keys and prompts never come back out', () => 
       leaks.push(...findLeaks(`${e.label} [headers]`, e.headerText, secrets));
       leaks.push(...findLeaks(`${e.label} [body]`, e.body, own));
       if (e.mayCarry.length > 0) {
-        const json = parseJson(e.body) as { error?: { param?: unknown } } | undefined;
-        const param = String(json?.error?.param ?? '');
+        const json = parseJson(e.body) as { error?: { message?: unknown; code?: unknown } } | undefined;
+        assert.equal(json?.error?.code, 'request_unknown_field', e.label);
+        assert.match(String(json?.error?.message), new RegExp(`^unknown field "([A-Za-z0-9_\\[\\]]+\\.)?${FIELD_NAME_CANARY}"$`),
+          `${e.label}: the name comes back only as the path of the refused field`);
         const scrubbed = e.body.split(FIELD_NAME_CANARY).join('');
-        assert.ok(param.endsWith(FIELD_NAME_CANARY), `${e.label}: the echoed name is the field path the caller sent`);
         leaks.push(...findLeaks(`${e.label} [body, beyond the echoed field name]`, scrubbed, secrets));
       }
     }

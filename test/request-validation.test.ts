@@ -30,6 +30,8 @@ const STRICT: TenantPolicy = Object.freeze({
   maxMessages: 8,
   maxAttachments: 2,
   maxAttachmentBytes: 1000,
+  limits: {},
+  keyLimits: {},
 });
 
 const EVERY_PARAM = [
@@ -50,6 +52,8 @@ const OPEN: TenantPolicy = Object.freeze({
   maxMessages: 50,
   maxAttachments: 20,
   maxAttachmentBytes: 100_000,
+  limits: {},
+  keyLimits: {},
 });
 
 function policy(overrides: Partial<TenantPolicy>): TenantPolicy {

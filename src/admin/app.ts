@@ -56,6 +56,23 @@ export function createAdminApp(options: AdminAppOptions): FastifyInstance {
   app.post<{ Params: { name: string } }>('/admin/tenants/:name/enable', async (request) => tenants.setTenantStatus(request.params.name, 'active', ACTOR));
   app.put<{ Params: { name: string } }>('/admin/tenants/:name/policy', async (request) => tenants.setTenantPolicy(request.params.name, objectBody(request.body)['policy'] ?? null, ACTOR));
 
+  app.put<{ Params: { name: string } }>('/admin/tenants/:name/limits', async (request) => {
+    const body = objectBody(request.body);
+    const changes: { limits?: Record<string, unknown>; key_limits?: Record<string, unknown> } = {};
+    for (const field of ['limits', 'key_limits'] as const) {
+      const value = body[field];
+      if (value === undefined) continue;
+      if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new GatewayError('admin_invalid_request', `"${field}" must be an object`, { param: field });
+      changes[field] = value as Record<string, unknown>;
+    }
+    if (!changes.limits && !changes.key_limits) throw new GatewayError('admin_invalid_request', 'give "limits" and/or "key_limits"');
+    return tenants.setTenantLimits(request.params.name, changes, ACTOR);
+  });
+  app.put<{ Params: { id: string } }>('/admin/keys/:id/limits', async (request) => {
+    const limits = objectBody(request.body)['limits'];
+    if (limits !== null && (typeof limits !== 'object' || Array.isArray(limits))) throw new GatewayError('admin_invalid_request', '"limits" must be an object or null', { param: 'limits' });
+    return tenants.setKeyLimits(request.params.id, limits as Record<string, unknown> | null, ACTOR);
+  });
   app.post<{ Params: { name: string } }>('/admin/tenants/:name/keys', async (request, reply) => {
     const body = request.body === undefined ? {} : objectBody(request.body);
     const expires = body['expires_in'];

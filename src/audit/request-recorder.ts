@@ -39,13 +39,14 @@ export function createRequestRecorder(deps: { writer: RecordWriter; logger: Logg
         endpoint: ctx.endpoint, status: ctx.status, outcome: ctx.outcome, errorCode: ctx.errorCode,
         inputTokens: ctx.usage.inputTokens, outputTokens: ctx.usage.outputTokens, cachedInputTokens: ctx.usage.cachedInputTokens ?? 0,
         stream: ctx.stream, gatewayMs: round(gatewayMs), upstreamMs: round(ctx.upstreamMs), promptFingerprint: ctx.promptFingerprint,
+        costNanoUsd: ctx.costNanoUsd,
       },
       {
         ts, actor: `tenant-key:${principal.keyId}`, action: 'request', target: ctx.model, requestId: ctx.requestId,
         outcome: ctx.outcome === 'success' ? 'success' : 'failure',
         details: {
           tenant: principal.tenantId, endpoint: ctx.endpoint, provider: ctx.provider, status: ctx.status, code: ctx.errorCode,
-          input_tokens: ctx.usage.inputTokens, output_tokens: ctx.usage.outputTokens, prompt_hmac: ctx.promptFingerprint,
+          input_tokens: ctx.usage.inputTokens, output_tokens: ctx.usage.outputTokens, cost_nano_usd: ctx.costNanoUsd, prompt_hmac: ctx.promptFingerprint,
         },
       },
     );

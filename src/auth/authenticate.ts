@@ -2,6 +2,8 @@ import { GatewayError } from '../errors/index.js';
 import type { TenantKeyRepository } from '../store/types.js';
 import type { TenantPolicy } from '../policy/types.js';
 import type { Principal } from './types.js';
+import type { Limits } from '../quota/types.js';
+import { parseLimits } from '../config/validate.js';
 import { hashKeySecret, hashesEqual, parseTenantKey } from './tenant-key.js';
 
 export interface AuthenticatorOptions {
@@ -10,6 +12,14 @@ export interface AuthenticatorOptions {
   /** Resolves a tenant's effective policy (defaults merged with its override). */
   policyFor(tenantId: string, override: Record<string, unknown> | null): TenantPolicy;
   now?: () => number;
+}
+
+// a key's own limits were validated when set; should a stored value not parse, fail closed
+function keyLimitsOf(raw: Record<string, unknown>): Limits {
+  const problems: string[] = [];
+  const limits = parseLimits(raw, 'limits', {}, { add: (path, message) => problems.push(`${path}: ${message}`) });
+  if (problems.length > 0) throw new GatewayError('service_unavailable', 'this key cannot be used until its limits are fixed');
+  return limits;
 }
 
 export type Authenticator = (credential: string | undefined) => Promise<Principal>;
@@ -41,6 +51,7 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
     if (key.revokedAt !== null) throw new GatewayError('auth_key_revoked', 'this key has been revoked');
     if (key.expiresAt !== null && key.expiresAt <= now()) throw new GatewayError('auth_key_expired', 'this key has expired');
     if (tenant.status !== 'active') throw new GatewayError('auth_tenant_disabled', 'this tenant is disabled');
-    return { tenantId: tenant.id, tenantName: tenant.name, keyId: key.id, policy: policyFor(tenant.id, tenant.policy) };
+    const policy = policyFor(tenant.id, tenant.policy);
+    return { tenantId: tenant.id, tenantName: tenant.name, keyId: key.id, policy, keyLimits: key.limits === null ? policy.keyLimits : keyLimitsOf(key.limits) };
   };
 }

@@ -13,3 +13,22 @@ export function extractCredential(authorization: string | string[] | undefined, 
   if (typeof apiKey === 'string' && apiKey.length > 0) return apiKey.trim();
   return undefined;
 }
+
+/**
+ * The credential headers as sent, from the raw header list: Node folds a repeated
+ * `Authorization` into its first value, which would hide an ambiguous request. Repeats come
+ * back as arrays, which extractCredential refuses.
+ */
+export function credentialHeaders(rawHeaders: readonly string[]): { authorization: string | string[] | undefined; apiKey: string | string[] | undefined } {
+  let authorization: string | string[] | undefined;
+  let apiKey: string | string[] | undefined;
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i] as string;
+    if (name.length !== 13 && name.length !== 9) continue;
+    const lower = name.toLowerCase();
+    const value = rawHeaders[i + 1] as string;
+    if (lower === 'authorization') authorization = authorization === undefined ? value : ([] as string[]).concat(authorization, value);
+    else if (lower === 'x-api-key') apiKey = apiKey === undefined ? value : ([] as string[]).concat(apiKey, value);
+  }
+  return { authorization, apiKey };
+}

@@ -1,4 +1,5 @@
 import type { TenantPolicy } from '../policy/types.js';
+import type { Limits } from '../quota/types.js';
 
 /** Who is calling, established by authentication; never empty (a failed check throws). */
 export interface Principal {
@@ -6,4 +7,6 @@ export interface Principal {
   tenantName: string;
   keyId: string;
   policy: TenantPolicy;
+  /** This key's limits: its own, else the policy's `key_limits`. */
+  keyLimits: Limits;
 }

@@ -11,6 +11,10 @@ commands:
   serve [--config FILE]                 run the gateway (no config: demo mode with the mock provider)
   doctor --config FILE [--online]       check a configuration and its secrets without serving
   tenants create NAME [--policy-file F] | list | disable NAME | enable NAME | set-policy NAME --policy-file F
+  tenants set-limits NAME [--rpm N] [--tpm N] [--tpd N] [--usd-day X] [--usd-month X] [--per-key]
+                                        limits over the tenant (or, with --per-key, for each of its keys);
+                                        a value of "none" removes that limit
+  keys set-limits KEY_ID [--rpm N] [--tpm N] [--tpd N] [--usd-day X] [--usd-month X] | --clear
   keys issue --tenant NAME [--expires 30d] [--label L] [--json] | list [--tenant NAME] | revoke KEY_ID
   mock-provider [--port N] [--host H] [--api-key REF]   serve the mock OpenAI/Anthropic provider
 
@@ -41,6 +45,27 @@ export async function main(argv: readonly string[]): Promise<void> {
   }
 }
 
+/** The limit flags given, as a limits mapping (`none` → null, which removes the limit). */
+function limitFlags(values: Record<string, string | boolean | undefined>): Record<string, number | null> {
+  const flags: Array<[string, string]> = [
+    ['rpm', 'requests_per_minute'], ['tpm', 'tokens_per_minute'], ['tpd', 'tokens_per_day'],
+    ['usd-day', 'usd_per_day'], ['usd-month', 'usd_per_month'],
+  ];
+  const out: Record<string, number | null> = {};
+  for (const [flag, name] of flags) {
+    const raw = values[flag];
+    if (typeof raw !== 'string') continue;
+    if (raw === 'none') {
+      out[name] = null;
+      continue;
+    }
+    const n = Number(raw);
+    if (raw.trim() === '' || !Number.isFinite(n)) throw new CliError(`--${flag} must be a number or "none"`, EXIT_USAGE);
+    out[name] = n;
+  }
+  return out;
+}
+
 async function run(argv: readonly string[]): Promise<number | void> {
   const { values, positionals } = parseArgs({
     args: [...argv],
@@ -57,6 +82,13 @@ async function run(argv: readonly string[]): Promise<number | void> {
       host: { type: 'string' },
       'api-key': { type: 'string' },
       online: { type: 'boolean', default: false },
+      rpm: { type: 'string' },
+      tpm: { type: 'string' },
+      tpd: { type: 'string' },
+      'usd-day': { type: 'string' },
+      'usd-month': { type: 'string' },
+      'per-key': { type: 'boolean', default: false },
+      clear: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -78,7 +110,12 @@ async function run(argv: readonly string[]): Promise<number | void> {
     }
     case 'tenants': {
       const { tenantsCommand } = await import('./commands/tenants.js');
-      return tenantsCommand(configFor(values.config).config, action, rest, { json: values.json ?? false, ...(values['policy-file'] ? { policyFile: values['policy-file'] } : {}) });
+      return tenantsCommand(configFor(values.config).config, action, rest, {
+        json: values.json ?? false,
+        ...(values['policy-file'] ? { policyFile: values['policy-file'] } : {}),
+        limits: limitFlags(values),
+        perKey: values['per-key'] ?? false,
+      });
     }
     case 'keys': {
       const { keysCommand } = await import('./commands/tenants.js');
@@ -87,6 +124,8 @@ async function run(argv: readonly string[]): Promise<number | void> {
         ...(values.tenant ? { tenant: values.tenant } : {}),
         ...(values.expires ? { expires: values.expires } : {}),
         ...(values.label ? { label: values.label } : {}),
+        limits: limitFlags(values),
+        clear: values.clear ?? false,
       });
     }
     case 'mock-provider': {

@@ -51,4 +51,10 @@ export interface GatewayConfig {
     maxUpstreamResponseBytes: number;
   };
   shutdown: { drainTimeoutMs: number };
+  /** Where quota counters live: `memory` (embedded, this process) or a `redis://` URL shared by replicas. */
+  quota: { store: string; redisPassword: string | undefined; leaseMs: number };
+  /** Price overrides, USD per million tokens, by upstream model name. */
+  prices: Readonly<Record<string, { input: number; output: number; cachedInput?: number }>>;
+  /** Budget threshold alerts. */
+  alerts: { webhookUrl: URL | undefined; webhookSecret: string | undefined; thresholds: readonly number[] };
 }

@@ -3,6 +3,7 @@ import type { GatewayConfig, ListenAddress, ModelRoute, ProviderConfig } from '.
 import type { TenantPolicy } from '../policy/types.js';
 import { parseDuration } from './duration.js';
 import { isSecretReference } from '../secrets/reference.js';
+import { LIMIT_NAMES, type LimitName, type Limits } from '../quota/types.js';
 
 /** The tenant policy that applies when config gives none: nothing is allowed but the bare request. */
 export const DEFAULT_POLICY: TenantPolicy = Object.freeze({
@@ -15,6 +16,8 @@ export const DEFAULT_POLICY: TenantPolicy = Object.freeze({
   maxMessages: 256,
   maxAttachments: 8,
   maxAttachmentBytes: 1_048_576,
+  limits: {},
+  keyLimits: {},
 });
 
 type Json = unknown;
@@ -133,8 +136,37 @@ function stringList(value: Json, path: string, fallback: readonly string[], prob
 
 const POLICY_FIELDS = [
   'models', 'params', 'tools', 'files', 'max_body_bytes', 'max_output_tokens',
-  'max_messages', 'max_attachments', 'max_attachment_bytes',
+  'max_messages', 'max_attachments', 'max_attachment_bytes', 'limits', 'key_limits',
 ] as const;
+
+/**
+ * Validates a limits mapping (`requests_per_minute`, `tokens_per_minute`, `tokens_per_day`,
+ * `usd_per_day`, `usd_per_month`). Counts are whole numbers ≥ 1; budgets are dollars > 0.
+ * `null` unsets a limit inherited from the base.
+ */
+export function parseLimits(value: Json, path: string, base: Limits, problems: { add(path: string, message: string): void }): Limits {
+  if (value === undefined) return base;
+  if (value === null) return Object.freeze({});
+  if (!isRecord(value)) {
+    problems.add(path, 'must be a mapping of limits');
+    return base;
+  }
+  checkKeys(value, path, LIMIT_NAMES, problems as Problems);
+  const out: Partial<Record<LimitName, number>> = { ...base };
+  for (const name of LIMIT_NAMES) {
+    const v = value[name];
+    if (v === undefined) continue;
+    if (v === null) {
+      delete out[name];
+      continue;
+    }
+    const isBudget = name.startsWith('usd_');
+    const ok = typeof v === 'number' && Number.isFinite(v) && (isBudget ? v > 0 && v <= 1e7 : Number.isInteger(v) && v >= 1 && v <= 1e12);
+    if (!ok) problems.add(join(path, name), isBudget ? 'must be a dollar amount above 0' : 'must be a whole number of at least 1');
+    else out[name] = v;
+  }
+  return Object.freeze(out);
+}
 
 /**
  * Validates a policy mapping (snake_case, as in YAML or the admin API) over a base policy.
@@ -158,6 +190,8 @@ export function parsePolicy(value: Json, path: string, base: TenantPolicy, probl
     maxMessages: positiveInt(value['max_messages'], join(path, 'max_messages'), base.maxMessages, p, 100_000),
     maxAttachments: positiveInt(value['max_attachments'], join(path, 'max_attachments'), base.maxAttachments, p, 1000),
     maxAttachmentBytes: positiveInt(value['max_attachment_bytes'], join(path, 'max_attachment_bytes'), base.maxAttachmentBytes, p, 64 * 1_048_576),
+    limits: parseLimits(value['limits'], join(path, 'limits'), base.limits, p),
+    keyLimits: parseLimits(value['key_limits'], join(path, 'key_limits'), base.keyLimits, p),
   });
 }
 
@@ -168,7 +202,7 @@ export function checkPolicyOverride(value: Json, base: TenantPolicy): { policy: 
   return { policy, problems: problems.list };
 }
 
-function baseUrl(value: Json, path: string, problems: Problems): URL | undefined {
+function baseUrl(value: Json, path: string, problems: Problems, keepPath = false): URL | undefined {
   if (typeof value !== 'string') {
     problems.add(path, 'is required (an https URL)');
     return undefined;
@@ -190,7 +224,7 @@ function baseUrl(value: Json, path: string, problems: Problems): URL | undefined
     return undefined;
   }
   // keep the path without a trailing slash so adapters can append `/chat/completions`
-  url.pathname = url.pathname.replace(/\/+$/, '');
+  if (!keepPath) url.pathname = url.pathname.replace(/\/+$/, '');
   return url;
 }
 
@@ -253,7 +287,7 @@ const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'
 export function validateConfig(doc: Json): { config?: GatewayConfig; problems: string[] } {
   const problems = new Problems();
   if (!isRecord(doc)) return { problems: ['(root): must be a mapping'] };
-  checkKeys(doc, '', ['listen', 'store', 'admin', 'audit', 'auth', 'log', 'providers', 'models', 'tenants', 'server', 'shutdown'], problems);
+  checkKeys(doc, '', ['listen', 'store', 'admin', 'audit', 'auth', 'log', 'providers', 'models', 'tenants', 'server', 'shutdown', 'limits', 'prices', 'alerts'], problems);
 
   const listen = section(doc, 'listen', '', problems);
   checkKeys(listen, 'listen', ['public', 'admin'], problems);
@@ -302,6 +336,53 @@ export function validateConfig(doc: Json): { config?: GatewayConfig; problems: s
   const shutdown = section(doc, 'shutdown', '', problems);
   checkKeys(shutdown, 'shutdown', ['drain_timeout'], problems);
 
+  const limitsSection = section(doc, 'limits', '', problems);
+  checkKeys(limitsSection, 'limits', ['store', 'redis_password', 'reservation_lease'], problems);
+  const quotaStore = limitsSection['store'] ?? 'memory';
+  if (typeof quotaStore !== 'string' || !(quotaStore === 'memory' || /^rediss?:\/\/[^\s]+$/.test(quotaStore))) {
+    problems.add('limits.store', 'must be memory or a redis:// (or rediss://) URL');
+  } else if (/^rediss?:\/\/[^/@]*:[^/@]+@/.test(quotaStore)) {
+    // a password in the URL would sit in a config file and in error messages: use a reference
+    problems.add('limits.store', 'must not carry a password; set limits.redis_password to a secret reference');
+  }
+  const redisPassword = secretRef(limitsSection['redis_password'], 'limits.redis_password', problems, false);
+  const leaseMs = duration(limitsSection['reservation_lease'], 'limits.reservation_lease', 15 * 60_000, problems);
+
+  const prices: Record<string, { input: number; output: number; cachedInput?: number }> = {};
+  for (const [model, raw] of Object.entries(section(doc, 'prices', '', problems))) {
+    const path = `prices.${model}`;
+    if (!isRecord(raw)) {
+      problems.add(path, 'must be a mapping such as { input: 0.15, output: 0.6 } (USD per million tokens)');
+      continue;
+    }
+    checkKeys(raw, path, ['input', 'output', 'cached_input'], problems);
+    const price = (key: string, required: boolean): number | undefined => {
+      const v = raw[key];
+      if (v === undefined && !required) return undefined;
+      if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) {
+        problems.add(`${path}.${key}`, 'must be a price in USD per million tokens (0 or more)');
+        return undefined;
+      }
+      return v;
+    };
+    const input = price('input', true);
+    const output = price('output', true);
+    const cachedInput = price('cached_input', false);
+    if (input !== undefined && output !== undefined) prices[model] = { input, output, ...(cachedInput !== undefined ? { cachedInput } : {}) };
+  }
+
+  const alerts = section(doc, 'alerts', '', problems);
+  checkKeys(alerts, 'alerts', ['webhook_url', 'webhook_secret', 'thresholds'], problems);
+  const webhookUrl = alerts['webhook_url'] === undefined ? undefined : baseUrl(alerts['webhook_url'], 'alerts.webhook_url', problems, true);
+  const webhookSecret = secretRef(alerts['webhook_secret'], 'alerts.webhook_secret', problems, false);
+  let thresholds: readonly number[] = [50, 80, 100];
+  if (alerts['thresholds'] !== undefined) {
+    const t = alerts['thresholds'];
+    if (!Array.isArray(t) || t.length === 0 || !t.every((n) => typeof n === 'number' && Number.isInteger(n) && n >= 1 && n <= 100)) {
+      problems.add('alerts.thresholds', 'must be a list of percentages from 1 to 100');
+    } else thresholds = [...new Set(t as number[])].sort((a, b) => a - b);
+  }
+
   const config: GatewayConfig = {
     listen: { public: publicAddr, admin: adminAddr },
     store: String(store),
@@ -318,6 +399,9 @@ export function validateConfig(doc: Json): { config?: GatewayConfig; problems: s
       maxUpstreamResponseBytes: positiveInt(server['max_upstream_response_bytes'], 'server.max_upstream_response_bytes', 32 * 1_048_576, problems),
     },
     shutdown: { drainTimeoutMs: duration(shutdown['drain_timeout'], 'shutdown.drain_timeout', 30_000, problems) },
+    quota: { store: String(quotaStore), redisPassword, leaseMs },
+    prices,
+    alerts: { webhookUrl, webhookSecret, thresholds },
   };
   if (problems.list.length > 0) return { problems: problems.list };
   return { config: deepFreeze(config), problems: [] };

@@ -32,6 +32,20 @@ export const ERROR_CODES = {
   policy_tools_not_allowed: { status: 400, family: 'invalid_request' },
   policy_files_not_allowed: { status: 400, family: 'invalid_request' },
 
+  // quotas: a limit of the tenant (all its keys) or of the key itself was reached
+  tenant_requests_per_minute_exceeded: { status: 429, family: 'rate_limit' },
+  tenant_tokens_per_minute_exceeded: { status: 429, family: 'rate_limit' },
+  tenant_tokens_per_day_exceeded: { status: 429, family: 'rate_limit' },
+  tenant_budget_day_exceeded: { status: 429, family: 'rate_limit' },
+  tenant_budget_month_exceeded: { status: 429, family: 'rate_limit' },
+  key_requests_per_minute_exceeded: { status: 429, family: 'rate_limit' },
+  key_tokens_per_minute_exceeded: { status: 429, family: 'rate_limit' },
+  key_tokens_per_day_exceeded: { status: 429, family: 'rate_limit' },
+  key_budget_day_exceeded: { status: 429, family: 'rate_limit' },
+  key_budget_month_exceeded: { status: 429, family: 'rate_limit' },
+  quota_model_unpriced: { status: 403, family: 'permission' },
+  quota_store_unavailable: { status: 503, family: 'overloaded' },
+
   // the provider behind the gateway
   upstream_timeout: { status: 504, family: 'timeout' },
   upstream_unreachable: { status: 502, family: 'server' },

@@ -25,7 +25,7 @@ function serializeError(err: unknown): Record<string, unknown> {
  */
 export function createLogger(options: LoggerOptions): Logger {
   const destination = options.destination ?? pino.destination({ dest: 1, sync: false, minLength: 4096 });
-  return pino(
+  const logger = pino(
     {
       level: options.level,
       base: { service: 'keywarden' },
@@ -35,4 +35,7 @@ export function createLogger(options: LoggerOptions): Logger {
     },
     destination,
   );
+  // lines are buffered for speed; a quiet gateway still writes them out within a second
+  setInterval(() => logger.flush(), 1000).unref();
+  return logger;
 }

@@ -1,4 +1,5 @@
 import type { Endpoint } from '../providers/types.js';
+import type { Limits } from '../quota/types.js';
 
 /**
  * What a tenant may ask for. Deny by default: a field, model, tool or file not allowed here is refused.
@@ -26,6 +27,10 @@ export interface TenantPolicy {
   maxAttachments: number;
   /** Largest single attachment, measured as the length of its inline data or URL string. */
   maxAttachmentBytes: number;
+  /** Rate, token and money limits over the whole tenant (all its keys together). */
+  limits: Limits;
+  /** The same limits applied to each of the tenant's keys on its own (a key's own limits win). */
+  keyLimits: Limits;
 }
 
 /** The outcome of validating one request body against its endpoint schema and the tenant policy. */

@@ -3,6 +3,17 @@ import type { Socket } from 'node:net';
 import { randomUUID } from 'node:crypto';
 import { GatewayError, errorBody } from '../errors/index.js';
 
+/** Sockets whose request was refused for its framing: whatever follows on them is not parsed. */
+const refusedSockets = new WeakSet<Socket>();
+
+/**
+ * Marks a connection whose request was refused for ambiguous framing. The answer closes it, and
+ * any bytes after the refused request (a smuggled second request) get no answer of their own.
+ */
+export function refuseConnection(socket: Socket): void {
+  refusedSockets.add(socket);
+}
+
 export interface HttpServerLimits {
   maxHeaderBytes: number;
 }
@@ -18,6 +29,8 @@ export function createHttpServer(limits: HttpServerLimits, handler: (req: Incomi
     {
       maxHeaderSize: limits.maxHeaderBytes,
       insecureHTTPParser: false,
+      // the listener answers a missing Host itself, with a coded error (Node's answer is a bare 400)
+      requireHostHeader: false,
       requestTimeout: 300_000,
       headersTimeout: 30_000,
       keepAliveTimeout: 65_000,
@@ -26,7 +39,7 @@ export function createHttpServer(limits: HttpServerLimits, handler: (req: Incomi
     handler,
   );
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-    if (!socket.writable || (err as { code?: string }).code === 'ECONNRESET') {
+    if (refusedSockets.has(socket) || !socket.writable || (err as { code?: string }).code === 'ECONNRESET') {
       socket.destroy();
       return;
     }

@@ -10,6 +10,7 @@ import type { UpstreamClient } from '../upstream/client.js';
 import { toGatewayError } from '../upstream/client.js';
 import type { ProviderKeyPool } from '../secrets/provider-keys.js';
 import type { Logger } from '../log/logger.js';
+import type { Admission } from '../quota/admission.js';
 
 /** Per-request facts gathered along the stages, read by the record stage. Never holds content. */
 export interface RequestContext {
@@ -28,12 +29,21 @@ export interface RequestContext {
   outcome: 'success' | 'refused' | 'upstream_error' | 'client_aborted' | 'stream_broken';
   errorCode: string | null;
   promptFingerprint: string | null;
+  /** Settled cost in nano-USD (set by the settle stage). */
+  costNanoUsd: number;
+  /** True once the provider answered 2xx: from then on the input is billed even if the answer breaks. */
+  upstreamAccepted: boolean;
+  /** The provider's model name, once validated. */
+  upstreamModel: string | null;
+  /** The quota reservation, when the tenant or key has limits; settled once by the settle stage. */
+  admission: Admission | undefined;
 }
 
 export function newRequestContext(requestId: string, dialect: ErrorDialect, startedAt: number): RequestContext {
   return {
     requestId, startedAt, endpoint: null, dialect, principal: undefined, model: null, provider: null, stream: false,
     usage: { inputTokens: 0, outputTokens: 0 }, upstreamMs: 0, status: 0, outcome: 'success', errorCode: null, promptFingerprint: null,
+    costNanoUsd: 0, upstreamAccepted: false, upstreamModel: null, admission: undefined,
   };
 }
 
@@ -84,6 +94,7 @@ export function createProxy(deps: ProxyDeps) {
     const checked = validateRequest(endpoint, body, principal.policy, routedModels);
     const route = models[checked.model] as ModelRoute;
     ctx.model = checked.model;
+    ctx.upstreamModel = route.model;
     ctx.stream = checked.stream;
     const target = providers.get(route.provider);
     if (!target) throw new GatewayError('service_unavailable', 'the provider for this model is not available');
@@ -125,6 +136,7 @@ export function createProxy(deps: ProxyDeps) {
       }
       throw err;
     }
+    ctx.upstreamAccepted = true;
     return { response, sentAt };
   }
 
@@ -173,6 +185,7 @@ export function createProxy(deps: ProxyDeps) {
         'cache-control': 'no-cache',
         'x-request-id': ctx.requestId,
         'x-accel-buffering': 'no',
+        ...ctx.admission?.headers,
       });
       res.flushHeaders();
 

@@ -1,8 +1,8 @@
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import type { Server } from 'node:http';
+import type { IncomingMessage, Server } from 'node:http';
 import { GatewayError, errorBody, type ErrorDialect } from '../errors/index.js';
 import type { Authenticator } from '../auth/authenticate.js';
-import { extractCredential } from '../auth/credentials.js';
+import { credentialHeaders, extractCredential } from '../auth/credentials.js';
 import type { Principal } from '../auth/types.js';
 import type { ModelRoute } from '../config/types.js';
 import type { Logger } from '../log/logger.js';
@@ -10,7 +10,8 @@ import { readJsonBody } from './body-reader.js';
 import { requestIdFrom } from './request-id.js';
 import { PROVIDER_ROUTES, dialectForPath, type ProviderRoute } from './routes.js';
 import { newRequestContext, type Proxy, type RequestContext } from './proxy.js';
-import { createHttpServer } from './http-server.js';
+import { createHttpServer, refuseConnection } from './http-server.js';
+import type { AdmissionStage } from '../quota/admission.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -26,6 +27,8 @@ export interface ReadinessCheck {
 export interface PublicAppOptions {
   authenticate: Authenticator;
   proxy: Proxy;
+  /** The admit stage; undefined when quotas are not wired (tests of the bare path). */
+  admission?: AdmissionStage;
   record(ctx: RequestContext): void;
   models: Readonly<Record<string, ModelRoute>>;
   readiness: readonly ReadinessCheck[];
@@ -42,7 +45,15 @@ export interface PublicAppOptions {
  * routes are 404 before anything else happens.
  */
 export function createPublicApp(options: PublicAppOptions): FastifyInstance {
-  const { authenticate, proxy, record, logger } = options;
+  const { authenticate, proxy, logger, admission } = options;
+
+  /** Settle (reservation → real usage and cost), then record: the last two stages, once per request. */
+  function settleAndRecord(ctx: RequestContext): void {
+    if (ctx.admission) ctx.costNanoUsd = ctx.admission.settle(ctx.usage, ctx.upstreamAccepted);
+    else if (admission && ctx.upstreamModel !== null) ctx.costNanoUsd = admission.costOf(ctx.upstreamModel, ctx.usage);
+    options.record(ctx);
+  }
+  const record = settleAndRecord;
   const app = Fastify({
     logger: false,
     serverFactory: (handler) => createHttpServer({ maxHeaderBytes: options.maxHeaderBytes }, handler),
@@ -60,11 +71,13 @@ export function createPublicApp(options: PublicAppOptions): FastifyInstance {
   app.addHook('onRequest', (request, reply, done) => {
     reply.header('x-request-id', request.id);
     request.kw = newRequestContext(request.id, dialectForPath(request.url), performance.now());
-    if (request.raw.rawHeaders.length / 2 > options.maxHeaders) {
-      done(new GatewayError('request_header_invalid', 'too many request headers'));
-      return;
+    const refusal = checkRequestHeaders(request.raw, options.maxHeaders);
+    if (refusal) {
+      // the framing cannot be trusted: answer, then close, and parse nothing more from this connection
+      refuseConnection(request.raw.socket);
+      reply.header('connection', 'close');
     }
-    done();
+    done(refusal);
   });
 
   // the body is read by us, with the authenticated tenant's size limit, for any content type
@@ -76,12 +89,19 @@ export function createPublicApp(options: PublicAppOptions): FastifyInstance {
       done(new GatewayError('request_unsupported_media_type', 'send the request body as application/json'), undefined);
       return;
     }
-    const limit = request.kw.principal?.policy.maxBodyBytes ?? 0;
+    if (!request.kw.principal) {
+      // no authenticated route took this request (404, 405): its body is never parsed
+      discardBody(request.raw);
+      done(null, undefined);
+      return;
+    }
+    const limit = request.kw.principal.policy.maxBodyBytes;
     readJsonBody(request.raw, limit).then((body) => done(null, body), (err: Error) => done(err, undefined));
   });
 
   async function authHook(request: FastifyRequest): Promise<void> {
-    const credential = extractCredential(request.headers.authorization, request.headers['x-api-key']);
+    const sent = credentialHeaders(request.raw.rawHeaders);
+    const credential = extractCredential(sent.authorization, sent.apiKey);
     request.kw.principal = await authenticate(credential);
   }
 
@@ -103,6 +123,14 @@ export function createPublicApp(options: PublicAppOptions): FastifyInstance {
         const ctx = request.kw;
         if (request.body === undefined) throw new GatewayError('request_invalid_json', 'the request body must be a JSON object');
         const prepared = proxy.validate(ctx, route.endpoint, request.body, request.headers);
+        const principal = ctx.principal as Principal;
+        if (admission && !admission.unlimited(principal)) {
+          ctx.admission = await admission.admit(principal, {
+            endpoint: route.endpoint, providerType: prepared.target.adapter.type, upstreamModel: prepared.request.upstreamModel,
+            body: prepared.request.body, maxOutputTokens: prepared.request.maxOutputTokens,
+          });
+          void reply.headers(ctx.admission.headers);
+        }
         const abort = new AbortController();
         // a client that goes away cancels the upstream call
         const onClose = () => {
@@ -117,8 +145,16 @@ export function createPublicApp(options: PublicAppOptions): FastifyInstance {
               reply.hijack();
             });
           } catch (err) {
-            if (!started) throw err;
-            logger.error({ err, requestId: ctx.requestId }, 'stream relay failed');
+            if (!started && !abort.signal.aborted) throw err;
+            if (abort.signal.aborted) {
+              // the client left before the provider answered: recorded, not blamed on the provider
+              ctx.status = 499;
+              ctx.outcome = 'client_aborted';
+              ctx.errorCode = null;
+              if (!started) reply.hijack();
+            } else {
+              logger.error({ err, requestId: ctx.requestId }, 'stream relay failed');
+            }
             reply.raw.destroy();
           }
           record(ctx);
@@ -197,11 +233,42 @@ export function createPublicApp(options: PublicAppOptions): FastifyInstance {
     ctx.errorCode = gatewayError.code;
     ctx.outcome = gatewayError.code.startsWith('upstream_') ? 'upstream_error' : 'refused';
     if (gatewayError.retryAfterSeconds !== undefined) reply.header('retry-after', String(gatewayError.retryAfterSeconds));
+    // rate-limit headers: from the admission, or from the refusal itself
+    const rate = ctx.admission?.headers ?? (err as { headers?: Record<string, string> }).headers;
+    if (rate) void reply.headers(rate);
     if (request.routeOptions.url !== undefined || ctx.principal) record(ctx);
     void reply.code(gatewayError.status).header('content-type', 'application/json').send(JSON.stringify(errorBody(gatewayError, ctx.dialect as ErrorDialect, ctx.requestId)));
   });
 
   return app;
+}
+
+/**
+ * Header checks before routing: Node's parser already refuses `Content-Length` with
+ * `Transfer-Encoding` and duplicate lengths; here a missing `Host`, too many headers, a transfer
+ * coding other than plain `chunked` (which Node would half-decode) and an encoded body
+ * (never decompressed, so never parsed as if plain) are refused.
+ */
+function checkRequestHeaders(req: IncomingMessage, maxHeaders: number): GatewayError | undefined {
+  if (req.rawHeaders.length / 2 > maxHeaders) return new GatewayError('request_header_invalid', 'too many request headers');
+  if (req.headers.host === undefined) return new GatewayError('request_header_invalid', 'the Host header is required');
+  const te = req.headers['transfer-encoding'];
+  if (te !== undefined && te.trim().toLowerCase() !== 'chunked') return new GatewayError('request_header_invalid', 'only Transfer-Encoding: chunked is accepted');
+  const ce = req.headers['content-encoding'];
+  if (ce !== undefined && ce.trim().toLowerCase() !== 'identity') return new GatewayError('request_unsupported_media_type', 'compressed request bodies are not accepted');
+  return undefined;
+}
+
+const MAX_DISCARDED_BODY_BYTES = 65_536;
+
+/** Drains the body of a request nobody will read, closing the connection if it is large. */
+function discardBody(req: IncomingMessage): void {
+  let seen = 0;
+  req.on('data', (chunk: Buffer) => {
+    seen += chunk.length;
+    if (seen > MAX_DISCARDED_BODY_BYTES) req.socket.destroy();
+  });
+  req.resume();
 }
 
 /** Turns anything thrown on the request path into a safe, coded error for the client. */

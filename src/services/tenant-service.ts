@@ -1,7 +1,7 @@
 import type { AuditEvent, Store, TenantKeyRecord, TenantRecord } from '../store/types.js';
 import { StoreConflictError } from '../store/types.js';
 import type { TenantPolicy } from '../policy/types.js';
-import { checkPolicyOverride } from '../config/validate.js';
+import { checkPolicyOverride, parseLimits } from '../config/validate.js';
 import { generateTenantKey, hashKeySecret } from '../auth/tenant-key.js';
 
 /** A failure a caller (admin API or CLI) shows to the operator; `kind` picks the status. */
@@ -23,6 +23,8 @@ export interface TenantKeyView {
   expires_at: string | null;
   revoked_at: string | null;
   status: 'active' | 'expired' | 'revoked';
+  /** The key's own limits, or null when the tenant's `key_limits` apply. */
+  limits: Record<string, unknown> | null;
 }
 
 export interface TenantView {
@@ -34,6 +36,15 @@ export interface TenantView {
 }
 
 const TENANT_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+
+/** Audit details for a limits change: which limits changed and their new values (numbers only). */
+function limitDetails(changes: { limits?: Record<string, unknown>; key_limits?: Record<string, unknown> }): Record<string, number | null> {
+  const out: Record<string, number | null> = {};
+  for (const [scope, values] of Object.entries(changes)) {
+    for (const [k, v] of Object.entries(values ?? {})) out[`${scope}.${k}`.slice(0, 64)] = typeof v === 'number' ? v : null;
+  }
+  return out;
+}
 
 function iso(ms: number | null): string | null {
   return ms === null ? null : new Date(ms).toISOString();
@@ -59,7 +70,7 @@ export function createTenantService(options: { store: Store; hashKey: Buffer; de
     const status = k.revokedAt !== null ? 'revoked' : k.expiresAt !== null && k.expiresAt <= now() ? 'expired' : 'active';
     return {
       id: k.id, tenant: tenantName, label: k.label, created_at: iso(k.createdAt) as string,
-      expires_at: iso(k.expiresAt), revoked_at: iso(k.revokedAt), status,
+      expires_at: iso(k.expiresAt), revoked_at: iso(k.revokedAt), status, limits: k.limits,
     };
   }
 
@@ -122,11 +133,45 @@ export function createTenantService(options: { store: Store; hashKey: Buffer; de
       const createdAt = now();
       const record: TenantKeyRecord = {
         id: minted.id, tenantId: tenant.id, secretHash: hashKeySecret(hashKey, minted.secret), label: opts.label ?? null,
-        createdAt, expiresAt: opts.expiresInMs === undefined ? null : createdAt + opts.expiresInMs, revokedAt: null,
+        createdAt, expiresAt: opts.expiresInMs === undefined ? null : createdAt + opts.expiresInMs, revokedAt: null, limits: null,
       };
       // the audit row names the key id only, never the key
       await store.keys.create(record, event(actor, 'key.issue', minted.id, { tenant: tenant.id, expires_at: record.expiresAt }));
       return { ...keyView(record, tenant.name), key: minted.key };
+    },
+
+    /**
+     * Sets limits on a tenant: `limits` over the whole tenant and `key_limits` for each of its
+     * keys, stored in its policy override (merged with the fields already there). Effective on
+     * the next request, no restart. A field set to null removes that limit.
+     */
+    async setTenantLimits(name: string, changes: { limits?: Record<string, unknown>; key_limits?: Record<string, unknown> }, actor: string): Promise<TenantView> {
+      const tenant = await requireTenant(name);
+      const override: Record<string, unknown> = { ...(tenant.policy ?? {}) };
+      for (const field of ['limits', 'key_limits'] as const) {
+        const change = changes[field];
+        if (change === undefined) continue;
+        const merged: Record<string, unknown> = { ...((override[field] as Record<string, unknown> | undefined) ?? {}), ...change };
+        for (const [k, v] of Object.entries(merged)) if (v === null) delete merged[k];
+        override[field] = merged;
+      }
+      const checked = checkPolicy(override);
+      await store.tenants.setPolicy(tenant.id, checked, event(actor, 'tenant.limits', tenant.id, limitDetails(changes)));
+      return tenantView({ ...tenant, policy: checked });
+    },
+
+    /** Sets a key's own limits (replacing the tenant's `key_limits` for this key); null clears them. */
+    async setKeyLimits(keyId: string, limits: Record<string, unknown> | null, actor: string): Promise<TenantKeyView> {
+      const key = /^[a-z0-9]{16}$/.test(keyId) ? await store.keys.get(keyId) : undefined;
+      if (!key) throw new ServiceError('not_found', 'no key with this id');
+      if (limits !== null) {
+        const problems: string[] = [];
+        parseLimits(limits, 'limits', {}, { add: (path, message) => problems.push(`${path}: ${message}`) });
+        if (problems.length > 0) throw new ServiceError('invalid', problems.join('; '));
+      }
+      await store.keys.setLimits(key.id, limits, event(actor, 'key.limits', key.id, { tenant: key.tenantId }));
+      const tenants = await store.tenants.list();
+      return keyView({ ...key, limits }, tenants.find((t) => t.id === key.tenantId)?.name ?? key.tenantId);
     },
 
     async listKeys(tenantName?: string): Promise<TenantKeyView[]> {

@@ -24,6 +24,8 @@ export interface TenantKeyRecord {
   createdAt: number;
   expiresAt: number | null;
   revokedAt: number | null;
+  /** This key's own limits (config form), overriding the tenant policy's `key_limits`; null for none. */
+  limits: Record<string, unknown> | null;
 }
 
 export interface KeyWithTenant {
@@ -50,6 +52,17 @@ export interface UsageRecord {
   gatewayMs: number;
   upstreamMs: number;
   promptFingerprint: string | null;
+  /** Settled cost in nano-USD (0 when unpriced or refused). */
+  costNanoUsd: number;
+}
+
+/** Settled usage of one tenant or key over a time range, read back to seed quota counters. */
+export interface UsageSumQuery {
+  scope: 'tenant' | 'key';
+  id: string;
+  metric: 'req' | 'tok' | 'usd';
+  since: number;
+  until: number;
 }
 
 /** An audit event before it is chained. Details hold ids and counts, never content or secrets. */
@@ -88,6 +101,7 @@ export interface TenantKeyRepository {
   get(keyId: string): Promise<TenantKeyRecord | undefined>;
   list(tenantId?: string): Promise<TenantKeyRecord[]>;
   revoke(keyId: string, at: number, audit: AuditEvent): Promise<void>;
+  setLimits(keyId: string, limits: Record<string, unknown> | null, audit: AuditEvent): Promise<void>;
   /** Revokes every unrevoked key of a tenant carrying this label (used by the demo to replace its key). */
   revokeByLabel(tenantId: string, label: string, at: number): Promise<number>;
 }
@@ -97,6 +111,8 @@ export interface RecordRepository {
   append(usage: readonly UsageRecord[], audit: readonly AuditEvent[]): Promise<void>;
   listUsage(filter: { tenantId?: string; limit: number }): Promise<UsageRecord[]>;
   listAudit(filter: { afterSeq?: number; limit: number }): Promise<AuditRow[]>;
+  /** Requests (not refused), tokens or nano-USD of a tenant or key in [since, until). */
+  sumUsage(query: UsageSumQuery): Promise<number>;
 }
 
 export interface Store {
@@ -106,6 +122,8 @@ export interface Store {
   records: RecordRepository;
   /** A random secret generated once and kept in the store (the default tenant-key hash key). */
   instanceSecret(name: string): Promise<Buffer>;
+  /** True for the first caller only (until `expiresAt`): one-off events such as threshold alerts. */
+  claimOnce(name: string, expiresAt: number): Promise<boolean>;
   /** Cheap liveness probe for /readyz. */
   ping(): Promise<void>;
   close(): Promise<void>;

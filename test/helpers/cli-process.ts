@@ -36,7 +36,7 @@ export function runCli(args: readonly string[], options: { cwd: string; env: Nod
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
       reject(new Error(`keywarden ${args.join(' ')} did not finish in time\nstdout: ${stdout}\nstderr: ${stderr}`));
-    }, options.timeoutMs ?? 15_000);
+    }, options.timeoutMs ?? 30_000);
     child.on('error', (err) => {
       clearTimeout(timer);
       reject(err);

@@ -22,7 +22,8 @@ function emit(value: unknown, json: boolean, human: () => void): void {
 }
 
 /** `keywarden tenants create|list|disable|enable|set-policy …` */
-export async function tenantsCommand(config: GatewayConfig, action: string | undefined, args: readonly string[], opts: { json: boolean; policyFile?: string }): Promise<void> {
+export async function tenantsCommand(config: GatewayConfig, action: string | undefined, args: readonly string[],
+  opts: { json: boolean; policyFile?: string; limits?: Record<string, number | null>; perKey?: boolean }): Promise<void> {
   await withServices(config, async ({ tenants }) => {
     switch (action) {
       case 'create': {
@@ -51,15 +52,26 @@ export async function tenantsCommand(config: GatewayConfig, action: string | und
         emit(tenant, opts.json, () => process.stdout.write(`policy of tenant ${tenant.name} updated\n`));
         return;
       }
+      case 'set-limits': {
+        const name = requireArg(args[0], 'tenants set-limits NAME [--rpm N] [--tpm N] [--tpd N] [--usd-day X] [--usd-month X] [--per-key]');
+        const limits = opts.limits ?? {};
+        if (Object.keys(limits).length === 0) throw new CliError('tenants set-limits needs at least one of --rpm --tpm --tpd --usd-day --usd-month', EXIT_USAGE);
+        const tenant = await tenants.setTenantLimits(name, opts.perKey ? { key_limits: limits } : { limits }, ACTOR);
+        emit(tenant, opts.json, () => {
+          const policy = tenant.policy ?? {};
+          process.stdout.write(`limits of tenant ${tenant.name}: ${JSON.stringify(policy['limits'] ?? {})}; per key: ${JSON.stringify(policy['key_limits'] ?? {})}\n`);
+        });
+        return;
+      }
       default:
-        throw new CliError('usage: keywarden tenants create NAME | list | disable NAME | enable NAME | set-policy NAME --policy-file FILE', EXIT_USAGE);
+        throw new CliError('usage: keywarden tenants create NAME | list | disable NAME | enable NAME | set-policy NAME --policy-file FILE | set-limits NAME …', EXIT_USAGE);
     }
   });
 }
 
 /** `keywarden keys issue|list|revoke …` */
 export async function keysCommand(config: GatewayConfig, action: string | undefined, args: readonly string[],
-  opts: { json: boolean; tenant?: string; expires?: string; label?: string }): Promise<void> {
+  opts: { json: boolean; tenant?: string; expires?: string; label?: string; limits?: Record<string, number | null>; clear?: boolean }): Promise<void> {
   await withServices(config, async ({ tenants }) => {
     switch (action) {
       case 'issue': {
@@ -85,6 +97,14 @@ export async function keysCommand(config: GatewayConfig, action: string | undefi
       case 'revoke': {
         const key = await tenants.revokeKey(requireArg(args[0], 'keys revoke KEY_ID'), ACTOR);
         emit(key, opts.json, () => process.stdout.write(`key ${key.id} revoked\n`));
+        return;
+      }
+      case 'set-limits': {
+        const id = requireArg(args[0], 'keys set-limits KEY_ID [--rpm N] [--tpm N] [--tpd N] [--usd-day X] [--usd-month X] | --clear');
+        const given = Object.fromEntries(Object.entries(opts.limits ?? {}).filter(([, v]) => v !== null));
+        if (!opts.clear && Object.keys(given).length === 0) throw new CliError('keys set-limits needs limits or --clear', EXIT_USAGE);
+        const key = await tenants.setKeyLimits(id, opts.clear ? null : given, ACTOR);
+        emit(key, opts.json, () => process.stdout.write(`limits of key ${key.id}: ${key.limits === null ? "the tenant's key_limits" : JSON.stringify(key.limits)}\n`));
         return;
       }
       default:

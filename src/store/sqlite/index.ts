@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { randomBytes, randomUUID } from 'node:crypto';
 import Database from 'better-sqlite3';
@@ -10,12 +10,12 @@ import { AUDIT_GENESIS, chainHash } from '../audit-chain.js';
 import { SQLITE_MIGRATIONS } from './migrations.js';
 
 interface TenantRow { id: string; name: string; status: string; policy: string | null; created_at: number }
-interface KeyRow { id: string; tenant_id: string; secret_hash: string; label: string | null; created_at: number; expires_at: number | null; revoked_at: number | null }
+interface KeyRow { id: string; tenant_id: string; secret_hash: string; label: string | null; created_at: number; expires_at: number | null; revoked_at: number | null; limits: string | null }
 interface AuditDbRow { seq: number; ts: number; actor: string; action: string; target: string | null; outcome: string; request_id: string | null; details: string; prev_hash: string; hash: string }
 interface UsageDbRow {
   ts: number; request_id: string; tenant_id: string; key_id: string; provider: string | null; model: string | null; endpoint: string;
   status: number; outcome: string; error_code: string | null; input_tokens: number; output_tokens: number; cached_input_tokens: number;
-  stream: number; gateway_ms: number; upstream_ms: number; prompt_fingerprint: string | null;
+  stream: number; gateway_ms: number; upstream_ms: number; prompt_fingerprint: string | null; cost_nano_usd: number;
 }
 
 function toTenant(row: TenantRow): TenantRecord {
@@ -32,17 +32,23 @@ function toKey(row: KeyRow): TenantKeyRecord {
   return {
     id: row.id, tenantId: row.tenant_id, secretHash: row.secret_hash, label: row.label,
     createdAt: row.created_at, expiresAt: row.expires_at, revokedAt: row.revoked_at,
+    limits: row.limits === null ? null : (JSON.parse(row.limits) as Record<string, unknown>),
   };
 }
 
 /** Applies pending migrations inside one transaction each. */
 function migrate(db: Database.Database): void {
-  const current = db.pragma('user_version', { simple: true }) as number;
-  for (let level = current; level < SQLITE_MIGRATIONS.length; level++) {
-    db.transaction(() => {
+  for (;;) {
+    // read the level inside the write transaction: two processes opening a new file at once
+    // (the CLI and the gateway, say) must not both apply the same migration
+    const applied = db.transaction(() => {
+      const level = db.pragma('user_version', { simple: true }) as number;
+      if (level >= SQLITE_MIGRATIONS.length) return false;
       db.exec(SQLITE_MIGRATIONS[level] as string);
       db.pragma(`user_version = ${level + 1}`);
+      return true;
     }).immediate();
+    if (!applied) return;
   }
 }
 
@@ -54,7 +60,11 @@ function migrate(db: Database.Database): void {
  */
 export function openSqliteStore(url: string): Store {
   const path = url.replace(/^sqlite:/, '');
-  if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  if (path !== ':memory:') {
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    // create the file owner-only; SQLite gives its -wal and -shm files the same mode
+    closeSync(openSync(path, 'a', 0o600));
+  }
   const db = new Database(path);
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = NORMAL');
@@ -68,7 +78,8 @@ export function openSqliteStore(url: string): Store {
     tenants: db.prepare<[], TenantRow>('SELECT * FROM tenants ORDER BY name'),
     setTenantStatus: db.prepare('UPDATE tenants SET status = ? WHERE id = ?'),
     setTenantPolicy: db.prepare('UPDATE tenants SET policy = ? WHERE id = ?'),
-    insertKey: db.prepare('INSERT INTO tenant_keys (id, tenant_id, secret_hash, label, created_at, expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?)'),
+    insertKey: db.prepare('INSERT INTO tenant_keys (id, tenant_id, secret_hash, label, created_at, expires_at, revoked_at, limits) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
+    setKeyLimits: db.prepare('UPDATE tenant_keys SET limits = ? WHERE id = ?'),
     keyWithTenant: db.prepare<[string], KeyRow & { t_name: string; t_status: string; t_policy: string | null; t_created_at: number }>(
       `SELECT k.*, t.name AS t_name, t.status AS t_status, t.policy AS t_policy, t.created_at AS t_created_at
        FROM tenant_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.id = ?`),
@@ -79,8 +90,16 @@ export function openSqliteStore(url: string): Store {
     revokeByLabel: db.prepare('UPDATE tenant_keys SET revoked_at = ? WHERE tenant_id = ? AND label = ? AND revoked_at IS NULL'),
     insertUsage: db.prepare(
       `INSERT INTO usage_ledger (ts, request_id, tenant_id, key_id, provider, model, endpoint, status, outcome, error_code,
-        input_tokens, output_tokens, cached_input_tokens, stream, gateway_ms, upstream_ms, prompt_fingerprint)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+        input_tokens, output_tokens, cached_input_tokens, stream, gateway_ms, upstream_ms, prompt_fingerprint, cost_nano_usd)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+    sumTenantReq: db.prepare<[string, number, number], { v: number | null }>(`SELECT COUNT(*) AS v FROM usage_ledger WHERE tenant_id = ? AND ts >= ? AND ts < ? AND outcome != 'refused'`),
+    sumTenantTok: db.prepare<[string, number, number], { v: number | null }>('SELECT SUM(input_tokens + output_tokens) AS v FROM usage_ledger WHERE tenant_id = ? AND ts >= ? AND ts < ?'),
+    sumTenantUsd: db.prepare<[string, number, number], { v: number | null }>('SELECT SUM(cost_nano_usd) AS v FROM usage_ledger WHERE tenant_id = ? AND ts >= ? AND ts < ?'),
+    sumKeyReq: db.prepare<[string, number, number], { v: number | null }>(`SELECT COUNT(*) AS v FROM usage_ledger WHERE key_id = ? AND ts >= ? AND ts < ? AND outcome != 'refused'`),
+    sumKeyTok: db.prepare<[string, number, number], { v: number | null }>('SELECT SUM(input_tokens + output_tokens) AS v FROM usage_ledger WHERE key_id = ? AND ts >= ? AND ts < ?'),
+    sumKeyUsd: db.prepare<[string, number, number], { v: number | null }>('SELECT SUM(cost_nano_usd) AS v FROM usage_ledger WHERE key_id = ? AND ts >= ? AND ts < ?'),
+    claimDelete: db.prepare('DELETE FROM claims WHERE name = ? AND expires_at <= ?'),
+    claimInsert: db.prepare('INSERT OR IGNORE INTO claims (name, expires_at) VALUES (?, ?)'),
     usage: db.prepare<[number], UsageDbRow>('SELECT * FROM usage_ledger ORDER BY id DESC LIMIT ?'),
     usageOfTenant: db.prepare<[string, number], UsageDbRow>('SELECT * FROM usage_ledger WHERE tenant_id = ? ORDER BY id DESC LIMIT ?'),
     lastAudit: db.prepare<[], { seq: number; hash: string }>('SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1'),
@@ -147,7 +166,8 @@ export function openSqliteStore(url: string): Store {
     keys: {
       async create(key, audit) {
         withAudit(audit, () =>
-          q.insertKey.run(key.id, key.tenantId, key.secretHash, key.label, key.createdAt, key.expiresAt, key.revokedAt));
+          q.insertKey.run(key.id, key.tenantId, key.secretHash, key.label, key.createdAt, key.expiresAt, key.revokedAt,
+            key.limits === null ? null : JSON.stringify(key.limits)));
       },
       async findWithTenant(keyId): Promise<KeyWithTenant | undefined> {
         const row = q.keyWithTenant.get(keyId);
@@ -167,6 +187,9 @@ export function openSqliteStore(url: string): Store {
       async revoke(keyId, at, audit) {
         withAudit(audit, () => q.revokeKey.run(at, keyId));
       },
+      async setLimits(keyId, limits, audit) {
+        withAudit(audit, () => q.setKeyLimits.run(limits === null ? null : JSON.stringify(limits), keyId));
+      },
       async revokeByLabel(tenantId, label, at) {
         return q.revokeByLabel.run(at, tenantId, label).changes;
       },
@@ -176,7 +199,7 @@ export function openSqliteStore(url: string): Store {
         db.transaction(() => {
           for (const u of usage) {
             q.insertUsage.run(u.ts, u.requestId, u.tenantId, u.keyId, u.provider, u.model, u.endpoint, u.status, u.outcome, u.errorCode,
-              u.inputTokens, u.outputTokens, u.cachedInputTokens, u.stream ? 1 : 0, u.gatewayMs, u.upstreamMs, u.promptFingerprint);
+              u.inputTokens, u.outputTokens, u.cachedInputTokens, u.stream ? 1 : 0, u.gatewayMs, u.upstreamMs, u.promptFingerprint, u.costNanoUsd);
           }
           if (audit.length > 0) appendAudit(audit);
         }).immediate();
@@ -187,8 +210,14 @@ export function openSqliteStore(url: string): Store {
           ts: r.ts, requestId: r.request_id, tenantId: r.tenant_id, keyId: r.key_id, provider: r.provider, model: r.model,
           endpoint: r.endpoint, status: r.status, outcome: r.outcome, errorCode: r.error_code, inputTokens: r.input_tokens,
           outputTokens: r.output_tokens, cachedInputTokens: r.cached_input_tokens, stream: r.stream === 1,
-          gatewayMs: r.gateway_ms, upstreamMs: r.upstream_ms, promptFingerprint: r.prompt_fingerprint,
+          gatewayMs: r.gateway_ms, upstreamMs: r.upstream_ms, promptFingerprint: r.prompt_fingerprint, costNanoUsd: r.cost_nano_usd,
         }));
+      },
+      async sumUsage({ scope, id, metric, since, until }) {
+        const stmt = scope === 'tenant'
+          ? (metric === 'req' ? q.sumTenantReq : metric === 'tok' ? q.sumTenantTok : q.sumTenantUsd)
+          : (metric === 'req' ? q.sumKeyReq : metric === 'tok' ? q.sumKeyTok : q.sumKeyUsd);
+        return stmt.get(id, since, until)?.v ?? 0;
       },
       async listAudit({ afterSeq = 0, limit }): Promise<AuditRow[]> {
         return q.audit.all(afterSeq, limit).map((r) => ({
@@ -196,6 +225,12 @@ export function openSqliteStore(url: string): Store {
           requestId: r.request_id, details: JSON.parse(r.details) as AuditRow['details'], prevHash: r.prev_hash, hash: r.hash,
         }));
       },
+    },
+    async claimOnce(name, expiresAt) {
+      return db.transaction(() => {
+        q.claimDelete.run(name, Date.now());
+        return q.claimInsert.run(name, expiresAt).changes === 1;
+      }).immediate();
     },
     async instanceSecret(name) {
       q.metaInsert.run(`secret:${name}`, randomBytes(32));

@@ -60,4 +60,14 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
     hash TEXT NOT NULL
   );
   `,
+  // 2: quotas: per-key limits, cost in the ledger (counters are seeded from it), one-off claims
+  `
+  ALTER TABLE tenant_keys ADD COLUMN limits TEXT;
+  ALTER TABLE usage_ledger ADD COLUMN cost_nano_usd INTEGER NOT NULL DEFAULT 0;
+  CREATE INDEX usage_ledger_key_ts ON usage_ledger(key_id, ts);
+  CREATE TABLE claims (
+    name TEXT PRIMARY KEY,
+    expires_at INTEGER NOT NULL
+  );
+  `,
 ];

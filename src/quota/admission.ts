@@ -1,0 +1,264 @@
+import { randomUUID } from 'node:crypto';
+import { GatewayError, type ErrorCode } from '../errors/index.js';
+import type { Principal } from '../auth/types.js';
+import type { Endpoint, ProviderType, Usage } from '../providers/types.js';
+import type { Logger } from '../log/logger.js';
+import type { CounterCheck, CounterState, CounterStore, CounterUsage, LimitName, Limits } from './types.js';
+import { CounterStoreUnavailableError, LIMIT_NAMES } from './types.js';
+import { LIMIT_DEFS, counterKey, usdToNano, windowAt, type Scope } from './windows.js';
+import { costNanoUsd, type PriceTable } from './prices.js';
+import type { TokenEstimator } from './estimate.js';
+
+/** What admission needs to know about a validated request. */
+export interface AdmissionRequest {
+  endpoint: Endpoint;
+  providerType: ProviderType;
+  upstreamModel: string;
+  body: Record<string, unknown>;
+  /** The output cap that is sent upstream (undefined for embeddings). */
+  maxOutputTokens: number | undefined;
+}
+
+/** A threshold crossing of a budget, reported once per window. */
+export interface ThresholdEvent {
+  scope: 'tenant' | 'key';
+  tenantId: string;
+  tenantName: string;
+  keyId: string | null;
+  limit: LimitName;
+  percent: number;
+  used: number;
+  max: number;
+  windowEnd: number;
+}
+
+/** One admitted request's reservation; settle it exactly once, whatever happened. */
+export interface Admission {
+  /** OpenAI-style rate-limit headers for every answer to this request. */
+  headers: Record<string, string>;
+  /**
+   * Settles the reservation to the real usage and returns the request's cost in nano-USD.
+   * The store update runs in the background (off the answer's path); failures are logged and
+   * the lease releases the reservation later.
+   */
+  settle(usage: Usage, billInputEstimate: boolean): number;
+}
+
+export interface AdmissionOptions {
+  store: CounterStore;
+  prices: PriceTable;
+  estimator: TokenEstimator;
+  leaseMs: number;
+  logger: Logger;
+  /** Budget thresholds in percent (default 50, 80, 100). */
+  thresholds?: readonly number[];
+  onThreshold?: (event: ThresholdEvent) => void;
+  now?: () => number;
+}
+
+interface PlannedCheck extends CounterCheck {
+  scope: Scope;
+  name: LimitName;
+}
+
+const CODES: Record<Scope, Record<LimitName, ErrorCode>> = {
+  t: {
+    requests_per_minute: 'tenant_requests_per_minute_exceeded',
+    tokens_per_minute: 'tenant_tokens_per_minute_exceeded',
+    tokens_per_day: 'tenant_tokens_per_day_exceeded',
+    usd_per_day: 'tenant_budget_day_exceeded',
+    usd_per_month: 'tenant_budget_month_exceeded',
+  },
+  k: {
+    requests_per_minute: 'key_requests_per_minute_exceeded',
+    tokens_per_minute: 'key_tokens_per_minute_exceeded',
+    tokens_per_day: 'key_tokens_per_day_exceeded',
+    usd_per_day: 'key_budget_day_exceeded',
+    usd_per_month: 'key_budget_month_exceeded',
+  },
+};
+
+function hasAny(limits: Limits): boolean {
+  for (const name of LIMIT_NAMES) if (limits[name] !== undefined) return true;
+  return false;
+}
+
+/**
+ * The admit and settle stages. Admission reserves a request's worst case (estimated input plus
+ * the output cap; its cost at the model's price) on every configured limit of the tenant and
+ * of the key in one atomic store operation: all limits admit it or nothing is reserved.
+ * Settlement replaces the reservation with the real usage. A tenant and key without limits
+ * skip both stages entirely.
+ */
+export function createAdmission(options: AdmissionOptions) {
+  const { store, prices, estimator, leaseMs, logger } = options;
+  const now = options.now ?? Date.now;
+  const thresholds = options.thresholds ?? [50, 80, 100];
+
+  function plan(principal: Principal, tokens: number, cost: number | undefined, at: number): PlannedCheck[] {
+    const checks: PlannedCheck[] = [];
+    const add = (scope: Scope, id: string, limits: Limits) => {
+      for (const name of LIMIT_NAMES) {
+        const limit = limits[name];
+        if (limit === undefined) continue;
+        const def = LIMIT_DEFS[name];
+        const window = windowAt(def.window, at);
+        const amount = def.metric === 'req' ? 1 : def.metric === 'tok' ? tokens : (cost as number);
+        checks.push({
+          scope, name, key: counterKey(scope, id, def.metric, window), windowEnd: window.end, amount,
+          limit: def.metric === 'usd' ? usdToNano(limit) : limit,
+        });
+      }
+    };
+    add('t', principal.tenantId, principal.policy.limits);
+    add('k', principal.keyId, principal.keyLimits);
+    return checks;
+  }
+
+  function thresholdEvents(principal: Principal, checks: readonly PlannedCheck[], states: readonly CounterState[], refusedIndex: number | undefined) {
+    if (!options.onThreshold) return;
+    for (let i = 0; i < checks.length; i++) {
+      const check = checks[i] as PlannedCheck;
+      // budgets: money per day and month, and tokens per day
+      if (!(check.name === 'usd_per_day' || check.name === 'usd_per_month' || check.name === 'tokens_per_day')) continue;
+      const used = (states[i] as CounterState).used;
+      const percentUsed = (used / check.limit) * 100;
+      for (const percent of thresholds) {
+        const crossed = percentUsed >= percent || (percent === 100 && refusedIndex === i);
+        if (!crossed) continue;
+        const event: ThresholdEvent = {
+          scope: check.scope === 't' ? 'tenant' : 'key', tenantId: principal.tenantId, tenantName: principal.tenantName,
+          keyId: check.scope === 'k' ? principal.keyId : null, limit: check.name, percent, used, max: check.limit, windowEnd: check.windowEnd,
+        };
+        const onThreshold = options.onThreshold;
+        store.claimOnce(`alert:${check.key}:${percent}`, check.windowEnd).then(
+          (first) => { if (first) onThreshold(event); },
+          (err: unknown) => logger.warn({ err }, 'threshold alert could not be claimed'),
+        );
+      }
+    }
+  }
+
+  return {
+    /** True when neither the tenant nor the key has a limit (admission is skipped). */
+    unlimited(principal: Principal): boolean {
+      return !hasAny(principal.policy.limits) && !hasAny(principal.keyLimits);
+    },
+
+    /** Reserves, or throws a 429 (limit), 403 (unpriced model under a budget) or 503 (store down). */
+    async admit(principal: Principal, request: AdmissionRequest): Promise<Admission> {
+      const at = now();
+      const price = prices.priceFor(request.upstreamModel);
+      const needsPrice = [principal.policy.limits, principal.keyLimits].some((l) => l.usd_per_day !== undefined || l.usd_per_month !== undefined);
+      if (needsPrice && !price) {
+        throw new GatewayError('quota_model_unpriced', 'this model has no price, and the tenant has a money budget: the operator must add a price for it');
+      }
+      const inputEstimate = estimator.estimate(request.endpoint, request.providerType, request.upstreamModel, request.body);
+      // chat `n` asks for n answers, each up to the cap
+      const choices = typeof request.body['n'] === 'number' && request.body['n'] > 1 ? Math.floor(request.body['n']) : 1;
+      const outputCap = (request.maxOutputTokens ?? 0) * choices;
+      const worstCost = price ? costNanoUsd(price, { inputTokens: inputEstimate, outputTokens: outputCap }) : 0;
+      const checks = plan(principal, inputEstimate + outputCap, worstCost, at);
+      const reservationId = randomUUID();
+
+      let outcome;
+      try {
+        outcome = await store.reserve(reservationId, checks, leaseMs, at);
+      } catch (err) {
+        if (err instanceof CounterStoreUnavailableError) {
+          logger.error({ err }, 'quota store unavailable: refusing requests (fail closed)');
+          throw new GatewayError('quota_store_unavailable', 'limits cannot be checked right now; try again shortly', { retryAfterSeconds: 1 });
+        }
+        throw err;
+      }
+      const headers = rateHeaders(checks, outcome.states, at);
+      if (!outcome.admitted) {
+        const check = checks[outcome.failed] as PlannedCheck;
+        thresholdEvents(principal, checks, outcome.states, outcome.failed);
+        const retryAfter = Math.max(1, Math.ceil((check.windowEnd - at) / 1000));
+        const alone = check.amount > check.limit;
+        throw Object.assign(
+          new GatewayError(CODES[check.scope][check.name], alone
+            ? `this request alone exceeds the ${check.scope === 't' ? 'tenant' : 'key'} limit ${check.name}; lower max_tokens or the input`
+            : `${check.scope === 't' ? 'tenant' : 'key'} limit ${check.name} reached; retry after ${retryAfter}s`,
+          { retryAfterSeconds: retryAfter }),
+          { headers },
+        );
+      }
+      thresholdEvents(principal, checks, outcome.states, undefined);
+
+      let settled = false;
+      return {
+        headers,
+        settle(usage: Usage, billInputEstimate: boolean): number {
+          if (settled) return 0;
+          settled = true;
+          // a broken stream may not report the input: the prompt was still sent, so bill the estimate
+          const input = usage.inputTokens > 0 || !billInputEstimate ? usage.inputTokens : inputEstimate;
+          const real: Usage = { ...usage, inputTokens: input };
+          const cost = price ? costNanoUsd(price, real) : 0;
+          const tokens = real.inputTokens + real.outputTokens;
+          const actual: CounterUsage[] = checks.map((c) => ({
+            key: c.key, windowEnd: c.windowEnd,
+            amount: LIMIT_DEFS[c.name].metric === 'req' ? 1 : LIMIT_DEFS[c.name].metric === 'tok' ? tokens : cost,
+          }));
+          store.settle(reservationId, actual, now()).catch((err: unknown) => {
+            logger.error({ err }, 'quota settlement failed; the reservation will be released when its lease expires');
+          });
+          return cost;
+        },
+      };
+    },
+
+    /** Cost of a request that was not admitted through limits (for the ledger). */
+    costOf(upstreamModel: string, usage: Usage): number {
+      const price = prices.priceFor(upstreamModel);
+      return price ? costNanoUsd(price, usage) : 0;
+    },
+  };
+}
+
+export type AdmissionStage = ReturnType<typeof createAdmission>;
+
+/**
+ * `x-ratelimit-*` headers as OpenAI names them, from the tightest request limit and the
+ * tightest token limit (tenant or key) after this request's reservation.
+ */
+function rateHeaders(checks: readonly PlannedCheck[], states: readonly CounterState[], at: number): Record<string, string> {
+  const headers: Record<string, string> = {};
+  const tightest = (metric: 'req' | 'tok') => {
+    let best: { limit: number; remaining: number; reset: number } | undefined;
+    checks.forEach((check, i) => {
+      if (LIMIT_DEFS[check.name].metric !== metric) return;
+      const state = states[i] as CounterState;
+      const remaining = Math.max(0, check.limit - state.used - state.reserved);
+      if (!best || remaining < best.remaining) best = { limit: check.limit, remaining, reset: check.windowEnd - at };
+    });
+    return best;
+  };
+  const req = tightest('req');
+  if (req) {
+    headers['x-ratelimit-limit-requests'] = String(req.limit);
+    headers['x-ratelimit-remaining-requests'] = String(req.remaining);
+    headers['x-ratelimit-reset-requests'] = formatReset(req.reset);
+  }
+  const tok = tightest('tok');
+  if (tok) {
+    headers['x-ratelimit-limit-tokens'] = String(tok.limit);
+    headers['x-ratelimit-remaining-tokens'] = String(tok.remaining);
+    headers['x-ratelimit-reset-tokens'] = formatReset(tok.reset);
+  }
+  return headers;
+}
+
+/** OpenAI's duration style: `59s`, `6m0s`, `3h0m0s`. */
+export function formatReset(ms: number): string {
+  let s = Math.max(0, Math.ceil(ms / 1000));
+  const h = Math.floor(s / 3600);
+  s -= h * 3600;
+  const m = Math.floor(s / 60);
+  s -= m * 60;
+  if (h > 0) return `${h}h${m}m${s}s`;
+  if (m > 0) return `${m}m${s}s`;
+  return `${s}s`;
+}

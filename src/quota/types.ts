@@ -1,0 +1,79 @@
+/**
+ * Quotas: the counter stores behind admission (reserve before forwarding, settle after).
+ * One contract, two implementations: in-process memory (embedded, persisted through the usage
+ * ledger) and Redis (shared by replicas; one Lua round trip per operation).
+ */
+
+/** The limits an operator can set, per tenant and per key. Any may be unset. */
+export const LIMIT_NAMES = ['requests_per_minute', 'tokens_per_minute', 'tokens_per_day', 'usd_per_day', 'usd_per_month'] as const;
+export type LimitName = (typeof LIMIT_NAMES)[number];
+
+/** Limits in config form: counts, and budgets in US dollars. */
+export type Limits = Readonly<Partial<Record<LimitName, number>>>;
+
+/** One counter that an admission checks and reserves on. Amounts are integers (cost in nano-USD). */
+export interface CounterCheck {
+  /**
+   * Unique per scope, metric and window instance (see `counterKey` in keys.ts), e.g.
+   * `t:t_0123:tokens:day:20261127`. Stores treat it as opaque.
+   */
+  key: string;
+  /** The most `used + reserved` may reach on this counter. */
+  limit: number;
+  /** What this request reserves on it (its worst case). */
+  amount: number;
+  /** When the window ends (ms since epoch); the counter may be dropped after it. */
+  windowEnd: number;
+}
+
+/** Actual usage to add to one counter when a reservation settles. */
+export interface CounterUsage {
+  key: string;
+  amount: number;
+  windowEnd: number;
+}
+
+export interface CounterState {
+  /** Settled usage in the window. */
+  used: number;
+  /** Outstanding reservations in the window. */
+  reserved: number;
+}
+
+export type ReserveOutcome =
+  /** Every counter admitted; `states` (one per check, in order) are after the reservation. */
+  | { admitted: true; states: CounterState[] }
+  /** Nothing was reserved; `failed` is the index of the first check that refused, `states` as seen. */
+  | { admitted: false; failed: number; states: CounterState[] };
+
+export interface CounterStore {
+  readonly kind: 'memory' | 'redis';
+  /**
+   * In one atomic step: release expired leases, then check every counter
+   * (`used + reserved + amount <= limit`) and reserve on all of them, or on none.
+   * The reservation is kept under `reservationId` until settled or until `leaseMs` passes.
+   */
+  reserve(reservationId: string, checks: readonly CounterCheck[], leaseMs: number, now: number): Promise<ReserveOutcome>;
+  /**
+   * Settles a reservation in one atomic step: releases whatever is still reserved under
+   * `reservationId` (nothing when its lease already expired) and adds each actual usage to its
+   * counter. `actual` names the counters itself, so usage is counted even after a lease expired.
+   */
+  settle(reservationId: string, actual: readonly CounterUsage[], now: number): Promise<void>;
+  /** Current states of counters (zeros for unknown ones). */
+  read(keys: readonly string[], now: number): Promise<CounterState[]>;
+  /** Sum of all outstanding reserved amounts across live counters (zero when idle). */
+  reservedTotal(now: number): Promise<number>;
+  /** Marks a one-off event (a threshold alert); true only for the first caller across replicas. */
+  claimOnce(key: string, expiresAt: number): Promise<boolean>;
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Thrown by a store that cannot be reached: admission fails closed with 503. */
+export class CounterStoreUnavailableError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'CounterStoreUnavailableError';
+  }
+}
