@@ -1,3 +1,4 @@
+import { createSecretKey } from 'node:crypto';
 import { GatewayError } from '../errors/index.js';
 import type { TenantKeyRepository } from '../store/types.js';
 import type { TenantPolicy } from '../policy/types.js';
@@ -34,7 +35,9 @@ export type Authenticator = (credential: string | undefined) => Promise<Principa
  * parameter, never with raw header text.
  */
 export function createAuthenticator(options: AuthenticatorOptions): Authenticator {
-  const { keys, hashKey, policyFor } = options;
+  const { keys, policyFor } = options;
+  // a KeyObject is prepared once, not per request
+  const hashKey = createSecretKey(options.hashKey);
   const now = options.now ?? Date.now;
   // a fixed hash to compare against when the key id is unknown, so timing does not tell
   const decoyHash = hashKeySecret(hashKey, 'decoy');

@@ -1,4 +1,4 @@
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHmac, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
 
 /** `kw_<16 lowercase alphanumerics>_<43 base64url chars>`: the id is public, the secret is not. */
 const KEY_FORMAT = /^kw_([a-z0-9]{16})_([A-Za-z0-9_-]{43})$/;
@@ -28,7 +28,7 @@ export function generateTenantKey(): { id: string; secret: string; key: string }
 }
 
 /** The stored form of a secret: HMAC-SHA256 under the gateway's key-hash key, hex. */
-export function hashKeySecret(hashKey: Buffer, secret: string): string {
+export function hashKeySecret(hashKey: Buffer | KeyObject, secret: string): string {
   return createHmac('sha256', hashKey).update(secret).digest('hex');
 }
 

@@ -187,7 +187,7 @@ export function createProxy(deps: ProxyDeps) {
         'x-accel-buffering': 'no',
         ...ctx.admission?.headers,
       });
-      res.flushHeaders();
+      // no flushHeaders(): the headers leave with the first events, one write instead of two
 
       const reader = target.adapter.createStreamReader(request);
       let pending = '';
@@ -207,7 +207,8 @@ export function createProxy(deps: ProxyDeps) {
       try {
         for await (const chunk of response.body) {
           parser.push(decoder.write(chunk as Buffer));
-          if (pending.length > 0) {
+          // after the terminal event, hold the rest for res.end(): one write instead of two
+          if (pending.length > 0 && !reader.finished()) {
             const ok = res.write(pending);
             pending = '';
             // respect the client's pace: stop reading upstream until it drains
@@ -222,7 +223,6 @@ export function createProxy(deps: ProxyDeps) {
         } else {
           parser.push(decoder.end());
           parser.end();
-          if (pending.length > 0) res.write(pending);
         }
         if (!failure && !reader.finished()) failure = new GatewayError('upstream_invalid_response', 'the provider stream ended before it was complete');
       } catch (err) {
@@ -240,10 +240,12 @@ export function createProxy(deps: ProxyDeps) {
       if (failure) {
         ctx.outcome = 'stream_broken';
         ctx.errorCode = failure.code;
-        if (!res.destroyed) res.write(streamErrorEvent(failure, ctx.dialect, ctx.requestId));
+        pending += streamErrorEvent(failure, ctx.dialect, ctx.requestId);
       }
       ctx.status = 200;
-      res.end();
+      if (res.destroyed) return;
+      if (pending.length > 0) res.end(pending);
+      else res.end();
     },
   };
 }
