@@ -9,6 +9,7 @@ import type { Logger } from './log/logger.js';
 import type { ProviderTarget } from './server/proxy.js';
 import type { RecordWriter } from './audit/record-writer.js';
 import { createTenantService, type TenantService } from './services/tenant-service.js';
+import { inFlightRequests } from './server/http-server.js';
 import type { CounterStore } from './quota/types.js';
 import { createMemoryCounterStore } from './quota/memory-store.js';
 import { parseCounterKey } from './quota/windows.js';
@@ -176,9 +177,12 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
       const drain = Promise.all([publicApp.close(), adminApp.close()]);
       // a keep-alive connection whose request finishes during the drain goes idle but stays open
       // until its keep-alive timeout, holding the drain up to its limit: close such connections as they go idle
+      // and once no request is in flight, close the rest (a client may hold a connection that never sent a byte)
       const sweep = setInterval(() => {
-        publicApp.server.closeIdleConnections();
-        adminApp.server.closeIdleConnections();
+        for (const server of [publicApp.server, adminApp.server]) {
+          if (inFlightRequests(server) === 0) server.closeAllConnections();
+          else server.closeIdleConnections();
+        }
       }, 25);
       sweep.unref();
       let timer: NodeJS.Timeout | undefined;

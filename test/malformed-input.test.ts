@@ -172,7 +172,6 @@ interface Outcome {
 
 let h: Harness;
 let agent: Agent;
-let keyOnly: string;
 const outcomes: Outcome[] = [];
 
 function dialectOf(c: Case): Dialect {
@@ -655,7 +654,6 @@ function fuzzCases(random: () => number, count: number): Case[] {
 // ---------------------------------------------------------------------------------------------
 
 describe('malformed input: every bad request gets a coded 4xx and never reaches the provider', () => {
-  const random = seededRandom(SEED);
   let otherSecret: string;
 
   before(async () => {
@@ -663,7 +661,6 @@ describe('malformed input: every bad request gets a coded 4xx and never reaches 
     agent = new Agent({ connections: CONCURRENCY, pipelining: 1 });
     const other = await h.tenantKey('other');
     otherSecret = other.key.slice('kw_'.length + 17);
-    keyOnly = h.key;
   });
 
   after(async () => {
@@ -689,7 +686,7 @@ describe('malformed input: every bad request gets a coded 4xx and never reaches 
   });
 
   it('refuses truncated and not-quite-JSON bodies', async () => {
-    await runGroup(truncatedCases(random));
+    await runGroup(truncatedCases(seededRandom(SEED)));
   });
 
   it('refuses arrays, numbers, null and strings as the body', async () => {
@@ -719,11 +716,11 @@ describe('malformed input: every bad request gets a coded 4xx and never reaches 
   });
 
   it('refuses seeded random mutations of valid bodies', async () => {
-    await runGroup(fuzzCases(random, 250));
+    await runGroup(fuzzCases(seededRandom(SEED + 1), 250));
   });
 
   it('gives every malformed or injected credential the same 401 as any wrong key', async () => {
-    const creds = badCredentials(random, otherSecret);
+    const creds = badCredentials(seededRandom(SEED + 2), otherSecret);
     const cases: Case[] = [];
     for (const endpoint of [...ENDPOINTS, 'models'] as const) {
       for (const cred of creds) cases.push(credentialCase(endpoint, cred, 'auth_invalid_credentials'));
@@ -751,9 +748,9 @@ describe('malformed input: every bad request gets a coded 4xx and never reaches 
   it('refuses a request carrying two Authorization headers, however each reads', async () => {
     // Node folds a repeated Authorization into its first value; the gateway must see both
     const cases = [...ENDPOINTS, 'models' as const].flatMap((endpoint) => [
-      credentialCase(endpoint, { label: 'Authorization twice', headers: { authorization: [`Bearer ${keyOnly}`, `Bearer ${keyOnly}`] } }, 'auth_invalid_credentials'),
-      credentialCase(endpoint, { label: 'Authorization valid then junk', headers: { authorization: [`Bearer ${keyOnly}`, 'Bearer junk'] } }, 'auth_invalid_credentials'),
-      credentialCase(endpoint, { label: 'Authorization junk then valid', headers: { authorization: ['Bearer junk', `Bearer ${keyOnly}`] } }, 'auth_invalid_credentials'),
+      credentialCase(endpoint, { label: 'Authorization twice', headers: { authorization: [`Bearer ${h.key}`, `Bearer ${h.key}`] } }, 'auth_invalid_credentials'),
+      credentialCase(endpoint, { label: 'Authorization valid then junk', headers: { authorization: [`Bearer ${h.key}`, 'Bearer junk'] } }, 'auth_invalid_credentials'),
+      credentialCase(endpoint, { label: 'Authorization junk then valid', headers: { authorization: ['Bearer junk', `Bearer ${h.key}`] } }, 'auth_invalid_credentials'),
     ]);
     const before = h.mock.received.length;
     const results = await runGroup(cases);

@@ -1,18 +1,33 @@
-/** Schemes a reference may use; vault backends add theirs here when they land. */
-export const SECRET_SCHEMES = ['env', 'file'] as const;
-
 /**
- * Whether a string is a secret reference (`env:NAME`, `file:/path`) rather than a literal secret.
- * A literal provider key pasted into config fails this check, so it never gets used or echoed.
+ * Secret reference schemes and the shape of their locators. A literal provider key pasted into
+ * config fails these checks, so it is never used or echoed.
+ *
+ * - `env:NAME`                               environment variable (development)
+ * - `file:PATH`                              a file readable only by its owner
+ * - `enc-file:PATH#name`                     an entry of a file encrypted with AES-256-GCM
+ * - `vault:MOUNT/PATH#field`                 HashiCorp Vault KV v2
+ * - `aws-sm:SECRET_ID[#json_field]`          AWS Secrets Manager
+ * - `azure-kv:VAULT_NAME/SECRET_NAME`        Azure Key Vault
+ * - `gcp-sm:projects/P/secrets/S[/versions/V]` Google Secret Manager
  */
+const LOCATORS: Readonly<Record<string, RegExp>> = {
+  env: /^[A-Za-z_][A-Za-z0-9_]*$/,
+  file: /^\S.*$/,
+  'enc-file': /^[^#]+#[A-Za-z0-9_.-]+$/,
+  vault: /^[A-Za-z0-9_.-]+\/[A-Za-z0-9_./-]+#[A-Za-z0-9_.-]+$/,
+  'aws-sm': /^[A-Za-z0-9/_+=.@:-]{1,2048}(#[A-Za-z0-9_.-]+)?$/,
+  'azure-kv': /^[A-Za-z0-9-]{3,24}\/[A-Za-z0-9-]{1,127}$/,
+  'gcp-sm': /^projects\/[A-Za-z0-9_-]+\/secrets\/[A-Za-z0-9_-]+(\/versions\/(latest|[0-9]+))?$/,
+};
+
+export const SECRET_SCHEMES = Object.keys(LOCATORS);
+
+/** Whether a string is a well-formed secret reference of a known scheme. */
 export function isSecretReference(text: string): boolean {
   const colon = text.indexOf(':');
   if (colon <= 0) return false;
-  const scheme = text.slice(0, colon);
-  const locator = text.slice(colon + 1);
-  if (!(SECRET_SCHEMES as readonly string[]).includes(scheme) || locator.length === 0) return false;
-  if (scheme === 'env') return /^[A-Za-z_][A-Za-z0-9_]*$/.test(locator);
-  return true;
+  const pattern = LOCATORS[text.slice(0, colon)];
+  return pattern !== undefined && pattern.test(text.slice(colon + 1));
 }
 
 /** Splits `scheme:locator`. Call only on strings that passed isSecretReference. */

@@ -14,6 +14,13 @@ export function refuseConnection(socket: Socket): void {
   refusedSockets.add(socket);
 }
 
+const inFlight = new WeakMap<Server, { count: number }>();
+
+/** Requests the server is still answering (streams included); drains wait for this to reach zero. */
+export function inFlightRequests(server: Server): number {
+  return inFlight.get(server)?.count ?? 0;
+}
+
 export interface HttpServerLimits {
   maxHeaderBytes: number;
 }
@@ -38,6 +45,14 @@ export function createHttpServer(limits: HttpServerLimits, handler: (req: Incomi
     },
     handler,
   );
+  const counter = { count: 0 };
+  inFlight.set(server, counter);
+  server.on('request', (_req: IncomingMessage, res: ServerResponse) => {
+    counter.count += 1;
+    res.once('close', () => {
+      counter.count -= 1;
+    });
+  });
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
     if (refusedSockets.has(socket) || !socket.writable || (err as { code?: string }).code === 'ECONNRESET') {
       socket.destroy();

@@ -194,6 +194,8 @@ export function createPublicApp(options: PublicAppOptions): FastifyInstance {
   app.get('/v1/models', { onRequest: authHook }, async (request, reply) => {
     const principal = request.kw.principal as Principal;
     const allowed = principal.policy.models.filter((name) => Object.hasOwn(options.models, name));
+    request.kw.status = 200;
+    options.record(request.kw);
     if (typeof request.headers['anthropic-version'] === 'string') {
       const data = allowed.map((id) => ({ type: 'model', id, display_name: id, created_at: '1970-01-01T00:00:00Z' }));
       return reply.send({ data, has_more: false, first_id: data[0]?.id ?? null, last_id: data[data.length - 1]?.id ?? null });
