@@ -9,6 +9,9 @@
  *   BENCH_WARMUP       seconds of warm-up before each throughput run (default 2)
  *   BENCH_CONNECTIONS  concurrency of the throughput runs (default 50)
  *   BENCH_SEQ          sequential requests per target for the concurrency-1 runs (default 3000)
+ *   BENCH_ADMISSION_SEQ  sequential requests per tenant for the admission-cost runs (default 1000)
+ *   REDIS_URL          the Redis server for the admission cost with the Redis counter store
+ *                      (default redis://127.0.0.1:6379; that row is skipped when it cannot be reached)
  *   BENCH_PROFILE      1 to run the gateway under `node --cpu-prof` and print its top self-time
  *                      functions, or a directory to also keep the .cpuprofile there. Profiling
  *                      inflates every gateway figure; use it to find hot spots, not for targets.
@@ -17,6 +20,11 @@
  * The mock provider and the gateway run as child processes started through the CLI
  * (`keywarden mock-provider`, `keywarden serve --config FILE`), with logging on at level info.
  * Prints a table and, last, one `BENCH_JSON {…}` line.
+ *
+ * Admission cost: the added p50 latency at concurrency 1 of a tenant with limits (rate, tokens and
+ * a money budget, all generous so nothing is refused) over a tenant without limits (admission
+ * skipped), on the gateway above (embedded counter store) and on a second gateway process with
+ * `limits.store: REDIS_URL` sharing its SQLite file.
  */
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -27,6 +35,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import autocannon, { type Instance as CannonInstance } from 'autocannon';
 import { Pool } from 'undici';
+import { Redis } from 'ioredis';
 import { stringify } from 'yaml';
 import { summariseCpuProfile, type ProfileSummary } from './cpu-profile.js';
 
@@ -182,6 +191,8 @@ interface Setup {
   gatewayPid: number;
   gatewayLog: string;
   configPath: string;
+  /** The gateway's configuration document (a second gateway starts from it). */
+  config: Record<string, unknown>;
   tenantKey: string;
   profileDir: string | undefined;
 }
@@ -280,7 +291,6 @@ async function setUp(dir: string, profile: string | undefined): Promise<Setup> {
   writeFileSync(configPath, `# keywarden benchmark configuration (generated; secrets are fake)\n${stringify(config)}`, { mode: 0o600 });
 
   const gatewayLog = join(dir, 'gateway.log');
-  const fd = openSync(gatewayLog, 'a', 0o600);
   let profileDir: string | undefined;
   const nodeArgs: string[] = [];
   if (profile !== undefined) {
@@ -288,20 +298,27 @@ async function setUp(dir: string, profile: string | undefined): Promise<Setup> {
     mkdirSync(profileDir, { recursive: true });
     nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${profileDir}`);
   }
-  const gw = spawn(process.execPath, [...nodeArgs, CLI, 'serve', '--config', configPath], { cwd: ROOT, env: childEnv(), stdio: ['ignore', fd, fd] });
-  closeSync(fd);
-  children.push({ name: 'gateway', proc: gw, log: gatewayLog });
   const gatewayUrl = `http://127.0.0.1:${publicPort}`;
-  await waitReady(gatewayUrl, gw, gatewayLog);
+  const gw = await startGateway('gateway', configPath, gatewayLog, gatewayUrl, nodeArgs);
 
   await cli(['tenants', 'create', 'bench', '--config', configPath]);
   const issued = JSON.parse(await cli(['keys', 'issue', '--tenant', 'bench', '--json', '--config', configPath])) as { key?: unknown };
   if (typeof issued.key !== 'string') throw new BenchError('keys issue --json did not print a "key"');
 
   return {
-    dir, mockUrl: mock.url, mockPid: mock.proc.pid as number, gatewayUrl, gatewayPid: gw.pid as number, gatewayLog, configPath,
+    dir, mockUrl: mock.url, mockPid: mock.proc.pid as number, gatewayUrl, gatewayPid: gw.pid as number, gatewayLog, configPath, config,
     tenantKey: issued.key, profileDir,
   };
+}
+
+/** Starts `keywarden serve --config FILE` (output to `log`) and waits until `/readyz` answers 200. */
+async function startGateway(name: string, configPath: string, log: string, url: string, nodeArgs: string[] = []): Promise<ChildProcess> {
+  const fd = openSync(log, 'a', 0o600);
+  const gw = spawn(process.execPath, [...nodeArgs, CLI, 'serve', '--config', configPath], { cwd: ROOT, env: childEnv(), stdio: ['ignore', fd, fd] });
+  closeSync(fd);
+  children.push({ name, proc: gw, log });
+  await waitReady(url, gw, log);
+  return gw;
 }
 
 // ---------------------------------------------------------------- the request
@@ -476,6 +493,154 @@ async function sequential(t: { direct: Target; gateway: Target }, count: number,
   return out;
 }
 
+// ---------------------------------------------------------------- admission cost (limits on vs off)
+
+/** Limits so generous that nothing is refused: admission runs in full (reserve, then settle) on every request. */
+const BENCH_LIMITS = { requests_per_minute: 10_000_000, tokens_per_minute: 1_000_000_000, usd_per_month: 1_000_000 } as const;
+
+/** One tenant on one gateway, measured at concurrency 1. */
+interface Series {
+  label: string;
+  target: Target;
+  limits: boolean;
+  /** Requests to the first gateway count towards `gatewayAnswered` (compared with its log). */
+  firstGateway: boolean;
+}
+
+interface AdmissionSetup {
+  series: Series[];
+  /** The Redis gateway, or why it was not started. */
+  redis: { url: string; pid: number; log: string } | { skipped: string };
+}
+
+/** REDIS_URL without its password (for display), and the password (passed to the gateway as a secret). */
+function redisTarget(): { url: string; shown: string; password: string | undefined } {
+  const raw = process.env['REDIS_URL'] || 'redis://127.0.0.1:6379';
+  let parsed: URL;
+  try {
+    parsed = new URL(raw);
+  } catch {
+    throw new BenchError('REDIS_URL is not a URL');
+  }
+  if (parsed.protocol !== 'redis:' && parsed.protocol !== 'rediss:') throw new BenchError('REDIS_URL must start with redis:// or rediss://');
+  const password = parsed.password ? decodeURIComponent(parsed.password) : undefined;
+  parsed.password = '';
+  parsed.username = '';
+  const url = parsed.toString().replace(/\/$/, '');
+  return { url, shown: url, password };
+}
+
+/** Why Redis cannot be used (undefined when it answers PING within a second). Never echoes the URL. */
+async function redisProblem(url: string, password: string | undefined): Promise<string | undefined> {
+  const client = new Redis(url, {
+    ...(password !== undefined ? { password } : {}),
+    lazyConnect: true, connectTimeout: 1000, commandTimeout: 1000, maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null,
+  });
+  client.on('error', () => {});
+  try {
+    await client.connect();
+    await client.ping();
+    return undefined;
+  } catch (err) {
+    return `not reachable (${(err as { code?: string }).code ?? 'no answer'})`;
+  } finally {
+    client.disconnect();
+  }
+}
+
+/**
+ * A tenant with limits next to the unlimited one, and a second gateway process whose counter store
+ * is Redis (same SQLite file, so the same tenants and keys).
+ */
+async function setUpAdmission(s: Setup): Promise<AdmissionSetup> {
+  await cli(['tenants', 'create', 'bench-limits', '--config', s.configPath]);
+  await cli(['tenants', 'set-limits', 'bench-limits', '--rpm', String(BENCH_LIMITS.requests_per_minute), '--tpm', String(BENCH_LIMITS.tokens_per_minute),
+    '--usd-month', String(BENCH_LIMITS.usd_per_month), '--config', s.configPath]);
+  const issued = JSON.parse(await cli(['keys', 'issue', '--tenant', 'bench-limits', '--json', '--config', s.configPath])) as { key?: unknown };
+  if (typeof issued.key !== 'string') throw new BenchError('keys issue --json did not print a "key"');
+  const limitsKey = issued.key;
+  const target = (origin: string, key: string): Target => ({
+    name: 'gateway', origin, path: '/v1/chat/completions', headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+  });
+  const series: Series[] = [
+    { label: 'no limits (gateway 1)', target: target(s.gatewayUrl, s.tenantKey), limits: false, firstGateway: true },
+    { label: 'limits, embedded counter store (gateway 1)', target: target(s.gatewayUrl, limitsKey), limits: true, firstGateway: true },
+  ];
+
+  const redis = redisTarget();
+  const problem = await redisProblem(redis.url, redis.password);
+  if (problem) return { series, redis: { skipped: `Redis at ${redis.shown} ${problem}` } };
+  const [publicPort, adminPort] = [await freePort(), await freePort()];
+  let redisPassword: string | undefined;
+  if (redis.password !== undefined) {
+    const path = join(s.dir, 'redis-password');
+    writeFileSync(path, redis.password, { mode: 0o600 });
+    redisPassword = `file:${path}`;
+  }
+  const config = {
+    ...s.config,
+    listen: { public: `127.0.0.1:${publicPort}`, admin: `127.0.0.1:${adminPort}` },
+    limits: { store: redis.url, ...(redisPassword ? { redis_password: redisPassword } : {}) },
+  };
+  const configPath = join(s.dir, 'keywarden-redis.yaml');
+  writeFileSync(configPath, `# keywarden benchmark configuration, Redis counter store (generated; secrets are fake)\n${stringify(config)}`, { mode: 0o600 });
+  const url = `http://127.0.0.1:${publicPort}`;
+  const log = join(s.dir, 'gateway-redis.log');
+  const proc = await startGateway('gateway (redis)', configPath, log, url);
+  series.push(
+    { label: 'no limits (gateway 2)', target: target(url, s.tenantKey), limits: false, firstGateway: false },
+    { label: 'limits, Redis counter store (gateway 2)', target: target(url, limitsKey), limits: true, firstGateway: false },
+  );
+  return { series, redis: { url: redis.shown, pid: proc.pid as number, log } };
+}
+
+/** One request per series before measuring: limits must be on (rate-limit headers) or off (none). */
+async function admissionSanityCheck(series: readonly Series[]): Promise<void> {
+  for (const x of series) {
+    const res = await fetch(x.target.origin + x.target.path, { method: 'POST', headers: x.target.headers, body: requestBody(false) });
+    await res.arrayBuffer();
+    if (res.status !== 200) throw new BenchError(`sanity check: ${x.label} answered HTTP ${res.status}`);
+    const limited = res.headers.get('x-ratelimit-limit-requests') !== null;
+    if (limited !== x.limits) throw new BenchError(`sanity check: ${x.label} ${limited ? 'carries' : 'lacks'} x-ratelimit-* headers`);
+    if (x.firstGateway) gatewayAnswered++;
+  }
+}
+
+/**
+ * Sequential whole requests for every series, in blocks of 100 taken in turn (rotating which series
+ * goes first each round) so that drift and background noise hit all alike.
+ */
+async function sequentialSeries(series: readonly Series[], count: number): Promise<{ samples: number[][]; failures: number }> {
+  const pools = series.map((x) => new Pool(x.target.origin, { connections: 1 }));
+  const samples = series.map(() => [] as number[]);
+  let failures = 0;
+  const body = requestBody(false);
+  const block = 100;
+  const warm = Math.min(200, Math.max(20, Math.floor(count / 10)));
+  try {
+    for (let i = 0; i < series.length; i++) {
+      for (let j = 0; j < warm; j++) await timedWhole(pools[i] as Pool, (series[i] as Series).target, body);
+      if ((series[i] as Series).firstGateway) gatewayAnswered += warm;
+    }
+    for (let done = 0, round = 0; done < count; done += block, round++) {
+      const n = Math.min(block, count - done);
+      for (let k = 0; k < series.length; k++) {
+        const i = (k + round) % series.length;
+        const x = series[i] as Series;
+        if (x.firstGateway) gatewayAnswered += n;
+        for (let j = 0; j < n; j++) {
+          const ms = await timedWhole(pools[i] as Pool, x.target, body);
+          if (ms === undefined) failures++;
+          else (samples[i] as number[]).push(ms);
+        }
+      }
+    }
+  } finally {
+    await Promise.all(pools.map((p) => p.close()));
+  }
+  return { samples, failures };
+}
+
 // ---------------------------------------------------------------- report
 
 const f0 = (v: number) => (Number.isFinite(v) ? Math.round(v).toLocaleString('en-US') : 'n/a');
@@ -525,6 +690,7 @@ async function run(dir: string): Promise<number> {
   const warmup = envInt('BENCH_WARMUP', 2, 0, 600);
   const connections = envInt('BENCH_CONNECTIONS', 50, 1, 10_000);
   const seq = envInt('BENCH_SEQ', 3000, 10, 10_000_000);
+  const admissionSeq = envInt('BENCH_ADMISSION_SEQ', 1000, 10, 10_000_000);
   const profile = process.env['BENCH_PROFILE'] || undefined;
   clockTicks = readClockTicks();
 
@@ -536,7 +702,8 @@ async function run(dir: string): Promise<number> {
   const out = (line = '') => process.stdout.write(`${line}\n`);
   out('keywarden benchmark: direct to the mock provider vs through the gateway (loopback)');
   out(`machine: ${machine.cpu}, ${machine.cores} cores, ${machine.platform}; node ${process.version}; load average at start ${machine.loadavgStart.join(' ')}`);
-  out(`settings: ${duration} s per throughput run after ${warmup} s warm-up, concurrency ${connections}; ${seq} sequential requests per target; CLK_TCK ${clockTicks}${profile ? '; gateway under --cpu-prof (figures inflated)' : ''}`);
+  out(`settings: ${duration} s per throughput run after ${warmup} s warm-up, concurrency ${connections}; ${seq} sequential requests per target;` +
+    ` ${admissionSeq} per tenant for the admission cost; CLK_TCK ${clockTicks}${profile ? '; gateway under --cpu-prof (figures inflated)' : ''}`);
   out(`note: mock provider, gateway and load generator share these ${machine.cores} cores, so absolute figures are low and noisy;`);
   out('      only the ratios (gateway vs direct) from one run are meaningful.');
   out();
@@ -545,6 +712,10 @@ async function run(dir: string): Promise<number> {
   const t = targets(s);
   await sanityCheck(t);
   out(`started mock provider (pid ${s.mockPid}) at ${s.mockUrl} and gateway (pid ${s.gatewayPid}) at ${s.gatewayUrl}; tenant "bench" and its key issued with the CLI`);
+  const adm = await setUpAdmission(s);
+  await admissionSanityCheck(adm.series);
+  out(`tenant "bench-limits" (requests_per_minute, tokens_per_minute, usd_per_month: none reached) and its key issued with the CLI; ` +
+    ('pid' in adm.redis ? `gateway 2 (pid ${adm.redis.pid}) with limits.store ${adm.redis.url}` : `admission cost with Redis skipped: ${adm.redis.skipped}`));
 
   const progress = (msg: string) => process.stderr.write(`  … ${msg}\n`);
   // how busy the rest of the machine was while we measured: a noise indicator
@@ -569,11 +740,16 @@ async function run(dir: string): Promise<number> {
   const machineTotal = machine1.total - machine0.total;
   const othersShare = machineTotal > 0 ? Math.max(0, (machine1.busy - machine0.busy - (ours1 - ours0)) / machineTotal) : NaN;
   const busyShare = machineTotal > 0 ? (machine1.busy - machine0.busy) / machineTotal : NaN;
+  progress(`admission cost at concurrency 1: ${admissionSeq} whole requests per tenant, ${adm.series.length} tenant/gateway pairs`);
+  const admSeq = await sequentialSeries(adm.series, admissionSeq);
 
-  // stop the gateway now so its log (and profile) is complete
+  // stop the gateways now so their logs (and profile) are complete
   const gatewayChild = children.find((c) => c.name === 'gateway');
   const stopped = gatewayChild ? await stopChild(gatewayChild.proc) : undefined;
   const log = readGatewayLog(s.gatewayLog);
+  const redisChild = children.find((c) => c.name === 'gateway (redis)');
+  const redisStopped = redisChild ? await stopChild(redisChild.proc) : undefined;
+  const redisLog = 'log' in adm.redis ? readGatewayLog(adm.redis.log) : undefined;
   let prof: ProfileSummary | undefined;
   if (s.profileDir && existsSync(s.profileDir)) {
     const file = readdirSync(s.profileDir).filter((f) => f.endsWith('.cpuprofile')).sort().pop();
@@ -586,6 +762,15 @@ async function run(dir: string): Promise<number> {
   const lg = summary(seqWhole.gateway);
   const tw = summary(seqTtfb.direct);
   const tg = summary(seqTtfb.gateway);
+  const admStats = adm.series.map((x, i) => ({ ...x, stats: summary(admSeq.samples[i] ?? []) }));
+  const admPair = (from: number) => {
+    const none = admStats[from];
+    const limits = admStats[from + 1];
+    if (!none || !limits) return undefined;
+    return { none: none.stats, limits: limits.stats, addedP50: limits.stats.p50 - none.stats.p50, addedP99: limits.stats.p99 - none.stats.p99 };
+  };
+  const admEmbedded = admPair(0);
+  const admRedis = admPair(2);
   const targetsOut = [
     { name: 'gateway CPU per request, non-streaming (µs)', value: load.whole.gateway.gatewayCpuUsPerReq, limit: TARGETS.cpuUsPerRequest },
     { name: 'gateway CPU per request, streaming (µs)', value: load.stream.gateway.gatewayCpuUsPerReq, limit: TARGETS.cpuUsPerRequest },
@@ -615,15 +800,32 @@ async function run(dir: string): Promise<number> {
   ]));
   if (seqWhole.failures + seqTtfb.failures > 0) out(`  failed sequential requests: ${seqWhole.failures} whole, ${seqTtfb.failures} streamed`);
   out();
+  out('Admission cost, concurrency 1 (whole requests; blocks of 100 in turn; added = limits on - limits off, same gateway process)');
+  const admRows: string[][] = [['', 'n', 'p50 ms', 'p99 ms', 'added p50', 'added p99']];
+  admStats.forEach((x, i) => {
+    const base = admStats[i - 1];
+    const added = x.limits && base ? [f3(x.stats.p50 - base.stats.p50), f3(x.stats.p99 - base.stats.p99)] : ['', ''];
+    admRows.push([x.label, String(x.stats.n), f3(x.stats.p50), f3(x.stats.p99), ...added]);
+  });
+  if ('skipped' in adm.redis) admRows.push(['limits, Redis counter store', '-', '-', '-', 'skipped', '']);
+  out(table(admRows));
+  out(`  admission cost (added p50): embedded store ${admEmbedded ? `${f3(admEmbedded.addedP50)} ms` : 'n/a'}; ` +
+    `Redis store ${admRedis ? `${f3(admRedis.addedP50)} ms` : `skipped (${'skipped' in adm.redis ? adm.redis.skipped : '?'})`}`);
+  if (admSeq.failures > 0) out(`  failed admission-cost requests: ${admSeq.failures}`);
+  out();
   out('Targets');
   out(table([['', 'value', 'target', ''], ...targetsOut.map((x) => [x.name, f3(x.value), `<= ${x.limit}`, x.pass ? 'PASS' : 'MISS'])]));
   out();
   const allLoad = [load.whole.direct, load.whole.gateway, load.stream.direct, load.stream.gateway];
-  const bad = allLoad.reduce((n, r) => n + r.non2xx + r.errors, 0) + seqWhole.failures + seqTtfb.failures;
+  const bad = allLoad.reduce((n, r) => n + r.non2xx + r.errors, 0) + seqWhole.failures + seqTtfb.failures + admSeq.failures;
   out(`responses: ${bad === 0 ? 'all 2xx' : `${bad} non-2xx or failed (see the table)`}; gateway request log lines: ${log.requestLines} for ${gatewayAnswered} answered requests` +
     ` (more lines = requests cut off when a load run stopped); gateway warnings/errors logged: ${log.warnOrError}` +
     `${log.warnOrError > 0 ? ` ${JSON.stringify(log.messages)}` : ''}; gateway stopped ${stopped ? (stopped.killed ? 'by SIGKILL after the grace period' : `with code ${stopped.code}`) : '?'}`);
   if (log.requestLines < gatewayAnswered) out(`WARNING: the gateway logged ${gatewayAnswered - log.requestLines} fewer request lines than requests it answered (lines lost?)`);
+  if (redisLog) {
+    out(`gateway 2 (Redis counter store): request log lines ${redisLog.requestLines}; warnings/errors logged: ${redisLog.warnOrError}` +
+      `${redisLog.warnOrError > 0 ? ` ${JSON.stringify(redisLog.messages)}` : ''}; stopped ${redisStopped ? (redisStopped.killed ? 'by SIGKILL after the grace period' : `with code ${redisStopped.code}`) : '?'}`);
+  }
   out(`machine during the measurements: ${(busyShare * 100).toFixed(0)}% busy, of which other processes (not mock, gateway or load generator) ${(othersShare * 100).toFixed(0)}% of all cores;` +
     ` load average at end ${machine.loadavgEnd.join(' ')}`);
   out(`${machine.cores} cores shared by mock, gateway and load generator${othersShare > 0.1 ? ' and other work' : ''}: compare ratios from one run, not absolute numbers.`);
@@ -647,7 +849,7 @@ async function run(dir: string): Promise<number> {
   });
   const json = {
     machine: { ...machine, node: process.version, clkTck: clockTicks, busyShare: round3(busyShare), otherProcessesShare: round3(othersShare) },
-    settings: { durationS: duration, warmupS: warmup, connections, seq, profiled: profile !== undefined },
+    settings: { durationS: duration, warmupS: warmup, connections, seq, admissionSeq, profiled: profile !== undefined },
     throughput: {
       nonStreaming: { direct: strip(load.whole.direct), gateway: strip(load.whole.gateway), ratio: round3(load.whole.gateway.rps / load.whole.direct.rps) },
       streaming: { direct: strip(load.stream.direct), gateway: strip(load.stream.gateway), ratio: round3(load.stream.gateway.rps / load.stream.direct.rps) },
@@ -663,6 +865,23 @@ async function run(dir: string): Promise<number> {
     ttfbC1: {
       direct: { n: tw.n, p50Ms: round3(tw.p50), p99Ms: round3(tw.p99) }, gateway: { n: tg.n, p50Ms: round3(tg.p50), p99Ms: round3(tg.p99) },
       addedP50Ms: round3(tg.p50 - tw.p50), addedP99Ms: round3(tg.p99 - tw.p99), failures: seqTtfb.failures,
+    },
+    admissionC1: {
+      n: admissionSeq,
+      limits: BENCH_LIMITS,
+      embedded: admEmbedded ? {
+        noLimits: { n: admEmbedded.none.n, p50Ms: round3(admEmbedded.none.p50), p99Ms: round3(admEmbedded.none.p99) },
+        limits: { n: admEmbedded.limits.n, p50Ms: round3(admEmbedded.limits.p50), p99Ms: round3(admEmbedded.limits.p99) },
+        addedP50Ms: round3(admEmbedded.addedP50), addedP99Ms: round3(admEmbedded.addedP99),
+      } : null,
+      redis: admRedis && 'url' in adm.redis ? {
+        url: adm.redis.url,
+        noLimits: { n: admRedis.none.n, p50Ms: round3(admRedis.none.p50), p99Ms: round3(admRedis.none.p99) },
+        limits: { n: admRedis.limits.n, p50Ms: round3(admRedis.limits.p50), p99Ms: round3(admRedis.limits.p99) },
+        addedP50Ms: round3(admRedis.addedP50), addedP99Ms: round3(admRedis.addedP99),
+        gatewayLog: redisLog,
+      } : { skipped: 'skipped' in adm.redis ? adm.redis.skipped : 'no samples' },
+      failures: admSeq.failures,
     },
     targets: targetsOut.map((x) => ({ ...x, value: round3(x.value) })),
     allResponses2xx: bad === 0,

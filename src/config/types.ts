@@ -28,6 +28,22 @@ export interface ModelRoute {
   model: string;
 }
 
+/** Secret backends (each optional) and caching; references name the backend by scheme. */
+export interface SecretsConfig {
+  /** How long a value stays usable after its last successful load. */
+  cacheTtlMs: number;
+  /** How often every loaded reference is reloaded in the background. */
+  refreshMs: number;
+  aws: { region: string | undefined; endpoint: string | undefined };
+  azure: { vaultUrlTemplate: string | undefined };
+  gcp: { endpoint: string | undefined };
+  vault:
+    | { address: string; namespace: string | undefined; auth: { method: 'token'; token: string } | { method: 'approle'; roleId: string; secretId: string; mount: string } }
+    | undefined;
+  /** The reference holding the key of `enc-file:` secrets files. */
+  encFileKey: string | undefined;
+}
+
 /** A validated, frozen configuration. Field names in YAML are snake_case; here camelCase. */
 export interface GatewayConfig {
   listen: { public: ListenAddress; admin: ListenAddress };
@@ -55,6 +71,8 @@ export interface GatewayConfig {
   quota: { store: string; redisPassword: string | undefined; leaseMs: number };
   /** Price overrides, USD per million tokens, by upstream model name. */
   prices: Readonly<Record<string, { input: number; output: number; cachedInput?: number }>>;
+  /** Secret backends and the cache in front of them. */
+  secrets: SecretsConfig;
   /** Budget threshold alerts. */
   alerts: { webhookUrl: URL | undefined; webhookSecret: string | undefined; thresholds: readonly number[] };
 }

@@ -287,7 +287,7 @@ const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'
 export function validateConfig(doc: Json): { config?: GatewayConfig; problems: string[] } {
   const problems = new Problems();
   if (!isRecord(doc)) return { problems: ['(root): must be a mapping'] };
-  checkKeys(doc, '', ['listen', 'store', 'admin', 'audit', 'auth', 'log', 'providers', 'models', 'tenants', 'server', 'shutdown', 'limits', 'prices', 'alerts'], problems);
+  checkKeys(doc, '', ['listen', 'store', 'admin', 'audit', 'auth', 'log', 'providers', 'models', 'tenants', 'server', 'shutdown', 'limits', 'prices', 'alerts', 'secrets'], problems);
 
   const listen = section(doc, 'listen', '', problems);
   checkKeys(listen, 'listen', ['public', 'admin'], problems);
@@ -383,6 +383,51 @@ export function validateConfig(doc: Json): { config?: GatewayConfig; problems: s
     } else thresholds = [...new Set(t as number[])].sort((a, b) => a - b);
   }
 
+  const secretsSection = section(doc, 'secrets', '', problems);
+  checkKeys(secretsSection, 'secrets', ['cache_ttl', 'refresh_interval', 'aws', 'azure', 'gcp', 'vault', 'enc_file'], problems);
+  const aws = section(secretsSection, 'aws', 'secrets', problems);
+  checkKeys(aws, 'secrets.aws', ['region', 'endpoint'], problems);
+  const azure = section(secretsSection, 'azure', 'secrets', problems);
+  checkKeys(azure, 'secrets.azure', ['vault_url_template'], problems);
+  const gcp = section(secretsSection, 'gcp', 'secrets', problems);
+  checkKeys(gcp, 'secrets.gcp', ['endpoint'], problems);
+  const encFile = section(secretsSection, 'enc_file', 'secrets', problems);
+  checkKeys(encFile, 'secrets.enc_file', ['key'], problems);
+  const endpoint = (value: Json, path: string): string | undefined => {
+    if (value === undefined) return undefined;
+    const url = baseUrl(value, path, problems, true);
+    return url?.toString().replace(/\/$/, '');
+  };
+  const vaultSection = secretsSection['vault'] === undefined ? undefined : section(secretsSection, 'vault', 'secrets', problems);
+  let vault: GatewayConfig['secrets']['vault'];
+  if (vaultSection) {
+    checkKeys(vaultSection, 'secrets.vault', ['address', 'namespace', 'auth'], problems);
+    const address = endpoint(vaultSection['address'] ?? null, 'secrets.vault.address');
+    const auth = section(vaultSection, 'auth', 'secrets.vault', problems);
+    checkKeys(auth, 'secrets.vault.auth', ['method', 'token', 'role_id', 'secret_id', 'mount'], problems);
+    const namespace = typeof vaultSection['namespace'] === 'string' ? vaultSection['namespace'] : undefined;
+    if (auth['method'] === 'approle') {
+      const roleId = secretRef(auth['role_id'], 'secrets.vault.auth.role_id', problems, true);
+      const secretId = secretRef(auth['secret_id'], 'secrets.vault.auth.secret_id', problems, true);
+      const mount = typeof auth['mount'] === 'string' ? auth['mount'] : 'approle';
+      if (address && roleId && secretId) vault = { address, namespace, auth: { method: 'approle', roleId, secretId, mount } };
+    } else if (auth['method'] === 'token' || auth['method'] === undefined) {
+      const token = secretRef(auth['token'], 'secrets.vault.auth.token', problems, true);
+      if (address && token) vault = { address, namespace, auth: { method: 'token', token } };
+    } else {
+      problems.add('secrets.vault.auth.method', 'must be token or approle');
+    }
+  }
+  const secrets: GatewayConfig['secrets'] = {
+    cacheTtlMs: duration(secretsSection['cache_ttl'], 'secrets.cache_ttl', 3_600_000, problems),
+    refreshMs: duration(secretsSection['refresh_interval'], 'secrets.refresh_interval', 300_000, problems),
+    aws: { region: typeof aws['region'] === 'string' ? aws['region'] : undefined, endpoint: endpoint(aws['endpoint'], 'secrets.aws.endpoint') },
+    azure: { vaultUrlTemplate: typeof azure['vault_url_template'] === 'string' ? azure['vault_url_template'] : undefined },
+    gcp: { endpoint: endpoint(gcp['endpoint'], 'secrets.gcp.endpoint') },
+    vault,
+    encFileKey: secretRef(encFile['key'], 'secrets.enc_file.key', problems, false),
+  };
+
   const config: GatewayConfig = {
     listen: { public: publicAddr, admin: adminAddr },
     store: String(store),
@@ -402,6 +447,7 @@ export function validateConfig(doc: Json): { config?: GatewayConfig; problems: s
     quota: { store: String(quotaStore), redisPassword, leaseMs },
     prices,
     alerts: { webhookUrl, webhookSecret, thresholds },
+    secrets,
   };
   if (problems.list.length > 0) return { problems: problems.list };
   return { config: deepFreeze(config), problems: [] };

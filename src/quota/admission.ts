@@ -37,11 +37,12 @@ export interface Admission {
   /** OpenAI-style rate-limit headers for every answer to this request. */
   headers: Record<string, string>;
   /**
-   * Settles the reservation to the real usage and returns the request's cost in nano-USD.
+   * Settles the reservation to the real usage and returns what was billed: the usage (with the
+   * input estimate when a broken answer never reported its input) and its cost in nano-USD.
    * The store update runs in the background (off the answer's path); failures are logged and
    * the lease releases the reservation later.
    */
-  settle(usage: Usage, billInputEstimate: boolean): number;
+  settle(usage: Usage, billInputEstimate: boolean): { usage: Usage; costNanoUsd: number };
 }
 
 export interface AdmissionOptions {
@@ -124,7 +125,10 @@ export function createAdmission(options: AdmissionOptions) {
       const used = (states[i] as CounterState).used;
       const percentUsed = (used / check.limit) * 100;
       for (const percent of thresholds) {
-        const crossed = percentUsed >= percent || (percent === 100 && refusedIndex === i);
+        // a refusal counts as 100 % only when settled spending alone leaves no room for an
+        // ordinary request (not when one oversized request or concurrent reservations were refused)
+        const exhausted = refusedIndex === i && check.amount <= check.limit && used + check.amount > check.limit;
+        const crossed = percentUsed >= percent || (percent === 100 && exhausted);
         if (!crossed) continue;
         const event: ThresholdEvent = {
           scope: check.scope === 't' ? 'tenant' : 'key', tenantId: principal.tenantId, tenantName: principal.tenantName,
@@ -164,6 +168,12 @@ export function createAdmission(options: AdmissionOptions) {
       let outcome;
       try {
         outcome = await store.reserve(reservationId, checks, leaseMs, at);
+        // a refusal reports states only up to the refusing check: read the rest, which the
+        // rate headers and the threshold events need for every check
+        if (!outcome.admitted && outcome.states.length < checks.length) {
+          const rest = await store.read(checks.slice(outcome.states.length).map((c) => c.key), at);
+          outcome = { ...outcome, states: [...outcome.states, ...rest] };
+        }
       } catch (err) {
         if (err instanceof CounterStoreUnavailableError) {
           logger.error({ err }, 'quota store unavailable: refusing requests (fail closed)');
@@ -190,8 +200,8 @@ export function createAdmission(options: AdmissionOptions) {
       let settled = false;
       return {
         headers,
-        settle(usage: Usage, billInputEstimate: boolean): number {
-          if (settled) return 0;
+        settle(usage: Usage, billInputEstimate: boolean): { usage: Usage; costNanoUsd: number } {
+          if (settled) return { usage, costNanoUsd: 0 };
           settled = true;
           // a broken stream may not report the input: the prompt was still sent, so bill the estimate
           const input = usage.inputTokens > 0 || !billInputEstimate ? usage.inputTokens : inputEstimate;
@@ -205,7 +215,7 @@ export function createAdmission(options: AdmissionOptions) {
           store.settle(reservationId, actual, now()).catch((err: unknown) => {
             logger.error({ err }, 'quota settlement failed; the reservation will be released when its lease expires');
           });
-          return cost;
+          return { usage: real, costNanoUsd: cost };
         },
       };
     },

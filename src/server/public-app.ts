@@ -49,7 +49,12 @@ export function createPublicApp(options: PublicAppOptions): FastifyInstance {
 
   /** Settle (reservation → real usage and cost), then record: the last two stages, once per request. */
   function settleAndRecord(ctx: RequestContext): void {
-    if (ctx.admission) ctx.costNanoUsd = ctx.admission.settle(ctx.usage, ctx.upstreamAccepted);
+    if (ctx.admission) {
+      const billed = ctx.admission.settle(ctx.usage, ctx.upstreamAccepted);
+      // the ledger holds what the counters were charged, so a restart rebuilds the same totals
+      ctx.usage = billed.usage;
+      ctx.costNanoUsd = billed.costNanoUsd;
+    }
     else if (admission && ctx.upstreamModel !== null) ctx.costNanoUsd = admission.costOf(ctx.upstreamModel, ctx.usage);
     options.record(ctx);
   }

@@ -143,10 +143,12 @@ export interface WebhookReceiver {
 }
 
 /**
- * A loopback webhook receiver capturing POST bodies and headers. `statusFor` picks the answer
- * for each POST (default 204), e.g. to fail the first attempts.
+ * A loopback webhook receiver capturing POST bodies and headers. `answer` picks the status (and
+ * optionally extra headers) for each POST (default 204), e.g. to fail the first attempts.
  */
-export async function startWebhookReceiver(statusFor: (hook: Omit<ReceivedHook, 'status'>, index: number) => number = () => 204): Promise<WebhookReceiver> {
+export async function startWebhookReceiver(
+  answer: (hook: Omit<ReceivedHook, 'status'>, index: number) => number | { status: number; headers: Record<string, string> } = () => 204,
+): Promise<WebhookReceiver> {
   const received: ReceivedHook[] = [];
   const server: Server = createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -160,9 +162,10 @@ export async function startWebhookReceiver(statusFor: (hook: Omit<ReceivedHook, 
         // kept as text; the test will notice
       }
       const hook = { body, json, headers: req.headers };
-      const status = statusFor(hook, received.length);
+      const chosen = answer(hook, received.length);
+      const { status, headers } = typeof chosen === 'number' ? { status: chosen, headers: {} } : chosen;
       received.push({ ...hook, status });
-      res.writeHead(status, { 'content-type': 'text/plain' }).end(status < 300 ? 'ok' : 'fail');
+      res.writeHead(status, { 'content-type': 'text/plain', ...headers }).end(status < 300 ? 'ok' : 'fail');
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
