@@ -52,10 +52,14 @@ export async function loadKeyHashKey(config: GatewayConfig, store: Store, resolv
 }
 
 /** The services the admin API and the CLI share, over one store. */
-export async function openServices(config: GatewayConfig, resolver: SecretResolver = createSecretResolver()) {
+export async function openServices(config: GatewayConfig, resolver?: SecretResolver) {
+  if (!resolver && config.auth.keyHashKey !== undefined) {
+    const { createConfiguredResolver } = await import('./secrets/from-config.js');
+    resolver = await createConfiguredResolver(config.secrets);
+  }
   const store = openStore(config);
   try {
-    const hashKey = await loadKeyHashKey(config, store, resolver);
+    const hashKey = await loadKeyHashKey(config, store, resolver ?? createSecretResolver());
     const tenants = createTenantService({ store, hashKey, defaults: config.tenants.defaults.policy });
     return { store, hashKey, tenants };
   } catch (err) {
@@ -95,27 +99,34 @@ export interface Gateway {
  */
 export async function createGateway(config: GatewayConfig, options: GatewayOptions = {}): Promise<Gateway> {
   const [
+    { createSecretCache }, { createConfiguredResolver },
     { createLogger }, { createProviderKeyPool }, { createAuthenticator }, { createPolicyResolver }, { createProviderAdapter },
     { createUpstreamClient }, { createProxy }, { createPublicApp }, { createAdminApp }, { createPromptFingerprinter },
     { createRecordWriter }, { createRequestRecorder }, { createAdmission }, { createPriceTable }, { createTokenEstimator }, { createAlertSink },
   ] = await Promise.all([
+    import('./secrets/cache.js'), import('./secrets/from-config.js'),
     import('./log/logger.js'), import('./secrets/provider-keys.js'), import('./auth/authenticate.js'), import('./policy/resolve.js'),
     import('./providers/registry.js'), import('./upstream/client.js'), import('./server/proxy.js'), import('./server/public-app.js'),
     import('./admin/app.js'), import('./audit/fingerprint.js'), import('./audit/record-writer.js'), import('./audit/request-recorder.js'),
     import('./quota/admission.js'), import('./quota/prices.js'), import('./quota/estimate.js'), import('./quota/alerts.js'),
   ]);
   const logger = options.logger ?? createLogger({ level: config.log.level, ...(options.logDestination ? { destination: options.logDestination } : {}) });
-  const resolver = options.resolver ?? createSecretResolver();
+  const resolver = options.resolver ?? await createConfiguredResolver(config.secrets, { onWarning: (message) => logger.warn({ event: 'secret_from_env' }, message) });
 
   // secrets first: a gateway that cannot authenticate admins or fingerprint prompts must not start
   const adminToken = (await resolver.resolve(config.admin.token)).value;
   const promptKey = (await resolver.resolve(config.audit.promptHmacKey)).value;
-  const keys = createProviderKeyPool(config.providers, resolver);
+  const secretCache = createSecretCache({
+    resolver, ttlMs: config.secrets.cacheTtlMs, refreshMs: config.secrets.refreshMs,
+    onEvent: (event) => {
+      if (event.type === 'version_changed') logger.info({ event: 'secret_version_changed', reference: event.reference, version: event.version }, 'a secret has a new version');
+      else if (event.type === 'refresh_failed') logger.warn({ event: 'secret_refresh_failed', reference: event.reference, reason: event.reason }, event.message ?? 'secret refresh failed');
+      else logger.error({ event: 'secret_expired', reference: event.reference }, 'a secret expired after failed refreshes; requests needing it are refused');
+    },
+  });
+  const keys = createProviderKeyPool(config.providers, secretCache);
   await keys.load();
-  const missing = keys.status().filter((s) => !s.loaded);
-  if (missing.length > 0) {
-    throw new Error(`provider keys could not be loaded:\n  ${missing.map((s) => `providers.${s.provider}.api_key: ${s.error}`).join('\n  ')}`);
-  }
+  secretCache.start();
 
   const { store, tenants, hashKey } = await openServices(config, resolver);
   const writer = createRecordWriter({ records: store.records, logger, flushIntervalMs: options.flushIntervalMs ?? 200 });
@@ -154,8 +165,8 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
       {
         name: 'provider_keys',
         check: () => {
-          const bad = keys.status().filter((s) => !s.loaded).map((s) => s.provider);
-          return bad.length === 0 ? null : `not loaded: ${bad.join(', ')}`;
+          const bad = keys.status().filter((s) => !s.loaded).map((s) => `${s.provider} (${s.backend})`);
+          return bad.length === 0 ? null : `not usable: ${bad.join(', ')}`;
         },
       },
     ],
@@ -198,6 +209,7 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
       await Promise.race([drain, timeout]);
       clearInterval(sweep);
       if (timer) clearTimeout(timer);
+      secretCache.stop();
       await alerts.drain();
       await writer.close();
       await counters.close();

@@ -205,7 +205,7 @@ describe('keywarden doctor', { concurrency: true }, () => {
     const { OPENAI_API_KEY: _omitted, ...partial } = contractEnv;
     const res = await cliWith(partial, 'doctor', '--config', contractPath);
     assert.equal(res.code, 1);
-    assert.match(res.stdout, /^FAIL +providers\.openai\.api_key: env:OPENAI_API_KEY: environment variable is not set or empty$/m);
+    assert.match(res.stdout, /^FAIL +providers\.openai\.api_key: env:OPENAI_API_KEY: environment variable is not set or empty \[not_found\]$/m);
     assert.match(res.stdout, /^ok +admin\.token/m, 'the other checks still ran');
     assert.match(res.stdout, /1 check\(s\) failed/);
     assertNoSecrets(res.stdout + res.stderr);

@@ -10,6 +10,10 @@ import { createEnvSource } from '../src/secrets/env-source.js';
 import { createFileSource } from '../src/secrets/file-source.js';
 import { SecretError } from '../src/secrets/types.js';
 import { createProviderKeyPool } from '../src/secrets/provider-keys.js';
+import { createSecretCache } from '../src/secrets/cache.js';
+import type { SecretResolver } from '../src/secrets/resolver.js';
+
+const cacheOver = (resolver: SecretResolver) => createSecretCache({ resolver, ttlMs: 60_000, refreshMs: 60_000 });
 import { contractConfigYaml } from './helpers/config-contract.js';
 
 // Plainly fake secrets: they unlock nothing, anywhere.
@@ -326,7 +330,7 @@ describe('the contract configuration from the issue', () => {
     const resolver = createSecretResolver([createEnvSource(env), createFileSource()]);
     assert.equal((await resolver.resolve(config.admin.token)).value, FAKE_ADMIN_TOKEN);
     assert.equal((await resolver.resolve(config.audit.promptHmacKey)).value, FAKE_HMAC_KEY);
-    const pool = createProviderKeyPool(config.providers, resolver);
+    const pool = createProviderKeyPool(config.providers, cacheOver(resolver));
     await pool.load();
     assert.deepEqual(pool.status().map((s) => [s.provider, s.loaded]), [['openai', true], ['anthropic', true]]);
     assert.equal(pool.current('openai'), FAKE_OPENAI_KEY);
@@ -412,8 +416,9 @@ describe('secret references', () => {
         anthropic: { type: 'anthropic', base_url: 'https://api.anthropic.com', api_key: `file:${readable}` },
       },
     }), 'test', {});
-    const pool = createProviderKeyPool(config.providers, envResolver({}));
-    await pool.load();
+    const pool = createProviderKeyPool(config.providers, cacheOver(envResolver({})));
+    // the gateway refuses to start: the error names each failing reference, never a value
+    await assert.rejects(pool.load(), (err: Error) => /providers\.openai\.api_key: env:KW_TEST_POOL_MISSING/.test(err.message) && !err.message.includes(FAKE_ANTHROPIC_KEY));
     const status = Object.fromEntries(pool.status().map((s) => [s.provider, s]));
     assert.equal(status['openai']?.loaded, false);
     assert.match(status['openai']?.error ?? '', /^env:KW_TEST_POOL_MISSING:/);

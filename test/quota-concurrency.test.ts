@@ -423,6 +423,8 @@ describe('200 simultaneous requests across three gateway processes sharing Redis
     // the 100 % budget alert (a refusal by that budget) was raised once across the three replicas
     const alerts = audit.filter((a) => a.action === 'quota.threshold' && (a.details as { tenant?: string }).tenant === tenantId);
     const percents = alerts.map((a) => (a.details as { percent: number }).percent);
+    process.stdout.write(`# DEBUG ${audit.length} ${JSON.stringify(audit.filter((x) => x.action !== 'request').map((x) => [x.action, x.details]))}\n`);
+    for (const g of gateways) process.stdout.write(`# DEBUG ${JSON.stringify(jsonLines(g.proc.stdout()).filter((l) => String(l['msg']).includes('threshold') || Number(l['level']) >= 40).map((l) => [l['msg'], l['percent'], l['limit'], l['err']]))}\n`);
     assert.equal(percents.filter((p) => p === 100).length, 1);
     assert.equal(new Set(percents).size, percents.length, 'one alert per threshold, not one per replica');
     process.stdout.write(`# redis, 3 replicas: ${admitted} of ${TOTAL} admitted; settled ${settled} of ${budget} tokens (reservation ${reservation}, usage ${MOCK_USAGE} per request)\n`);

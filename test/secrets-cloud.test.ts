@@ -344,7 +344,15 @@ describe('azure-kv: Azure Key Vault through @azure/keyvault-secrets', () => {
       },
     });
     const before = fake.requests.length;
-    await expectFailure(failing.load('kv-prod/openai-key'), 'access_denied', 'azure-kv:kv-prod/openai-key');
+    const err = await expectFailure(failing.load('kv-prod/openai-key'), 'access_denied', 'azure-kv:kv-prod/openai-key');
+    assert.match(err.message, /no Azure token could be obtained \(CredentialUnavailableError\)/);
+    for (const request of fake.requests.slice(before)) assert.equal(request.headers.authorization, undefined);
+  });
+
+  it('maps a credential that answers with no token to access_denied', async () => {
+    const empty = createAzureKeyVaultSource({ vaultUrlTemplate: fake.url, credential: { getToken: async () => null } });
+    const before = fake.requests.length;
+    await expectFailure(empty.load('kv-prod/openai-key'), 'access_denied', 'azure-kv:kv-prod/openai-key');
     for (const request of fake.requests.slice(before)) assert.equal(request.headers.authorization, undefined);
   });
 

@@ -16,6 +16,8 @@ commands:
                                         a value of "none" removes that limit
   keys set-limits KEY_ID [--rpm N] [--tpm N] [--tpd N] [--usd-day X] [--usd-month X] | --clear
   keys issue --tenant NAME [--expires 30d] [--label L] [--json] | list [--tenant NAME] | revoke KEY_ID
+  secrets encrypt --file PATH --name NAME --key REF [--json]   store a secret (read from stdin) in an encrypted file
+  secrets gen-key [--file PATH]         make a key for encrypted secrets files
   mock-provider [--port N] [--host H] [--api-key REF]   serve the mock OpenAI/Anthropic provider
 
 Every command takes --config FILE (or KEYWARDEN_CONFIG); without one, store commands use the demo store.
@@ -89,6 +91,9 @@ async function run(argv: readonly string[]): Promise<number | void> {
       'usd-month': { type: 'string' },
       'per-key': { type: 'boolean', default: false },
       clear: { type: 'boolean', default: false },
+      file: { type: 'string' },
+      name: { type: 'string' },
+      key: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -126,6 +131,15 @@ async function run(argv: readonly string[]): Promise<number | void> {
         ...(values.label ? { label: values.label } : {}),
         limits: limitFlags(values),
         clear: values.clear ?? false,
+      });
+    }
+    case 'secrets': {
+      const { secretsCommand } = await import('./commands/secrets.js');
+      return secretsCommand(action, rest, {
+        json: values.json ?? false,
+        ...(values.file !== undefined ? { file: values.file } : {}),
+        ...(values.name !== undefined ? { name: values.name } : {}),
+        ...(values.key !== undefined ? { key: values.key } : {}),
       });
     }
     case 'mock-provider': {

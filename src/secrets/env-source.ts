@@ -7,7 +7,7 @@ export function createEnvSource(env: NodeJS.ProcessEnv = process.env): SecretSou
     scheme: 'env',
     async load(name: string): Promise<SecretValue> {
       const value = env[name];
-      if (value === undefined || value.trim() === '') throw new SecretError(`env:${name}`, 'environment variable is not set or empty');
+      if (value === undefined || value.trim() === '') throw new SecretError(`env:${name}`, 'environment variable is not set or empty', 'not_found');
       return { value: value.trim(), version: 'env' };
     },
   };

@@ -18,7 +18,8 @@ export function createFileSource(): SecretSource {
       try {
         handle = await open(path, 'r');
       } catch (err) {
-        throw new SecretError(ref, `cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+        const code = (err as NodeJS.ErrnoException).code ?? 'error';
+        throw new SecretError(ref, `cannot be read (${code})`, code === 'ENOENT' ? 'not_found' : code === 'EACCES' || code === 'EPERM' ? 'access_denied' : 'unavailable');
       }
       try {
         const stat = await handle.stat();

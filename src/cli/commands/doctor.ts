@@ -1,5 +1,7 @@
 import { loadConfigFile } from '../../config/load.js';
-import { createSecretResolver } from '../../secrets/resolver.js';
+import { createConfiguredResolver } from '../../secrets/from-config.js';
+import { SecretError } from '../../secrets/types.js';
+import type { SecretResolver } from '../../secrets/resolver.js';
 import { openStore } from '../../main.js';
 import { createProviderAdapter } from '../../providers/registry.js';
 import { createUpstreamClient } from '../../upstream/client.js';
@@ -13,8 +15,18 @@ import { EXIT_FAILURE, EXIT_OK } from '../output.js';
 export async function doctorCommand(configPath: string, online: boolean, env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const config = loadConfigFile(configPath, env); // throws ConfigError → exit 2
   process.stdout.write(`ok    configuration ${configPath}\n`);
-  const resolver = createSecretResolver();
   let failures = 0;
+  let resolver: SecretResolver;
+  try {
+    resolver = await createConfiguredResolver(config.secrets, { onWarning: (message) => process.stdout.write(`warn  ${message}\n`) });
+    if (config.secrets.vault) process.stdout.write(`ok    secrets.vault credentials\n`);
+    if (config.secrets.encFileKey) process.stdout.write(`ok    secrets.enc_file.key\n`);
+  } catch (err) {
+    // a vault's own credentials (or the encrypted-file key) could not be loaded
+    process.stdout.write(`FAIL  secrets backends: ${(err as Error).message}\n`);
+    process.stdout.write('1 check(s) failed\n');
+    return EXIT_FAILURE;
+  }
   const refs: Array<[string, string]> = [
     ['admin.token', config.admin.token],
     ['audit.prompt_hmac_key', config.audit.promptHmacKey],
@@ -29,7 +41,8 @@ export async function doctorCommand(configPath: string, online: boolean, env: No
       process.stdout.write(`ok    ${path} (${ref.split(':')[0]}, version ${secret.version})\n`);
     } catch (err) {
       failures += 1;
-      process.stdout.write(`FAIL  ${path}: ${(err as Error).message}\n`);
+      const reason = err instanceof SecretError ? ` [${err.reason}]` : '';
+      process.stdout.write(`FAIL  ${path}: ${(err as Error).message}${reason}\n`);
     }
   }
   try {

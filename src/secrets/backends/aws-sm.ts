@@ -146,6 +146,7 @@ function toSecretError(reference: string, err: unknown, timedOut: boolean, timeo
   const name = errorName(err);
   const status = (err as { $metadata?: { httpStatusCode?: unknown } } | null)?.$metadata?.httpStatusCode;
   const detail = typeof status === 'number' ? `${name}, HTTP ${status}` : name;
+  if (name === 'CredentialsProviderError') return new SecretError(reference, 'no AWS credentials were found (CredentialsProviderError)', 'access_denied');
   if (NOT_FOUND.has(name)) return new SecretError(reference, `secret not found (${detail})`, 'not_found');
   if (ACCESS_DENIED.has(name) || status === 401 || status === 403) {
     return new SecretError(reference, `access denied (${detail})`, 'access_denied');
@@ -157,6 +158,9 @@ function toSecretError(reference: string, err: unknown, timedOut: boolean, timeo
   }
   if (typeof status === 'number') return new SecretError(reference, `request refused (${detail})`, 'invalid');
   // no HTTP answer and no socket error: a client-side problem such as a missing region
+  if (err instanceof Error && err.message === 'Region is missing') {
+    return new SecretError(reference, 'no AWS region is configured (set the region option or AWS_REGION)', 'invalid');
+  }
   return new SecretError(reference, `could not be requested (${detail})`, 'invalid');
 }
 

@@ -62,7 +62,7 @@ export function createAzureKeyVaultSource(options: AzureKeyVaultSourceOptions = 
     const existing = clients.get(vaultUrl);
     if (existing) return existing;
     const sdk = await loadOptional<typeof KeyVaultSecrets>(SECRETS_PACKAGE, reference);
-    const cred = await getCredential(reference);
+    const cred = guardCredential(await getCredential(reference));
     const client = new sdk.SecretClient(vaultUrl, cred, {
       // plain http is possible only for a loopback test server (checked above)
       allowInsecureConnection: sample.protocol === 'http:',
@@ -112,7 +112,45 @@ export function createAzureKeyVaultSource(options: AzureKeyVaultSourceOptions = 
   };
 }
 
-const CREDENTIAL_ERRORS = new Set(['CredentialUnavailableError', 'AuthenticationError', 'AggregateAuthenticationError', 'AuthenticationRequiredError']);
+/** A credential that gave no token; only its error's class name is kept. */
+class CredentialFailure extends Error {
+  readonly label: string;
+  readonly transport: boolean;
+  constructor(label: string, transport: boolean) {
+    super('no Azure token could be obtained');
+    this.name = 'CredentialFailure';
+    this.label = label;
+    this.transport = transport;
+  }
+}
+
+/**
+ * Wraps the credential so that its failures (an exception, or no token) reach toSecretError
+ * recognisably: the SDK's token cycler would otherwise turn `null` into a bare Error.
+ */
+function guardCredential(credential: AzureTokenCredentialLike): AzureTokenCredentialLike {
+  return {
+    async getToken(scopes, options) {
+      let token: Awaited<ReturnType<AzureTokenCredentialLike['getToken']>>;
+      try {
+        token = await credential.getToken(scopes, options);
+      } catch (err) {
+        throw new CredentialFailure(errorName(err), isTransportError(err));
+      }
+      if (token === null || typeof token.token !== 'string' || token.token === '') throw new CredentialFailure('no token', false);
+      return token;
+    },
+  };
+}
+
+function findCredentialFailure(err: unknown): CredentialFailure | undefined {
+  let current: unknown = err;
+  for (let depth = 0; depth < 5 && current !== null && typeof current === 'object'; depth++) {
+    if (current instanceof CredentialFailure) return current;
+    current = (current as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
 
 /**
  * Maps a Key Vault failure to a SecretError, keeping only the HTTP status and the service's
@@ -125,7 +163,11 @@ function toSecretError(reference: string, err: unknown, timedOut: boolean, timeo
   const code = (err as { code?: unknown } | null)?.code;
   const word = typeof code === 'string' && /^[A-Za-z0-9_]{1,64}$/.test(code) ? code : name;
   const detail = typeof status === 'number' ? `HTTP ${status} ${word}` : word;
-  if (CREDENTIAL_ERRORS.has(name)) return new SecretError(reference, `no Azure token could be obtained (${name})`, 'access_denied');
+  const credentialFailure = findCredentialFailure(err);
+  if (credentialFailure) {
+    return new SecretError(reference, `no Azure token could be obtained (${credentialFailure.label})`,
+      credentialFailure.transport ? 'unavailable' : 'access_denied');
+  }
   if (status === 404) return new SecretError(reference, `secret not found (${detail})`, 'not_found');
   if (status === 401 || status === 403) return new SecretError(reference, `access denied (${detail})`, 'access_denied');
   if (status === 429) return new SecretError(reference, `throttled by Azure Key Vault (${detail})`, 'throttled');

@@ -207,7 +207,12 @@ export async function encryptSecretsFile(options: { path: string; name: string; 
   const version = String(previous === undefined ? 1 : Number(previous.version) + 1);
   entries.set(name, sealEntry(key, name, version, value));
   const doc: EncFileDocument = { keywarden_enc: ENC_FILE_FORMAT, entries: Object.fromEntries(entries) };
-  await writeFileAtomic(path, `${JSON.stringify(doc, null, 2)}\n`);
+  try {
+    await writeFileAtomic(path, `${JSON.stringify(doc, null, 2)}\n`);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'error';
+    throw new SecretError(`enc-file:${path}`, `cannot be written (${code})`, code === 'EACCES' || code === 'EPERM' ? 'access_denied' : 'invalid');
+  }
   return { name, version };
 }
 
