@@ -525,7 +525,6 @@ function redisTarget(): { url: string; shown: string; password: string | undefin
   if (parsed.protocol !== 'redis:' && parsed.protocol !== 'rediss:') throw new BenchError('REDIS_URL must start with redis:// or rediss://');
   const password = parsed.password ? decodeURIComponent(parsed.password) : undefined;
   parsed.password = '';
-  parsed.username = '';
   const url = parsed.toString().replace(/\/$/, '');
   return { url, shown: url, password };
 }

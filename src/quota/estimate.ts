@@ -195,6 +195,11 @@ export async function createTokenEstimator(options: TokenEstimatorOptions = {}):
     o200k: (text) => o200k.countTokens(text, plain),
     cl100k: (text) => cl100k.countTokens(text, plain),
   };
+  // warm both encoders once at start, so the first requests are not measured against a cold
+  // tokenizer's time budget (and over-reserved by the byte fallback)
+  const warmup = 'The quick brown fox jumps over the lazy dog. Hello, world! 1234567890 ';
+  encodings.o200k(warmup.repeat(8));
+  encodings.cl100k(warmup.repeat(8));
 
   return {
     estimate(endpoint, providerType, upstreamModel, body) {
