@@ -124,11 +124,32 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
       else logger.error({ event: 'secret_expired', reference: event.reference }, 'a secret expired after failed refreshes; requests needing it are refused');
     },
   });
-  const keys = createProviderKeyPool(config.providers, secretCache);
-  await keys.load();
-  secretCache.start();
-
   const { store, tenants, hashKey } = await openServices(config, resolver);
+  // the provider key pool reads the register in the store: only `current` keys serve requests
+  const keys = createProviderKeyPool({
+    providers: config.providers, cache: secretCache, repo: store.providerKeys,
+    onEvent: (event) => {
+      if (event.type === 'unverified_version') {
+        logger.error({ event: 'provider_key_unverified_version', provider: event.provider, key_id: event.keyId, reference: event.reference, fingerprint: event.fingerprint },
+          'the vault holds a key version the register has not verified; the last verified key is kept; run keywarden provider-keys rotate');
+      } else if (event.type === 'revoked') {
+        logger.info({ event: 'provider_key_revoked', provider: event.provider, key_id: event.keyId, fingerprint: event.fingerprint }, event.message ?? 'provider key revoked');
+      } else if (event.type === 'preload_failed') {
+        logger.warn({ event: 'provider_key_preload_failed', provider: event.provider, key_id: event.keyId, reference: event.reference }, event.message ?? 'provider key could not be loaded');
+      } else {
+        logger.warn({ event: 'provider_key_poll_failed' }, event.message ?? 'the provider key register could not be read');
+      }
+    },
+  });
+  try {
+    await keys.load();
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+  secretCache.start();
+  keys.start();
+
   const writer = createRecordWriter({ records: store.records, logger, flushIntervalMs: options.flushIntervalMs ?? 200 });
   const policyFor = createPolicyResolver(config.tenants.defaults.policy);
   const authenticate = createAuthenticator({ keys: store.keys, hashKey, policyFor });
@@ -210,6 +231,7 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
       clearInterval(sweep);
       if (timer) clearTimeout(timer);
       secretCache.stop();
+      keys.stop();
       await alerts.drain();
       await writer.close();
       await counters.close();

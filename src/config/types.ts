@@ -18,6 +18,11 @@ export interface ProviderConfig {
   /** Longest wait for the answer's headers, and between two chunks of its body. */
   timeoutMs: number;
   connectTimeoutMs: number;
+  /** Ownership register defaults for a key bootstrapped from this config (see docs/provider-keys.md). */
+  owner?: string;
+  purpose?: string;
+  /** Rotation interval in days (default 60). */
+  rotateEveryDays?: number;
 }
 
 export interface ModelRoute {
@@ -75,4 +80,6 @@ export interface GatewayConfig {
   secrets: SecretsConfig;
   /** Budget threshold alerts. */
   alerts: { webhookUrl: URL | undefined; webhookSecret: string | undefined; thresholds: readonly number[] };
+  /** Provider key rotation: how long a replaced key stays `previous` before it is revoked. */
+  rotation?: { gracePeriodMs: number };
 }

@@ -239,7 +239,24 @@ function providers(value: Record<string, Json>, problems: Problems): Record<stri
       problems.add(path, 'must be a mapping');
       continue;
     }
-    checkKeys(raw, path, ['type', 'base_url', 'api_key', 'timeout', 'connect_timeout'], problems);
+    checkKeys(raw, path, ['type', 'base_url', 'api_key', 'timeout', 'connect_timeout', 'owner', 'purpose', 'rotate_every'], problems);
+    const text = (key: string): string | undefined => {
+      const v = raw[key];
+      if (v === undefined) return undefined;
+      if (typeof v !== 'string' || v.trim() === '' || v.length > 200) {
+        problems.add(`${path}.${key}`, 'must be a non-empty string of at most 200 characters');
+        return undefined;
+      }
+      return v.trim();
+    };
+    const owner = text('owner');
+    const purpose = text('purpose');
+    let rotateEveryDays: number | undefined;
+    if (raw['rotate_every'] !== undefined) {
+      const ms = typeof raw['rotate_every'] === 'string' ? parseDuration(raw['rotate_every']) : undefined;
+      if (ms === undefined || ms < 86_400_000 || ms % 86_400_000 !== 0) problems.add(`${path}.rotate_every`, 'must be a whole number of days such as 60d');
+      else rotateEveryDays = ms / 86_400_000;
+    }
     const type = raw['type'];
     if (typeof type !== 'string' || !(PROVIDER_TYPES as readonly string[]).includes(type)) {
       problems.add(`${path}.type`, `must be one of ${PROVIDER_TYPES.join(', ')}`);
@@ -249,7 +266,11 @@ function providers(value: Record<string, Json>, problems: Problems): Record<stri
     const timeoutMs = duration(raw['timeout'], `${path}.timeout`, 60_000, problems);
     const connectTimeoutMs = duration(raw['connect_timeout'], `${path}.connect_timeout`, 10_000, problems);
     if (url && apiKey && typeof type === 'string' && (PROVIDER_TYPES as readonly string[]).includes(type)) {
-      out[id] = Object.freeze({ id, type: type as ProviderConfig['type'], baseUrl: url, apiKey, timeoutMs, connectTimeoutMs });
+      out[id] = Object.freeze({
+        id, type: type as ProviderConfig['type'], baseUrl: url, apiKey, timeoutMs, connectTimeoutMs,
+        ...(owner !== undefined ? { owner } : {}), ...(purpose !== undefined ? { purpose } : {}),
+        ...(rotateEveryDays !== undefined ? { rotateEveryDays } : {}),
+      });
     }
   }
   return out;
@@ -287,7 +308,7 @@ const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'
 export function validateConfig(doc: Json): { config?: GatewayConfig; problems: string[] } {
   const problems = new Problems();
   if (!isRecord(doc)) return { problems: ['(root): must be a mapping'] };
-  checkKeys(doc, '', ['listen', 'store', 'admin', 'audit', 'auth', 'log', 'providers', 'models', 'tenants', 'server', 'shutdown', 'limits', 'prices', 'alerts', 'secrets'], problems);
+  checkKeys(doc, '', ['listen', 'store', 'admin', 'audit', 'auth', 'log', 'providers', 'models', 'tenants', 'server', 'shutdown', 'limits', 'prices', 'alerts', 'secrets', 'rotation'], problems);
 
   const listen = section(doc, 'listen', '', problems);
   checkKeys(listen, 'listen', ['public', 'admin'], problems);
@@ -383,6 +404,10 @@ export function validateConfig(doc: Json): { config?: GatewayConfig; problems: s
     } else thresholds = [...new Set(t as number[])].sort((a, b) => a - b);
   }
 
+  const rotationSection = section(doc, 'rotation', '', problems);
+  checkKeys(rotationSection, 'rotation', ['grace_period'], problems);
+  const gracePeriodMs = duration(rotationSection['grace_period'], 'rotation.grace_period', 10 * 60_000, problems);
+
   const secretsSection = section(doc, 'secrets', '', problems);
   checkKeys(secretsSection, 'secrets', ['cache_ttl', 'refresh_interval', 'aws', 'azure', 'gcp', 'vault', 'enc_file'], problems);
   const aws = section(secretsSection, 'aws', 'secrets', problems);
@@ -448,6 +473,7 @@ export function validateConfig(doc: Json): { config?: GatewayConfig; problems: s
     prices,
     alerts: { webhookUrl, webhookSecret, thresholds },
     secrets,
+    rotation: { gracePeriodMs },
   };
   if (problems.list.length > 0) return { problems: problems.list };
   return { config: deepFreeze(config), problems: [] };

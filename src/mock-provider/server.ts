@@ -36,8 +36,11 @@ export interface MockProviderOptions {
   port?: number;
   /** Address to listen on; default 127.0.0.1. */
   host?: string;
-  /** When set, every request must carry exactly this key (Bearer for OpenAI, x-api-key for Anthropic). */
-  apiKey?: string;
+  /**
+   * When set, every request must carry exactly this key (Bearer for OpenAI, x-api-key for Anthropic),
+   * or one of these keys (a provider accepting old and new keys during a rotation).
+   */
+  apiKey?: string | readonly string[];
 }
 
 export interface ReceivedRequest {
@@ -57,6 +60,8 @@ export interface MockProvider {
   received: ReceivedRequest[];
   /** Clears `received`. */
   reset(): void;
+  /** Replaces the accepted keys (each request must carry one of them); an empty list accepts none. */
+  setApiKeys(keys: readonly string[]): void;
   /** Closes the server and every open socket, and cancels pending fault timers. */
   close(): Promise<void>;
 }
@@ -103,7 +108,12 @@ function validateOptions(options: MockProviderOptions): void {
   const { port, host, apiKey } = options;
   if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) problems.push('port must be an integer 0-65535');
   if (host !== undefined && (typeof host !== 'string' || host === '')) problems.push('host must be a non-empty string');
-  if (apiKey !== undefined && (typeof apiKey !== 'string' || apiKey === '')) problems.push('apiKey must be a non-empty string');
+  if (apiKey !== undefined) {
+    const list: readonly unknown[] = Array.isArray(apiKey) ? apiKey : [apiKey];
+    if ((typeof apiKey !== 'string' && !Array.isArray(apiKey)) || list.some((k) => typeof k !== 'string' || k === '')) {
+      problems.push('apiKey must be a non-empty string or a list of them');
+    }
+  }
   if (problems.length > 0) throw new TypeError('createMockProvider: ' + problems.join('; '));
 }
 
@@ -119,7 +129,9 @@ function validateOptions(options: MockProviderOptions): void {
 export async function createMockProvider(options: MockProviderOptions = {}): Promise<MockProvider> {
   validateOptions(options);
   const host = options.host ?? '127.0.0.1';
-  const expectedKey = options.apiKey === undefined ? undefined : Buffer.from(options.apiKey);
+  let expectedKeys: Buffer[] | undefined = options.apiKey === undefined
+    ? undefined
+    : (typeof options.apiKey === 'string' ? [options.apiKey] : [...options.apiKey]).map((k) => Buffer.from(k));
   const received: ReceivedRequest[] = [];
   const timers = new Set<NodeJS.Timeout>();
   let counter = 0;
@@ -138,10 +150,12 @@ export async function createMockProvider(options: MockProviderOptions = {}): Pro
     });
 
   function keyMatches(sent: string | undefined): boolean {
-    if (expectedKey === undefined) return true;
+    if (expectedKeys === undefined) return true;
     if (sent === undefined) return false;
     const got = Buffer.from(sent);
-    return got.length === expectedKey.length && timingSafeEqual(got, expectedKey);
+    let ok = false;
+    for (const expected of expectedKeys) if (got.length === expected.length && timingSafeEqual(got, expected)) ok = true;
+    return ok;
   }
 
   async function respond(req: IncomingMessage, res: ServerResponse, chunks: Buffer[] | null): Promise<void> {
@@ -285,6 +299,10 @@ export async function createMockProvider(options: MockProviderOptions = {}): Pro
     received,
     reset(): void {
       received.length = 0;
+    },
+    setApiKeys(keys: readonly string[]): void {
+      if (!Array.isArray(keys) || keys.some((k) => typeof k !== 'string' || k === '')) throw new TypeError('setApiKeys: keys must be non-empty strings');
+      expectedKeys = keys.map((k) => Buffer.from(k));
     },
     close(): Promise<void> {
       closing ??= new Promise<void>((resolve, reject) => {

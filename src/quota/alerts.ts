@@ -1,5 +1,4 @@
-import { createHmac } from 'node:crypto';
-import { request } from 'undici';
+import { postWebhook } from '../services/webhook.js';
 import type { Logger } from '../log/logger.js';
 import type { RecordWriter } from '../audit/record-writer.js';
 import type { ThresholdEvent } from './admission.js';
@@ -30,21 +29,14 @@ export function createAlertSink(options: AlertSinkOptions) {
   const inFlight = new Set<Promise<void>>();
 
   async function deliver(body: string): Promise<void> {
-    const url = options.webhookUrl as URL;
-    for (let attempt = 1; attempt <= attempts; attempt++) {
-      try {
-        const headers: Record<string, string> = { 'content-type': 'application/json', 'user-agent': 'keywarden-alerts' };
-        if (options.webhookSecret) headers['x-keywarden-signature'] = `sha256=${createHmac('sha256', options.webhookSecret).update(body).digest('hex')}`;
-        const res = await request(url, { method: 'POST', headers, body, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
-        await res.body.dump();
-        if (res.statusCode >= 200 && res.statusCode < 300) return;
-        logger.warn({ event: 'alert_webhook_failed', status: res.statusCode, attempt }, 'alert webhook answered with an error');
-      } catch (err) {
-        logger.warn({ event: 'alert_webhook_failed', err, attempt }, 'alert webhook could not be reached');
-      }
-      if (attempt < attempts) await new Promise((resolve) => setTimeout(resolve, retryBaseMs * 2 ** (attempt - 1)).unref());
-    }
-    logger.error({ event: 'alert_webhook_gave_up', attempts }, 'alert webhook delivery failed after retries');
+    const delivered = await postWebhook({
+      url: options.webhookUrl as URL, secret: options.webhookSecret, body, userAgent: 'keywarden-alerts', attempts, retryBaseMs, timeoutMs,
+      onAttemptFailed: ({ attempt, status, err }) => {
+        if (status !== undefined) logger.warn({ event: 'alert_webhook_failed', status, attempt }, 'alert webhook answered with an error');
+        else logger.warn({ event: 'alert_webhook_failed', err, attempt }, 'alert webhook could not be reached');
+      },
+    });
+    if (!delivered) logger.error({ event: 'alert_webhook_gave_up', attempts }, 'alert webhook delivery failed after retries');
   }
 
   return {

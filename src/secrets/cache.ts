@@ -96,6 +96,13 @@ export function createSecretCache(options: SecretCacheOptions) {
       return entry.value as SecretValue;
     },
 
+    /** Reloads one reference now, even when its cached value is still usable (a new version is expected). */
+    async reload(reference: string): Promise<SecretValue> {
+      const entry = entryFor(reference);
+      await refresh(reference, entry);
+      return entry.value as SecretValue;
+    },
+
     /** The cached value, or undefined when it never loaded or expired. Synchronous: the request path calls it. */
     get(reference: string): SecretValue | undefined {
       const entry = entries.get(reference);

@@ -115,11 +115,82 @@ export interface RecordRepository {
   sumUsage(query: UsageSumQuery): Promise<number>;
 }
 
+/** The lifecycle of a provider key in the pool (modelled on the staging labels of managed vaults). */
+export type ProviderKeyState = 'pending' | 'current' | 'previous' | 'revoked';
+
+/** One provider key in the ownership register. Holds a reference and a fingerprint, never a value. */
+export interface ProviderKeyRecord {
+  id: string;
+  provider: string;
+  /** The secret reference the value is read from (`vault:…`, `file:…`). */
+  reference: string;
+  /** First 16 hex characters of SHA-256 of the verified value. */
+  fingerprint: string;
+  /** The backend's version of the value when it was registered, when known. */
+  version: string | null;
+  state: ProviderKeyState;
+  owner: string | null;
+  purpose: string | null;
+  createdAt: number;
+  /** When this key became current (null while pending, or for a bootstrapped key). */
+  rotatedAt: number | null;
+  rotateEveryDays: number;
+  /** For `previous`: when its grace period ends. */
+  previousUntil: number | null;
+  revokedAt: number | null;
+}
+
+/** An in-progress rotation of one provider: the lock and the last completed step. */
+export interface ProviderKeyRotation {
+  provider: string;
+  rotationId: string;
+  /** The last completed step (0: none). */
+  step: number;
+  oldKeyId: string | null;
+  newKeyId: string | null;
+  startedAt: number;
+  /** Who holds the lock: `host:pid`. */
+  lockedBy: string;
+  heartbeatAt: number;
+}
+
+export interface ProviderKeyRepository {
+  /** Every row, ordered by provider and creation. */
+  list(): Promise<ProviderKeyRecord[]>;
+  /** The hot path of the gateway's poll: rows that are not revoked (indexed on state). */
+  active(): Promise<ProviderKeyRecord[]>;
+  get(id: string): Promise<ProviderKeyRecord | undefined>;
+  /** Inserts `record` as current when the provider has no row at all; false when it had one. */
+  bootstrap(record: ProviderKeyRecord, audit: AuditEvent): Promise<boolean>;
+  /** Inserts a pending key and records it in the rotation (step 1), in one transaction. */
+  addPending(record: ProviderKeyRecord, rotationId: string, audit: AuditEvent): Promise<void>;
+  /** Drops a pending key that failed verification and ends the rotation. */
+  abandonRotation(provider: string, rotationId: string, pendingId: string | null, audit: AuditEvent): Promise<void>;
+  /** Makes `newId` current and the old current previous until `previousUntil`; records step 3. Idempotent. */
+  promote(provider: string, rotationId: string, newId: string, previousUntil: number, at: number, audit: AuditEvent): Promise<void>;
+  /** Revokes one key (any state). False when it was already revoked or does not exist. */
+  revoke(id: string, at: number, audit: AuditEvent): Promise<boolean>;
+  /** Revokes every `previous` key whose grace period ended; returns the revoked rows. */
+  expirePrevious(now: number, actor: string): Promise<ProviderKeyRecord[]>;
+  setOwner(id: string, fields: { owner?: string; purpose?: string; rotateEveryDays?: number }, audit: AuditEvent): Promise<void>;
+  /** Takes the rotation lock: a new rotation at step 0, or the existing row untouched (the caller decides). */
+  lockRotation(provider: string, rotationId: string, lockedBy: string, now: number): Promise<{ created: boolean; rotation: ProviderKeyRotation }>;
+  /** Takes over a stale lock held by `previousHolder`; false when someone else got it first. */
+  takeOverRotation(provider: string, rotationId: string, previousHolder: string, lockedBy: string, now: number): Promise<boolean>;
+  getRotation(provider: string): Promise<ProviderKeyRotation | undefined>;
+  heartbeat(provider: string, lockedBy: string, now: number): Promise<void>;
+  /** Records a completed step (optionally with the old key id) under an audit event. */
+  setRotationStep(provider: string, rotationId: string, step: number, audit: AuditEvent | null, oldKeyId?: string | null): Promise<void>;
+  /** Ends a rotation (the lock is released) with its closing audit event. */
+  finishRotation(provider: string, rotationId: string, audit: AuditEvent): Promise<void>;
+}
+
 export interface Store {
   readonly kind: string;
   tenants: TenantRepository;
   keys: TenantKeyRepository;
   records: RecordRepository;
+  providerKeys: ProviderKeyRepository;
   /** A random secret generated once and kept in the store (the default tenant-key hash key). */
   instanceSecret(name: string): Promise<Buffer>;
   /** True for the first caller only (until `expiresAt`): one-off events such as threshold alerts. */

@@ -3,7 +3,8 @@ import { dirname } from 'node:path';
 import { randomBytes, randomUUID } from 'node:crypto';
 import Database from 'better-sqlite3';
 import type {
-  AuditEvent, AuditRow, KeyWithTenant, Store, TenantKeyRecord, TenantRecord, TenantStatus, UsageRecord,
+  AuditEvent, AuditRow, KeyWithTenant, ProviderKeyRecord, ProviderKeyRotation, ProviderKeyState, Store, TenantKeyRecord, TenantRecord,
+  TenantStatus, UsageRecord,
 } from '../types.js';
 import { StoreConflictError } from '../types.js';
 import { AUDIT_GENESIS, chainHash } from '../audit-chain.js';
@@ -16,6 +17,27 @@ interface UsageDbRow {
   ts: number; request_id: string; tenant_id: string; key_id: string; provider: string | null; model: string | null; endpoint: string;
   status: number; outcome: string; error_code: string | null; input_tokens: number; output_tokens: number; cached_input_tokens: number;
   stream: number; gateway_ms: number; upstream_ms: number; prompt_fingerprint: string | null; cost_nano_usd: number;
+}
+
+interface ProviderKeyRow {
+  id: string; provider: string; reference: string; fingerprint: string; version: string | null; state: string; owner: string | null;
+  purpose: string | null; created_at: number; rotated_at: number | null; rotate_every_days: number; previous_until: number | null; revoked_at: number | null;
+}
+interface RotationRow { provider: string; rotation_id: string; step: number; old_key_id: string | null; new_key_id: string | null; started_at: number; locked_by: string; heartbeat_at: number }
+
+function toProviderKey(r: ProviderKeyRow): ProviderKeyRecord {
+  return {
+    id: r.id, provider: r.provider, reference: r.reference, fingerprint: r.fingerprint, version: r.version, state: r.state as ProviderKeyState,
+    owner: r.owner, purpose: r.purpose, createdAt: r.created_at, rotatedAt: r.rotated_at, rotateEveryDays: r.rotate_every_days,
+    previousUntil: r.previous_until, revokedAt: r.revoked_at,
+  };
+}
+
+function toRotation(r: RotationRow): ProviderKeyRotation {
+  return {
+    provider: r.provider, rotationId: r.rotation_id, step: r.step, oldKeyId: r.old_key_id, newKeyId: r.new_key_id,
+    startedAt: r.started_at, lockedBy: r.locked_by, heartbeatAt: r.heartbeat_at,
+  };
 }
 
 function toTenant(row: TenantRow): TenantRecord {
@@ -110,6 +132,27 @@ export function openSqliteStore(url: string): Store {
     metaGet: db.prepare<[string], { value: Buffer }>('SELECT value FROM meta WHERE name = ?'),
     metaInsert: db.prepare('INSERT OR IGNORE INTO meta (name, value) VALUES (?, ?)'),
     ping: db.prepare('SELECT 1'),
+    pkAll: db.prepare<[], ProviderKeyRow>('SELECT * FROM provider_keys ORDER BY provider, created_at, id'),
+    pkActive: db.prepare<[], ProviderKeyRow>(`SELECT * FROM provider_keys WHERE state IN ('pending', 'current', 'previous')`),
+    pkGet: db.prepare<[string], ProviderKeyRow>('SELECT * FROM provider_keys WHERE id = ?'),
+    pkAnyOfProvider: db.prepare<[string], { id: string }>('SELECT id FROM provider_keys WHERE provider = ? LIMIT 1'),
+    pkCurrent: db.prepare<[string], ProviderKeyRow>(`SELECT * FROM provider_keys WHERE provider = ? AND state = 'current'`),
+    pkInsert: db.prepare(
+      `INSERT INTO provider_keys (id, provider, reference, fingerprint, version, state, owner, purpose, created_at, rotated_at,
+        rotate_every_days, previous_until, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+    pkDelete: db.prepare(`DELETE FROM provider_keys WHERE id = ? AND state = 'pending'`),
+    pkToPrevious: db.prepare(`UPDATE provider_keys SET state = 'previous', previous_until = ? WHERE id = ? AND state = 'current'`),
+    pkToCurrent: db.prepare(`UPDATE provider_keys SET state = 'current', rotated_at = ? WHERE id = ? AND state = 'pending'`),
+    pkRevoke: db.prepare(`UPDATE provider_keys SET state = 'revoked', revoked_at = ?, previous_until = NULL WHERE id = ? AND state != 'revoked'`),
+    pkExpired: db.prepare<[number], ProviderKeyRow>(`SELECT * FROM provider_keys WHERE state = 'previous' AND previous_until IS NOT NULL AND previous_until <= ?`),
+    pkSetOwner: db.prepare('UPDATE provider_keys SET owner = COALESCE(?, owner), purpose = COALESCE(?, purpose), rotate_every_days = COALESCE(?, rotate_every_days) WHERE id = ?'),
+    rotGet: db.prepare<[string], RotationRow>('SELECT * FROM provider_key_rotations WHERE provider = ?'),
+    rotInsert: db.prepare('INSERT INTO provider_key_rotations (provider, rotation_id, step, old_key_id, new_key_id, started_at, locked_by, heartbeat_at) VALUES (?, ?, 0, NULL, NULL, ?, ?, ?)'),
+    rotTakeOver: db.prepare('UPDATE provider_key_rotations SET locked_by = ?, heartbeat_at = ? WHERE provider = ? AND rotation_id = ? AND locked_by = ?'),
+    rotHeartbeat: db.prepare('UPDATE provider_key_rotations SET heartbeat_at = ? WHERE provider = ? AND locked_by = ?'),
+    rotSetNew: db.prepare('UPDATE provider_key_rotations SET new_key_id = ?, old_key_id = ?, step = 1 WHERE provider = ? AND rotation_id = ?'),
+    rotSetStep: db.prepare('UPDATE provider_key_rotations SET step = MAX(step, ?), old_key_id = COALESCE(?, old_key_id) WHERE provider = ? AND rotation_id = ?'),
+    rotDelete: db.prepare('DELETE FROM provider_key_rotations WHERE provider = ? AND rotation_id = ?'),
   };
 
   // Chains events onto the audit log; must run inside a write transaction so the tail is stable.
@@ -224,6 +267,102 @@ export function openSqliteStore(url: string): Store {
           seq: r.seq, ts: r.ts, actor: r.actor, action: r.action, target: r.target, outcome: r.outcome as AuditRow['outcome'],
           requestId: r.request_id, details: JSON.parse(r.details) as AuditRow['details'], prevHash: r.prev_hash, hash: r.hash,
         }));
+      },
+    },
+    providerKeys: {
+      async list() {
+        return q.pkAll.all().map(toProviderKey);
+      },
+      async active() {
+        return q.pkActive.all().map(toProviderKey);
+      },
+      async get(id) {
+        const row = q.pkGet.get(id);
+        return row ? toProviderKey(row) : undefined;
+      },
+      async bootstrap(r, audit) {
+        return db.transaction(() => {
+          if (q.pkAnyOfProvider.get(r.provider)) return false;
+          q.pkInsert.run(r.id, r.provider, r.reference, r.fingerprint, r.version, 'current', r.owner, r.purpose, r.createdAt, r.rotatedAt,
+            r.rotateEveryDays, null, null);
+          appendAudit([audit]);
+          return true;
+        }).immediate();
+      },
+      async addPending(r, rotationId, audit) {
+        withAudit(audit, () => {
+          const current = q.pkCurrent.get(r.provider);
+          q.pkInsert.run(r.id, r.provider, r.reference, r.fingerprint, r.version, 'pending', r.owner, r.purpose, r.createdAt, null,
+            r.rotateEveryDays, null, null);
+          q.rotSetNew.run(r.id, current?.id ?? null, r.provider, rotationId);
+        });
+      },
+      async abandonRotation(provider, rotationId, pendingId, audit) {
+        withAudit(audit, () => {
+          if (pendingId !== null) q.pkDelete.run(pendingId);
+          q.rotDelete.run(provider, rotationId);
+        });
+      },
+      async promote(provider, rotationId, newId, previousUntil, at, audit) {
+        db.transaction(() => {
+          const row = q.pkGet.get(newId);
+          if (!row || row.provider !== provider) throw new Error(`provider key ${newId} is not in the register`);
+          if (row.state === 'current') {
+            q.rotSetStep.run(3, null, provider, rotationId);
+            return;
+          }
+          if (row.state !== 'pending') throw new Error(`provider key ${newId} is ${row.state}, not pending`);
+          const current = q.pkCurrent.get(provider);
+          if (current) q.pkToPrevious.run(previousUntil, current.id);
+          q.pkToCurrent.run(at, newId);
+          q.rotSetStep.run(3, current?.id ?? null, provider, rotationId);
+          appendAudit([audit]);
+        }).immediate();
+      },
+      async revoke(id, at, audit) {
+        return withAudit(audit, () => q.pkRevoke.run(at, id).changes === 1);
+      },
+      async expirePrevious(now, actor) {
+        return db.transaction(() => {
+          const rows = q.pkExpired.all(now);
+          for (const r of rows) q.pkRevoke.run(now, r.id);
+          if (rows.length > 0) {
+            appendAudit(rows.map((r) => ({
+              ts: now, actor, action: 'provider_key.revoke', target: r.id, outcome: 'success' as const, requestId: null,
+              details: { provider: r.provider, fingerprint: r.fingerprint, reason: 'grace_period_ended' },
+            })));
+          }
+          return rows.map((r) => toProviderKey({ ...r, state: 'revoked', revoked_at: now, previous_until: null }));
+        }).immediate();
+      },
+      async setOwner(id, fields, audit) {
+        withAudit(audit, () => q.pkSetOwner.run(fields.owner ?? null, fields.purpose ?? null, fields.rotateEveryDays ?? null, id));
+      },
+      async lockRotation(provider, rotationId, lockedBy, now) {
+        return db.transaction(() => {
+          const existing = q.rotGet.get(provider);
+          if (existing) return { created: false, rotation: toRotation(existing) };
+          q.rotInsert.run(provider, rotationId, now, lockedBy, now);
+          return { created: true, rotation: toRotation(q.rotGet.get(provider) as RotationRow) };
+        }).immediate();
+      },
+      async takeOverRotation(provider, rotationId, previousHolder, lockedBy, now) {
+        return q.rotTakeOver.run(lockedBy, now, provider, rotationId, previousHolder).changes === 1;
+      },
+      async getRotation(provider) {
+        const row = q.rotGet.get(provider);
+        return row ? toRotation(row) : undefined;
+      },
+      async heartbeat(provider, lockedBy, now) {
+        q.rotHeartbeat.run(now, provider, lockedBy);
+      },
+      async setRotationStep(provider, rotationId, step, audit, oldKeyId) {
+        const write = () => q.rotSetStep.run(step, oldKeyId ?? null, provider, rotationId);
+        if (audit) withAudit(audit, write);
+        else write();
+      },
+      async finishRotation(provider, rotationId, audit) {
+        withAudit(audit, () => q.rotDelete.run(provider, rotationId));
       },
     },
     async claimOnce(name, expiresAt) {

@@ -70,4 +70,34 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
     expires_at INTEGER NOT NULL
   );
   `,
+  // 3: the provider key register (pool states, ownership) and the rotation lock/progress
+  `
+  CREATE TABLE provider_keys (
+    id TEXT PRIMARY KEY,
+    provider TEXT NOT NULL,
+    reference TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    version TEXT,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'current', 'previous', 'revoked')),
+    owner TEXT,
+    purpose TEXT,
+    created_at INTEGER NOT NULL,
+    rotated_at INTEGER,
+    rotate_every_days INTEGER NOT NULL DEFAULT 60,
+    previous_until INTEGER,
+    revoked_at INTEGER
+  );
+  CREATE INDEX provider_keys_state ON provider_keys(state, provider);
+  CREATE UNIQUE INDEX provider_keys_one_current ON provider_keys(provider) WHERE state = 'current';
+  CREATE TABLE provider_key_rotations (
+    provider TEXT PRIMARY KEY,
+    rotation_id TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    old_key_id TEXT,
+    new_key_id TEXT,
+    started_at INTEGER NOT NULL,
+    locked_by TEXT NOT NULL,
+    heartbeat_at INTEGER NOT NULL
+  );
+  `,
 ];
