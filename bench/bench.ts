@@ -38,6 +38,7 @@ import { Pool } from 'undici';
 import { Redis } from 'ioredis';
 import { stringify } from 'yaml';
 import { summariseCpuProfile, type ProfileSummary } from './cpu-profile.js';
+import { DEMO_POLICY } from '../src/cli/demo.js';
 
 const execFileP = promisify(execFile);
 
@@ -52,15 +53,7 @@ const FAKE_ADMIN_TOKEN = 'fake-admin-token-BENCH-ONLY-0000000000000'; // fake, b
 const FAKE_PROMPT_HMAC_KEY = 'fake-prompt-hmac-key-BENCH-ONLY-00000000000'; // fake, bench only
 
 /** The contract's default tenant policy (as CONTRACT_POLICY in test/helpers/harness.ts), config form. */
-const CONTRACT_POLICY = {
-  models: ['gpt-4o-mini', 'fast', 'text-embedding-3-small', 'claude-3-5-haiku-latest'],
-  params: ['temperature', 'top_p', 'stop', 'max_tokens', 'max_completion_tokens', 'max_output_tokens', 'stream',
-    'stream_options', 'system', 'instructions', 'encoding_format', 'dimensions'],
-  tools: false,
-  files: false,
-  max_body_bytes: 1_048_576,
-  max_output_tokens: 4096,
-};
+const CONTRACT_POLICY = DEMO_POLICY;
 
 const TARGETS = { cpuUsPerRequest: 200, addedP50LatencyMs: 0.2, addedP50TtfbMs: 0.5 } as const;
 

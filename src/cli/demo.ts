@@ -36,7 +36,7 @@ export function readSecretFile(reference: string): string {
   return readFileSync(reference.replace(/^file:/, ''), 'utf8').trim();
 }
 
-/** The demo tenant policy: the contract's defaults, which the README's examples use. */
+/** The contract's default tenant policy (issue #2's example config): the demo's, the tests' and the benchmark's. */
 export const DEMO_POLICY = {
   models: ['gpt-4o-mini', 'fast', 'text-embedding-3-small', 'claude-3-5-haiku-latest'],
   params: ['temperature', 'top_p', 'stop', 'max_tokens', 'max_completion_tokens', 'max_output_tokens', 'stream',

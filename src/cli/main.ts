@@ -19,6 +19,10 @@ commands:
   secrets encrypt --file PATH --name NAME --key REF [--json]   store a secret (read from stdin) in an encrypted file
   secrets gen-key [--file PATH]         make a key for encrypted secrets files
   mock-provider [--port N] [--host H] [--api-key REF]   serve the mock OpenAI/Anthropic provider
+  provider-keys list [--json] | due [--within 7d]       the provider key register (fingerprints only); due exits 1 when one is overdue
+  provider-keys rotate PROVIDER [--from REF] [--logs PATH]... [--yes]   verify, promote and retire (6 resumable steps)
+  provider-keys revoke KEY_ID [--provider-side] | set-owner KEY_ID --owner NAME [--purpose TEXT] [--rotate-every 60d]
+  offboard --owner NAME --to NAME [--dry-run]           rotate every key a person owns and hand them over
 
 Every command takes --config FILE (or KEYWARDEN_CONFIG); without one, store commands use the demo store.
 `;
@@ -48,7 +52,7 @@ export async function main(argv: readonly string[]): Promise<void> {
 }
 
 /** The limit flags given, as a limits mapping (`none` → null, which removes the limit). */
-function limitFlags(values: Record<string, string | boolean | undefined>): Record<string, number | null> {
+function limitFlags(values: Record<string, string | boolean | string[] | undefined>): Record<string, number | null> {
   const flags: Array<[string, string]> = [
     ['rpm', 'requests_per_minute'], ['tpm', 'tokens_per_minute'], ['tpd', 'tokens_per_day'],
     ['usd-day', 'usd_per_day'], ['usd-month', 'usd_per_month'],
@@ -94,6 +98,16 @@ async function run(argv: readonly string[]): Promise<number | void> {
       file: { type: 'string' },
       name: { type: 'string' },
       key: { type: 'string' },
+      from: { type: 'string' },
+      logs: { type: 'string', multiple: true },
+      yes: { type: 'boolean', default: false },
+      'provider-side': { type: 'boolean', default: false },
+      within: { type: 'string' },
+      owner: { type: 'string' },
+      purpose: { type: 'string' },
+      'rotate-every': { type: 'string' },
+      to: { type: 'string' },
+      'dry-run': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -145,6 +159,23 @@ async function run(argv: readonly string[]): Promise<number | void> {
     case 'mock-provider': {
       const { mockProviderCommand } = await import('./commands/mock-provider.js');
       return mockProviderCommand(values.port, values.host, values['api-key']);
+    }
+    case 'provider-keys':
+    case 'offboard': {
+      const { providerKeysCommand, offboardCommand } = await import('./commands/provider-keys.js');
+      const flags = {
+        json: values.json ?? false, yes: values.yes ?? false, providerSide: values['provider-side'] ?? false, dryRun: values['dry-run'] ?? false,
+        ...(values.from !== undefined ? { from: values.from } : {}), ...(values.logs !== undefined ? { logs: values.logs } : {}),
+        ...(values.within !== undefined ? { within: values.within } : {}), ...(values.owner !== undefined ? { owner: values.owner } : {}),
+        ...(values.purpose !== undefined ? { purpose: values.purpose } : {}), ...(values['rotate-every'] !== undefined ? { rotateEvery: values['rotate-every'] } : {}),
+        ...(values.to !== undefined ? { to: values.to } : {}),
+      };
+      const { config } = configFor(values.config);
+      if (command === 'offboard') {
+        if (action !== undefined) throw new CliError('usage: keywarden offboard --owner NAME --to NAME [--dry-run]', EXIT_USAGE);
+        return offboardCommand(config, flags);
+      }
+      return providerKeysCommand(config, action, rest, flags);
     }
     default:
       throw new CliError(`unknown command "${command.slice(0, 40)}"\n${USAGE}`, EXIT_USAGE);

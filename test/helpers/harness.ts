@@ -6,6 +6,7 @@ import { configFromDocument } from '../../src/config/load.js';
 import type { GatewayConfig } from '../../src/config/types.js';
 import { createGateway, type Gateway } from '../../src/main.js';
 import { createMockProvider, type MockProvider } from '../../src/mock-provider/server.js';
+import { DEMO_POLICY } from '../../src/cli/demo.js';
 
 /** Plainly fake secrets for tests: they unlock nothing, anywhere. */
 export const FAKE_PROVIDER_KEY = 'sk-fake-TEST-ONLY-provider-key-0000000000000000';
@@ -13,15 +14,7 @@ export const FAKE_ADMIN_TOKEN = 'fake-admin-token-TEST-ONLY-000000000000';
 export const FAKE_PROMPT_HMAC_KEY = 'fake-prompt-hmac-key-TEST-ONLY-0000000000';
 
 /** The contract's default tenant policy (issue #2), in config form. */
-export const CONTRACT_POLICY = {
-  models: ['gpt-4o-mini', 'fast', 'text-embedding-3-small', 'claude-3-5-haiku-latest'],
-  params: ['temperature', 'top_p', 'stop', 'max_tokens', 'max_completion_tokens', 'max_output_tokens', 'stream',
-    'stream_options', 'system', 'instructions', 'encoding_format', 'dimensions'],
-  tools: false,
-  files: false,
-  max_body_bytes: 1_048_576,
-  max_output_tokens: 4096,
-};
+export const CONTRACT_POLICY = DEMO_POLICY;
 
 /** Captures log lines written by the gateway's logger. */
 export class LogCapture extends Writable {
