@@ -144,6 +144,23 @@ export function createAdmission(options: AdmissionOptions) {
   }
 
   return {
+    /**
+     * The rate-limit headers as things stand, without reserving: for answers to requests of a
+     * limited tenant that were refused before admission (a policy refusal, say). One read of the
+     * counters; a store failure just leaves the headers out.
+     */
+    async currentHeaders(principal: Principal): Promise<Record<string, string>> {
+      const at = now();
+      const checks = plan(principal, 0, 0, at).filter((c) => LIMIT_DEFS[c.name].metric !== 'usd');
+      if (checks.length === 0) return {};
+      try {
+        const states = await store.read(checks.map((c) => c.key), at);
+        return rateHeaders(checks, states, at);
+      } catch {
+        return {};
+      }
+    },
+
     /** True when neither the tenant nor the key has a limit (admission is skipped). */
     unlimited(principal: Principal): boolean {
       return !hasAny(principal.policy.limits) && !hasAny(principal.keyLimits);

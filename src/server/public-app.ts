@@ -232,7 +232,7 @@ export function createPublicApp(options: PublicAppOptions): FastifyInstance {
     throw new GatewayError('route_not_found', 'no such route', { param: undefined });
   });
 
-  app.setErrorHandler((err: unknown, request: FastifyRequest, reply: FastifyReply) => {
+  app.setErrorHandler(async (err: unknown, request: FastifyRequest, reply: FastifyReply) => {
     const ctx = request.kw ?? newRequestContext(request.id, dialectForPath(request.url), performance.now());
     const gatewayError = toClientError(err);
     if (gatewayError.code === 'internal_error') logger.error({ err, requestId: ctx.requestId }, 'unexpected error');
@@ -241,10 +241,12 @@ export function createPublicApp(options: PublicAppOptions): FastifyInstance {
     ctx.outcome = gatewayError.code.startsWith('upstream_') ? 'upstream_error' : 'refused';
     if (gatewayError.retryAfterSeconds !== undefined) reply.header('retry-after', String(gatewayError.retryAfterSeconds));
     // rate-limit headers: from the admission, or from the refusal itself
-    const rate = ctx.admission?.headers ?? (err as { headers?: Record<string, string> }).headers;
+    let rate = ctx.admission?.headers ?? (err as { headers?: Record<string, string> }).headers;
+    // refused before admission (policy, validation): a limited tenant still learns where it stands
+    if (!rate && ctx.principal && admission && !admission.unlimited(ctx.principal)) rate = await admission.currentHeaders(ctx.principal);
     if (rate) void reply.headers(rate);
     if (request.routeOptions.url !== undefined || ctx.principal) record(ctx);
-    void reply.code(gatewayError.status).header('content-type', 'application/json').send(JSON.stringify(errorBody(gatewayError, ctx.dialect as ErrorDialect, ctx.requestId)));
+    return reply.code(gatewayError.status).header('content-type', 'application/json').send(JSON.stringify(errorBody(gatewayError, ctx.dialect as ErrorDialect, ctx.requestId)));
   });
 
   return app;
