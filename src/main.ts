@@ -8,6 +8,7 @@ import type { ProviderKeyPool } from './secrets/provider-keys.js';
 import type { Logger } from './log/logger.js';
 import type { ProviderTarget } from './server/proxy.js';
 import type { RecordWriter } from './audit/record-writer.js';
+import type { Metrics } from './metrics/registry.js';
 import { createTenantService, type TenantService } from './services/tenant-service.js';
 import { inFlightRequests } from './server/http-server.js';
 import type { CounterStore } from './quota/types.js';
@@ -85,6 +86,8 @@ export interface Gateway {
   keys: ProviderKeyPool;
   writer: RecordWriter;
   counters: CounterStore;
+  /** Prometheus metrics, served by the admin listener at `/metrics`. */
+  metrics: Metrics;
   publicApp: FastifyInstance;
   adminApp: FastifyInstance;
   /** Starts both listeners; returns their base URLs. */
@@ -103,12 +106,14 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
     { createLogger }, { createProviderKeyPool }, { createAuthenticator }, { createPolicyResolver }, { createProviderAdapter },
     { createUpstreamClient }, { createProxy }, { createPublicApp }, { createAdminApp }, { createPromptFingerprinter },
     { createRecordWriter }, { createRequestRecorder }, { createAdmission }, { createPriceTable }, { createTokenEstimator }, { createAlertSink },
+    { createMetrics },
   ] = await Promise.all([
     import('./secrets/cache.js'), import('./secrets/from-config.js'),
     import('./log/logger.js'), import('./secrets/provider-keys.js'), import('./auth/authenticate.js'), import('./policy/resolve.js'),
     import('./providers/registry.js'), import('./upstream/client.js'), import('./server/proxy.js'), import('./server/public-app.js'),
     import('./admin/app.js'), import('./audit/fingerprint.js'), import('./audit/record-writer.js'), import('./audit/request-recorder.js'),
     import('./quota/admission.js'), import('./quota/prices.js'), import('./quota/estimate.js'), import('./quota/alerts.js'),
+    import('./metrics/registry.js'),
   ]);
   const logger = options.logger ?? createLogger({ level: config.log.level, ...(options.logDestination ? { destination: options.logDestination } : {}) });
   const resolver = options.resolver ?? await createConfiguredResolver(config.secrets, { onWarning: (message) => logger.warn({ event: 'secret_from_env' }, message) });
@@ -167,9 +172,17 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
     logger,
     maxUpstreamResponseBytes: config.server.maxUpstreamResponseBytes,
   });
-  const record = createRequestRecorder({ writer, logger });
+  const metrics = createMetrics({
+    models: Object.keys(config.models),
+    providers: Object.values(config.providers).map((p) => p.id),
+    // the register's dates, read at each scrape (revoked keys are not reported)
+    providerKeyAges: async () => (await store.providerKeys.active()).map((k) => ({
+      provider: k.provider, fingerprint: k.fingerprint, state: k.state, ageSeconds: Math.max(0, (Date.now() - k.createdAt) / 1000),
+    })),
+  });
+  const record = createRequestRecorder({ writer, logger, metrics });
   const counters = await openCounterStore(config, store, resolver);
-  const alerts = createAlertSink({ logger, writer, webhookUrl: config.alerts.webhookUrl,
+  const alerts = createAlertSink({ logger, writer, metrics, webhookUrl: config.alerts.webhookUrl,
     webhookSecret: config.alerts.webhookSecret ? (await resolver.resolve(config.alerts.webhookSecret)).value : undefined });
   const admission = createAdmission({
     store: counters, prices: createPriceTable(config.prices), estimator: await createTokenEstimator(), leaseMs: config.quota.leaseMs,
@@ -192,11 +205,11 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
       },
     ],
   });
-  const adminApp = createAdminApp({ token: adminToken, tenants, logger });
+  const adminApp = createAdminApp({ token: adminToken, tenants, logger, metrics });
 
   let closed = false;
   return {
-    config, logger, store, tenants, keys, writer, counters, publicApp, adminApp,
+    config, logger, store, tenants, keys, writer, counters, metrics, publicApp, adminApp,
     async listen() {
       const publicUrl = await publicApp.listen({ host: config.listen.public.host, port: config.listen.public.port });
       const adminUrl = await adminApp.listen({ host: config.listen.admin.host, port: config.listen.admin.port });

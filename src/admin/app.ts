@@ -7,23 +7,27 @@ import type { Logger } from '../log/logger.js';
 import { parseDuration } from '../config/duration.js';
 import { requestIdFrom } from '../server/request-id.js';
 import { createHttpServer } from '../server/http-server.js';
+import type { Metrics } from '../metrics/registry.js';
 
 export interface AdminAppOptions {
   /** The admin token's value, loaded from its secret reference. */
   token: string;
   tenants: TenantService;
   logger: Logger;
+  /** Served at `GET /metrics` (behind the admin token like every route); refused admin tokens are counted. */
+  metrics?: Pick<Metrics, 'render' | 'contentType' | 'adminAuthFailed'>;
 }
 
 const ACTOR = 'admin-api';
 
 /**
- * The admin listener (loopback by default): tenant and tenant-key management under `/admin/…`,
- * guarded by the admin token. Deny by default: every route checks the token before anything
- * else, and unknown routes are 404 after that check. It calls services, never a store.
+ * The admin listener (loopback by default): tenant and tenant-key management under `/admin/…`
+ * and Prometheus metrics at `/metrics`, guarded by the admin token. Deny by default: every
+ * route checks the token before anything else, and unknown routes are 404 after that check.
+ * It calls services, never a store.
  */
 export function createAdminApp(options: AdminAppOptions): FastifyInstance {
-  const { tenants, logger } = options;
+  const { tenants, logger, metrics } = options;
   const tokenDigest = createHash('sha256').update(options.token).digest();
   const app = Fastify({
     logger: false,
@@ -41,8 +45,19 @@ export function createAdminApp(options: AdminAppOptions): FastifyInstance {
     const presented = typeof header === 'string' ? /^Bearer +(\S+)$/i.exec(header)?.[1] : undefined;
     // compare digests so length does not leak and the comparison is constant-time
     const ok = presented !== undefined && timingSafeEqual(createHash('sha256').update(presented).digest(), tokenDigest);
-    if (!ok) throw new GatewayError('admin_unauthorized', 'a valid admin token is required');
+    if (!ok) {
+      metrics?.adminAuthFailed();
+      throw new GatewayError('admin_unauthorized', 'a valid admin token is required');
+    }
   });
+
+  if (metrics) {
+    // the scraper sends the admin token too: metrics name tenants and models, so they are not public
+    app.get('/metrics', async (_request, reply) => {
+      const text = await metrics.render();
+      return reply.header('content-type', metrics.contentType).header('cache-control', 'no-store').send(text);
+    });
+  }
 
   app.get('/admin/tenants', async () => ({ data: await tenants.listTenants() }));
   app.post('/admin/tenants', async (request, reply) => {

@@ -1,17 +1,20 @@
 import type { RequestContext } from '../server/proxy.js';
 import type { RecordWriter } from './record-writer.js';
 import type { Logger } from '../log/logger.js';
+import type { Metrics } from '../metrics/registry.js';
 
 /**
- * The record stage: one structured log line, one usage-ledger row and one audit row per
+ * The record stage: metrics, one structured log line, one usage-ledger row and one audit row per
  * request, with metadata only (ids, model, tokens, timings, an HMAC of the prompt). Requests
- * refused before a tenant is known (bad credentials) get the log line only.
+ * refused before a tenant is known (bad credentials) get the metrics and the log line only.
+ * This is the only place on the request path that updates metrics.
  */
-export function createRequestRecorder(deps: { writer: RecordWriter; logger: Logger }) {
-  const { writer, logger } = deps;
+export function createRequestRecorder(deps: { writer: RecordWriter; logger: Logger; metrics?: Pick<Metrics, 'observeRequest'> }) {
+  const { writer, logger, metrics } = deps;
   return function record(ctx: RequestContext): void {
     const totalMs = performance.now() - ctx.startedAt;
     const gatewayMs = Math.max(0, totalMs - ctx.upstreamMs);
+    metrics?.observeRequest(ctx, totalMs);
     const principal = ctx.principal;
     const line = {
       requestId: ctx.requestId,

@@ -2,6 +2,7 @@ import { postWebhook } from '../services/webhook.js';
 import type { Logger } from '../log/logger.js';
 import type { RecordWriter } from '../audit/record-writer.js';
 import type { ThresholdEvent } from './admission.js';
+import type { Metrics } from '../metrics/registry.js';
 
 export interface AlertSinkOptions {
   logger: Logger;
@@ -14,6 +15,8 @@ export interface AlertSinkOptions {
   attempts?: number;
   retryBaseMs?: number;
   timeoutMs?: number;
+  /** Counts each alert fired (`keywarden_alerts_fired_total`). */
+  metrics?: Pick<Metrics, 'alertFired'>;
 }
 
 /**
@@ -56,6 +59,7 @@ export function createAlertSink(options: AlertSinkOptions) {
         window_end: new Date(event.windowEnd).toISOString(),
         at: new Date().toISOString(),
       };
+      options.metrics?.alertFired('budget_threshold', event.limit);
       logger.warn({ event: 'budget_threshold', ...payload }, `budget ${event.limit} of ${event.scope} reached ${event.percent}%`);
       writer.audit({
         ts: Date.now(), actor: 'system', action: 'quota.threshold', target: event.keyId ?? event.tenantId, outcome: 'success', requestId: null,

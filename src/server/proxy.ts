@@ -123,7 +123,14 @@ export function createProxy(deps: ProxyDeps) {
     if (apiKey === undefined) throw new GatewayError('provider_key_unavailable', 'no provider key is loaded for this model');
     const upstream = target.adapter.buildRequest(request, apiKey, forwarded);
     const sentAt = performance.now();
-    const response = await target.client.send(upstream, signal);
+    let response;
+    try {
+      response = await target.client.send(upstream, signal);
+    } catch (err) {
+      // time spent waiting on a provider that never answered is upstream time, not gateway time
+      ctx.upstreamMs = performance.now() - sentAt;
+      throw err;
+    }
     if (response.statusCode >= 300) {
       const text = await readCapped(response.body, 64 * 1024).then((b) => b.toString('utf8'), () => '');
       ctx.upstreamMs = performance.now() - sentAt;

@@ -12,6 +12,12 @@ const DAY_MS = 86_400_000;
 /** A rotation lock whose holder has not written a heartbeat for this long is stale (its process died). */
 const LOCK_LEASE_MS = 15_000;
 const HEARTBEAT_MS = 2_000;
+/**
+ * How long a key stays pending before promotion at least: gateways poll the register every
+ * 250 ms and preload pending values, so by then each has the new value in memory and switches
+ * without a request finding the new current key not yet loaded.
+ */
+const PRELOAD_MS = 1_000;
 
 /** Where to revoke a key by hand at each provider (provider-side revocation is not automated). */
 export const PROVIDER_CONSOLES: Readonly<Record<string, string>> = {
@@ -264,6 +270,8 @@ export function createProviderKeyService(options: ProviderKeyServiceOptions) {
       // 3. promote the new key to current (the old one becomes previous in the same transaction)
       if (done >= 3) step(3, 'promote', 'skipped', `key ${newKeyId} is already current`);
       else {
+        const wait = newRow.createdAt + PRELOAD_MS - now();
+        if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
         const until = now() + graceMs;
         await repo.promote(provider, rotationId, newKeyId, until, now(),
           audit('provider_key.promote', newKeyId, { provider, fingerprint: newRow.fingerprint, previous: oldKeyId, rotation: rotationId }));
