@@ -122,14 +122,17 @@ export function createDetector(rules: readonly Rule[] = RULES): Detector {
   const anchorRe = literalRe(byAnchor.keys(), 'g');
   const keywordRe = literalRe(byKeyword.keys(), 'gi');
 
-  function accept(rule: Rule, m: RegExpExecArray, text: string, windowText?: string): string | undefined {
+  function accept(rule: Rule, m: RegExpExecArray, text: string): string | undefined {
     const group = rule.secretGroup ?? (m.length > 1 && m[1] !== undefined ? 1 : 0);
     let secret = m[group];
     if (secret === undefined) return undefined;
     if (rule.normalize) secret = rule.normalize(secret);
     if (rule.minEntropy !== undefined && shannonEntropy(secret.slice(rule.entropySkip ?? 0)) < rule.minEntropy) return undefined;
     if (rule.check && !rule.check(secret)) return undefined;
-    if (rule.context && !rule.context.test(windowText ?? text)) return undefined;
+    if (rule.context) {
+      const lineStart = text.lastIndexOf('\n', m.index - 1) + 1;
+      if (!rule.context.test(text.slice(Math.max(lineStart, m.index - 80), m.index))) return undefined;
+    }
     return secret;
   }
 
@@ -168,14 +171,13 @@ export function createDetector(rules: readonly Rule[] = RULES): Detector {
         const after = c.rule.window?.after ?? 120;
         const from = Math.max(0, at - before);
         const to = Math.min(text.length, at + token.length + after);
-        const windowText = text.slice(from, to);
         c.re.lastIndex = from;
         let m: RegExpExecArray | null;
         while ((m = c.re.exec(text)) !== null && m.index < to) {
           const key = `${c.index}:${m.index}`;
           if (!keywordDone.has(key)) {
             keywordDone.add(key);
-            const secret = accept(c.rule, m, text, windowText);
+            const secret = accept(c.rule, m, text);
             if (secret !== undefined) {
               raws.push({ c, start: m.index, end: m.index + m[0].length, secret });
               if (firstOnly) return raws;

@@ -6,7 +6,8 @@
  *     starts with one of them; the engine runs it only where an anchor occurs, or
  *   - keyword-context: the format alone is too broad (32 hex digits, 40 alphanumerics), so the
  *     engine runs the pattern only in a window around one of its `keywords` (matched without
- *     regard to case), and `context` must hold in that window.
+ *     regard to case), and `context` must match just before the value (an assignment to a
+ *     key-like name: `API_KEY=`, `"api_key": "`, `Ocp-Apim-Subscription-Key: `).
  * Then entropy (`minEntropy`, in bits per character), a checksum or a structure check (`check`)
  * drop placeholders and look-alikes.
  *
@@ -40,7 +41,7 @@ export interface Rule {
   entropySkip?: number;
   /** a checksum or structure check on the secret */
   check?: (secret: string) => boolean;
-  /** keyword rules: must match the text of the window around the keyword */
+  /** keyword rules: must match the text just before the secret (up to 80 characters of its line), e.g. `API_KEY=` */
   context?: RegExp;
   /** keyword rules: how far before and after the keyword the secret may start (characters) */
   window?: { before: number; after: number };
@@ -50,6 +51,8 @@ export interface Rule {
 const B = '(?<![A-Za-z0-9_-])';
 const E = '(?![A-Za-z0-9_-])';
 const re = (source: string) => new RegExp(source);
+/** the value is assigned to a name that says what it is: `NAME=`, `name: "`, `"name": '`, `name => ` */
+const assignedTo = (names: string) => new RegExp(`(?:${names})[A-Za-z0-9_.-]*["'\`]?\\s*(?::=|=>|:|=)\\s*["'\`]?$`, 'i');
 
 /** Upper case, lower case and digits all present: real random keys have them, words and placeholders rarely do. */
 export function mixedCase(s: string): boolean {
@@ -191,7 +194,7 @@ export const RULES: readonly Rule[] = [
     source: 'TruffleHog azureopenai / azure cognitive services detectors (32 hex near "azure"); Azure AI services keys (Ocp-Apim-Subscription-Key)',
     keywords: ['azure', 'cognitive', 'ocp-apim-subscription-key'],
     pattern: re('(?<![A-Za-z0-9_+/-])([a-f0-9]{32}|[A-F0-9]{32})(?![A-Za-z0-9_+/=-])'),
-    context: /key|secret|token|subscription/i,
+    context: assignedTo('key|secret|token|subscription'),
     window: { before: 40, after: 120 },
     minEntropy: 3.2,
     check: (s) => /[0-9]/.test(s) && /[a-fA-F]/.test(s),
@@ -214,7 +217,7 @@ export const RULES: readonly Rule[] = [
     source: 'TruffleHog aws detector (40 base64 characters near the AWS secret keyword); AWS IAM access keys',
     keywords: ['aws', 'secretaccesskey', 'secret_access_key'],
     pattern: re('(?<![A-Za-z0-9/+_-])([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=_-])'),
-    context: /secret/i,
+    context: assignedTo('secret'),
     window: { before: 40, after: 120 },
     minEntropy: 4.0,
     check: (s) => mixedCase(s) && !s.endsWith('EXAMPLEKEY'),
@@ -306,7 +309,7 @@ export const RULES: readonly Rule[] = [
     source: 'TruffleHog mistral detector (32 alphanumerics near "mistral")',
     keywords: ['mistral'],
     pattern: re('(?<![A-Za-z0-9_+/-])([A-Za-z0-9]{32})(?![A-Za-z0-9_+/=-])'),
-    context: /key|token|secret/i,
+    context: assignedTo('key|token|secret'),
     window: { before: 40, after: 120 },
     minEntropy: 3.8,
     check: mixedCase,
@@ -317,7 +320,7 @@ export const RULES: readonly Rule[] = [
     source: 'TruffleHog cohere detector (40 alphanumerics near "cohere")',
     keywords: ['cohere', 'co_api_key'],
     pattern: re('(?<![A-Za-z0-9_+/-])([A-Za-z0-9]{40})(?![A-Za-z0-9_+/=-])'),
-    context: /key|token|secret/i,
+    context: assignedTo('key|token|secret'),
     window: { before: 40, after: 120 },
     minEntropy: 4.0,
     check: mixedCase,
