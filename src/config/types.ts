@@ -23,6 +23,13 @@ export interface ProviderConfig {
   purpose?: string;
   /** Rotation interval in days (default 60). */
   rotateEveryDays?: number;
+  /**
+   * A secret reference to the provider's admin key (OpenAI organization admin key, Anthropic admin
+   * key), used only by `provider-keys revoke --provider-side`; never sent with model requests.
+   */
+  adminKey?: string;
+  /** OpenAI: the project whose API keys `adminKey` manages (required with it). */
+  projectId?: string;
 }
 
 export interface ModelRoute {

@@ -239,7 +239,7 @@ function providers(value: Record<string, Json>, problems: Problems): Record<stri
       problems.add(path, 'must be a mapping');
       continue;
     }
-    checkKeys(raw, path, ['type', 'base_url', 'api_key', 'timeout', 'connect_timeout', 'owner', 'purpose', 'rotate_every'], problems);
+    checkKeys(raw, path, ['type', 'base_url', 'api_key', 'admin_key', 'project_id', 'timeout', 'connect_timeout', 'owner', 'purpose', 'rotate_every'], problems);
     const text = (key: string): string | undefined => {
       const v = raw[key];
       if (v === undefined) return undefined;
@@ -263,6 +263,19 @@ function providers(value: Record<string, Json>, problems: Problems): Record<stri
     }
     const url = baseUrl(raw['base_url'], `${path}.base_url`, problems);
     const apiKey = secretRef(raw['api_key'], `${path}.api_key`, problems, true);
+    // provider-side revocation (docs/provider-keys.md): an admin key, and OpenAI's project
+    const adminKey = secretRef(raw['admin_key'], `${path}.admin_key`, problems, false);
+    let projectId: string | undefined;
+    if (raw['project_id'] !== undefined) {
+      // it becomes a URL path segment: token characters only
+      if (typeof raw['project_id'] !== 'string' || !/^[A-Za-z0-9_-]{1,128}$/.test(raw['project_id'])) {
+        problems.add(`${path}.project_id`, 'must be a project id such as proj_abc123 (letters, digits, _ and -)');
+      } else if (type !== 'openai') problems.add(`${path}.project_id`, 'is only used by type openai');
+      else projectId = raw['project_id'];
+    }
+    if (adminKey !== undefined && type === 'openai' && raw['project_id'] === undefined) {
+      problems.add(`${path}.project_id`, 'is required with admin_key for type openai (the project whose API keys the admin key manages)');
+    }
     const timeoutMs = duration(raw['timeout'], `${path}.timeout`, 60_000, problems);
     const connectTimeoutMs = duration(raw['connect_timeout'], `${path}.connect_timeout`, 10_000, problems);
     if (url && apiKey && typeof type === 'string' && (PROVIDER_TYPES as readonly string[]).includes(type)) {
@@ -270,6 +283,7 @@ function providers(value: Record<string, Json>, problems: Problems): Record<stri
         id, type: type as ProviderConfig['type'], baseUrl: url, apiKey, timeoutMs, connectTimeoutMs,
         ...(owner !== undefined ? { owner } : {}), ...(purpose !== undefined ? { purpose } : {}),
         ...(rotateEveryDays !== undefined ? { rotateEveryDays } : {}),
+        ...(adminKey !== undefined ? { adminKey } : {}), ...(projectId !== undefined ? { projectId } : {}),
       });
     }
   }

@@ -43,7 +43,7 @@ export interface NormalisedRequest {
 
 /** What the upstream layer sends: a path relative to the provider's configured base URL. */
 export interface UpstreamRequest {
-  method: 'GET' | 'POST';
+  method: 'GET' | 'POST' | 'DELETE';
   /** Appended to the base URL's path, e.g. `/chat/completions` or `/v1/messages`. Never client-controlled. */
   path: string;
   headers: Record<string, string>;

@@ -35,13 +35,18 @@ export interface RequestContext {
   upstreamAccepted: boolean;
   /** The provider's model name, once validated. */
   upstreamModel: string | null;
+  /**
+   * The client's address (the TCP peer; proxies' `X-Forwarded-For` is not trusted). Records
+   * keep only its HMAC; it never reaches a log line or metric label in clear.
+   */
+  clientAddress: string;
   /** The quota reservation, when the tenant or key has limits; settled once by the settle stage. */
   admission: Admission | undefined;
 }
 
-export function newRequestContext(requestId: string, dialect: ErrorDialect, startedAt: number): RequestContext {
+export function newRequestContext(requestId: string, dialect: ErrorDialect, startedAt: number, clientAddress = ''): RequestContext {
   return {
-    requestId, startedAt, endpoint: null, dialect, principal: undefined, model: null, provider: null, stream: false,
+    requestId, startedAt, clientAddress, endpoint: null, dialect, principal: undefined, model: null, provider: null, stream: false,
     usage: { inputTokens: 0, outputTokens: 0 }, upstreamMs: 0, status: 0, outcome: 'success', errorCode: null, promptFingerprint: null,
     costNanoUsd: 0, upstreamAccepted: false, upstreamModel: null, admission: undefined,
   };

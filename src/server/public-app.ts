@@ -75,7 +75,7 @@ export function createPublicApp(options: PublicAppOptions): FastifyInstance {
   // every answer, errors included, carries the request id; header count is bounded
   app.addHook('onRequest', (request, reply, done) => {
     reply.header('x-request-id', request.id);
-    request.kw = newRequestContext(request.id, dialectForPath(request.url), performance.now());
+    request.kw = newRequestContext(request.id, dialectForPath(request.url), performance.now(), request.raw.socket.remoteAddress ?? '');
     const refusal = checkRequestHeaders(request.raw, options.maxHeaders);
     if (refusal) {
       // the framing cannot be trusted: answer, then close, and parse nothing more from this connection
