@@ -106,14 +106,15 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
     { createLogger }, { createProviderKeyPool }, { createAuthenticator }, { createPolicyResolver }, { createProviderAdapter },
     { createUpstreamClient }, { createProxy }, { createPublicApp }, { createAdminApp }, { createPromptFingerprinter },
     { createRecordWriter }, { createRequestRecorder }, { createAdmission }, { createPriceTable }, { createTokenEstimator }, { createAlertSink },
-    { createMetrics },
+    { createMetrics }, trail, sampling, { createAnomalyDetector }, { createAnomalyAlertSink },
   ] = await Promise.all([
     import('./secrets/cache.js'), import('./secrets/from-config.js'),
     import('./log/logger.js'), import('./secrets/provider-keys.js'), import('./auth/authenticate.js'), import('./policy/resolve.js'),
     import('./providers/registry.js'), import('./upstream/client.js'), import('./server/proxy.js'), import('./server/public-app.js'),
     import('./admin/app.js'), import('./audit/fingerprint.js'), import('./audit/record-writer.js'), import('./audit/request-recorder.js'),
     import('./quota/admission.js'), import('./quota/prices.js'), import('./quota/estimate.js'), import('./quota/alerts.js'),
-    import('./metrics/registry.js'),
+    import('./metrics/registry.js'), import('./audit/trail.js'), import('./audit/sampling.js'),
+    import('./anomaly/detector.js'), import('./anomaly/alerts.js'),
   ]);
   const logger = options.logger ?? createLogger({ level: config.log.level, ...(options.logDestination ? { destination: options.logDestination } : {}) });
   const resolver = options.resolver ?? await createConfiguredResolver(config.secrets, { onWarning: (message) => logger.warn({ event: 'secret_from_env' }, message) });
@@ -121,6 +122,8 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
   // secrets first: a gateway that cannot authenticate admins or fingerprint prompts must not start
   const adminToken = (await resolver.resolve(config.admin.token)).value;
   const promptKey = (await resolver.resolve(config.audit.promptHmacKey)).value;
+  const sampleKey = config.audit.sampling ? sampling.parseSampleKey((await resolver.resolve(config.audit.sampling.key)).value) : undefined;
+  const configuredCheckpointKey = config.audit.checkpointKey ? (await resolver.resolve(config.audit.checkpointKey)).value : undefined;
   const secretCache = createSecretCache({
     resolver, ttlMs: config.secrets.cacheTtlMs, refreshMs: config.secrets.refreshMs,
     onEvent: (event) => {
@@ -156,6 +159,23 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
   keys.start();
 
   const writer = createRecordWriter({ records: store.records, logger, flushIntervalMs: options.flushIntervalMs ?? 200 });
+  // the audit trail: identifiers as HMACs under the store's salt, optional sealed content samples,
+  // and the daily retention job (prune with a signed checkpoint, expired samples deleted)
+  const hashIdentifier = trail.createIdentifierHasher(await store.instanceSecret(trail.AUDIT_SALT_SECRET));
+  const sampler = sampleKey && config.audit.sampling
+    ? sampling.createContentSampler({ key: sampleKey, rate: config.audit.sampling.rate, retentionMs: config.audit.sampling.retentionMs, trail: store.auditTrail })
+    : undefined;
+  // always on: with no retention it only deletes expired samples (left behind even if sampling was turned off)
+  const auditJobs = trail.startAuditMaintenance({
+    trail: store.auditTrail, retentionMs: config.audit.retentionMs, actor: 'system',
+    checkpointKey: await trail.loadCheckpointKey(store, configuredCheckpointKey === undefined ? undefined : async () => configuredCheckpointKey),
+    onRun: (r) => {
+      if (r.checkpoint || r.samplesDeleted > 0) {
+        logger.info({ event: 'audit_retention', up_to_seq: r.checkpoint?.upToSeq ?? null, removed: r.checkpoint?.removedCount ?? 0, samples_deleted: r.samplesDeleted }, 'audit retention job ran');
+      }
+    },
+    onError: (err) => logger.error({ event: 'audit_retention_failed', err }, 'the audit retention job failed; it runs again tomorrow'),
+  });
   const policyFor = createPolicyResolver(config.tenants.defaults.policy);
   const authenticate = createAuthenticator({ keys: store.keys, hashKey, policyFor });
 
@@ -171,6 +191,7 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
     fingerprint: createPromptFingerprinter(promptKey),
     logger,
     maxUpstreamResponseBytes: config.server.maxUpstreamResponseBytes,
+    ...(sampler ? { pickSample: sampler.pick } : {}),
   });
   const metrics = createMetrics({
     models: Object.keys(config.models),
@@ -180,10 +201,21 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
       provider: k.provider, fingerprint: k.fingerprint, state: k.state, ageSeconds: Math.max(0, (Date.now() - k.createdAt) / 1000),
     })),
   });
-  const record = createRequestRecorder({ writer, logger, metrics });
+  const webhookSecret = config.alerts.webhookSecret ? (await resolver.resolve(config.alerts.webhookSecret)).value : undefined;
+  // anomaly alerts share the alerts webhook; client addresses are tagged with the audit trail's
+  // identifier HMAC, so an alert's `client` matches `details.client` of the request audit rows
+  const anomalyAlerts = createAnomalyAlertSink({ logger, writer, metrics, webhookUrl: config.alerts.webhookUrl, webhookSecret });
+  const anomaly = config.anomaly.enabled
+    ? createAnomalyDetector({
+      config: config.anomaly, hashClient: (address) => hashIdentifier(trail.normaliseAddress(address)), onAlert: (alert) => anomalyAlerts.alert(alert),
+      onError: (err) => logger.error({ event: 'anomaly_detector_failed', err }, 'anomaly detection failed for a request'),
+    })
+    : undefined;
+  const record = createRequestRecorder({
+    writer, logger, metrics, hashIdentifier, hashKeyIds: config.audit.hashKeyIds, ...(sampler ? { sampler } : {}), ...(anomaly ? { anomaly } : {}),
+  });
   const counters = await openCounterStore(config, store, resolver);
-  const alerts = createAlertSink({ logger, writer, metrics, webhookUrl: config.alerts.webhookUrl,
-    webhookSecret: config.alerts.webhookSecret ? (await resolver.resolve(config.alerts.webhookSecret)).value : undefined });
+  const alerts = createAlertSink({ logger, writer, metrics, webhookUrl: config.alerts.webhookUrl, webhookSecret });
   const admission = createAdmission({
     store: counters, prices: createPriceTable(config.prices), estimator: await createTokenEstimator(), leaseMs: config.quota.leaseMs,
     logger, thresholds: config.alerts.thresholds, onThreshold: (event) => alerts.alert(event),
@@ -205,7 +237,10 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
       },
     ],
   });
-  const adminApp = createAdminApp({ token: adminToken, tenants, logger, metrics });
+  const adminApp = createAdminApp({
+    token: adminToken, tenants, logger, metrics,
+    ...(sampleKey ? { readSample: sampling.createSampleReader({ key: sampleKey, trail: store.auditTrail, records: store.records }) } : {}),
+  });
 
   let closed = false;
   return {
@@ -246,6 +281,8 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
       secretCache.stop();
       keys.stop();
       await alerts.drain();
+      await anomalyAlerts.drain();
+      await auditJobs.stop();
       await writer.close();
       await counters.close();
       await Promise.all([...providers.values()].map((p) => p.client.close()));

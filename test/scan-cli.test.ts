@@ -190,7 +190,7 @@ describe('keywarden scan', () => {
     if (WIRED) assert.equal(scan(['--install-hook'], d).status, 0);
     else assert.equal(installPreCommitHook(d, { command: `'${process.execPath}' '${RUNNER}'` }).ok, true);
     const hook = readFileSync(join(d, '.git/hooks/pre-commit'), 'utf8');
-    assert.match(hook, /scan --staged/);
+    assert.match(hook, WIRED ? /bin\/keywarden\.js' scan --staged$/m : /--staged$/m);
     git(d, 'add', '.');
     assert.equal(git(d, 'commit', '-q', '-m', 'clean').status, 0);
     writeFileSync(join(d, 'settings.py'), `MISTRAL_API_KEY = "${FAKE.mistral}"  # FAKE\n`);
@@ -217,7 +217,8 @@ describe('keywarden scan', () => {
       assert.equal(scan(['--format', format, '-'], d, body).status, 1);
     }
     const everything = outputs.join('\n');
-    for (const secret of ALL_FAKES) {
+    for (const value of ALL_FAKES) {
+      const secret = value.replace('https://hooks.slack.com/services/', ''); // the webhook's host is public
       // nothing past the masked head (at most 8 characters) may appear
       for (let i = 8; i + 12 <= secret.length; i += 6) {
         assert.ok(!everything.includes(secret.slice(i, i + 12)), `part of a secret printed: ${secret.slice(0, 8)}…`);

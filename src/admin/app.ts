@@ -8,6 +8,7 @@ import { parseDuration } from '../config/duration.js';
 import { requestIdFrom } from '../server/request-id.js';
 import { createHttpServer } from '../server/http-server.js';
 import type { Metrics } from '../metrics/registry.js';
+import type { SampleReader } from '../audit/sampling.js';
 
 export interface AdminAppOptions {
   /** The admin token's value, loaded from its secret reference. */
@@ -16,6 +17,8 @@ export interface AdminAppOptions {
   logger: Logger;
   /** Served at `GET /metrics` (behind the admin token like every route); refused admin tokens are counted. */
   metrics?: Pick<Metrics, 'render' | 'contentType' | 'adminAuthFailed'>;
+  /** `GET /admin/samples/:request_id` (only when content sampling is configured); each read is audited. */
+  readSample?: SampleReader;
 }
 
 const ACTOR = 'admin-api';
@@ -104,6 +107,18 @@ export function createAdminApp(options: AdminAppOptions): FastifyInstance {
   });
   app.get<{ Querystring: { tenant?: string } }>('/admin/keys', async (request) => ({ data: await tenants.listKeys(request.query.tenant) }));
   app.post<{ Params: { id: string } }>('/admin/keys/:id/revoke', async (request) => tenants.revokeKey(request.params.id, ACTOR));
+
+  const { readSample } = options;
+  if (readSample) {
+    app.get<{ Params: { request_id: string } }>('/admin/samples/:request_id', async (request, reply) => {
+      const id = request.params.request_id;
+      if (!/^[A-Za-z0-9._:-]{1,128}$/.test(id)) throw new GatewayError('admin_invalid_request', 'not a request id', { param: 'request_id' });
+      // the reader writes the `sample.read` audit row before it returns anything
+      const sample = await readSample(id, ACTOR, request.id);
+      if (!sample) throw new GatewayError('admin_not_found', 'no unexpired content sample for this request');
+      return reply.header('cache-control', 'no-store').send(sample);
+    });
+  }
 
   app.setNotFoundHandler(async () => {
     throw new GatewayError('admin_not_found', 'no such admin route');

@@ -18,11 +18,17 @@ commands:
   keys issue --tenant NAME [--expires 30d] [--label L] [--json] | list [--tenant NAME] | revoke KEY_ID
   secrets encrypt --file PATH --name NAME --key REF [--json]   store a secret (read from stdin) in an encrypted file
   secrets gen-key [--file PATH]         make a key for encrypted secrets files
+  scan [PATH...|-] [--format text|json|sarif] [--git-history|--staged] [--ignore-file F]   find leaked keys
+  scan --install-hook [--force] [PATH]  install a git pre-commit hook that scans staged changes
   mock-provider [--port N] [--host H] [--api-key REF]   serve the mock OpenAI/Anthropic provider
   provider-keys list [--json] | due [--within 7d]       the provider key register (fingerprints only); due exits 1 when one is overdue
   provider-keys rotate PROVIDER [--from REF] [--logs PATH]... [--yes]   verify, promote and retire (6 resumable steps)
   provider-keys revoke KEY_ID [--provider-side] | set-owner KEY_ID --owner NAME [--purpose TEXT] [--rotate-every 60d]
   offboard --owner NAME --to NAME [--dry-run]           rotate every key a person owns and hand them over
+  audit verify [--json]                 walk the audit hash chain; exit 1 naming the first altered, removed or reordered row
+  audit hash VALUE                      the hmac-sha256: value a client address or key id is stored as, to search for it
+  audit prune [--before DATE] [--json]  remove audit rows past audit.retention (or DATE) with a signed checkpoint
+  audit export --since DATE [--until DATE] --format jsonl|csv [--out FILE]   audit rows for a SIEM (ids and HMACs, no content)
 
 Every command takes --config FILE (or KEYWARDEN_CONFIG); without one, store commands use the demo store.
 `;
@@ -73,6 +79,11 @@ function limitFlags(values: Record<string, string | boolean | string[] | undefin
 }
 
 async function run(argv: readonly string[]): Promise<number | void> {
+  // scan parses its own flags (paths, `-`, repeated --ignore-file)
+  if (argv[0] === 'scan') {
+    const { scanCommand } = await import('./commands/scan.js');
+    return scanCommand(argv.slice(1));
+  }
   const { values, positionals } = parseArgs({
     args: [...argv],
     allowPositionals: true,
@@ -108,6 +119,11 @@ async function run(argv: readonly string[]): Promise<number | void> {
       'rotate-every': { type: 'string' },
       to: { type: 'string' },
       'dry-run': { type: 'boolean', default: false },
+      since: { type: 'string' },
+      until: { type: 'string' },
+      before: { type: 'string' },
+      format: { type: 'string' },
+      out: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -176,6 +192,15 @@ async function run(argv: readonly string[]): Promise<number | void> {
         return offboardCommand(config, flags);
       }
       return providerKeysCommand(config, action, rest, flags);
+    }
+    case 'audit': {
+      const { auditCommand } = await import('./commands/audit.js');
+      return auditCommand(configFor(values.config).config, action, rest, {
+        json: values.json ?? false,
+        ...(values.since !== undefined ? { since: values.since } : {}), ...(values.until !== undefined ? { until: values.until } : {}),
+        ...(values.before !== undefined ? { before: values.before } : {}), ...(values.format !== undefined ? { format: values.format } : {}),
+        ...(values.out !== undefined ? { out: values.out } : {}),
+      });
     }
     default:
       throw new CliError(`unknown command "${command.slice(0, 40)}"\n${USAGE}`, EXIT_USAGE);

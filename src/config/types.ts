@@ -1,5 +1,6 @@
 import type { ProviderType } from '../providers/types.js';
 import type { TenantPolicy } from '../policy/types.js';
+import type { AnomalyConfig } from '../anomaly/types.js';
 
 /** `host:port` to listen on. */
 export interface ListenAddress {
@@ -62,7 +63,17 @@ export interface GatewayConfig {
   /** `sqlite:PATH` (or `sqlite::memory:` for tests). */
   store: string;
   admin: { token: string };
-  audit: { promptHmacKey: string };
+  audit: {
+    promptHmacKey: string;
+    /** `audit.hash_key_ids`: request audit rows name tenant keys by their HMAC under the store's audit salt. */
+    hashKeyIds: boolean;
+    /** `audit.retention`: audit rows older than this are pruned (with a signed checkpoint); undefined keeps them. */
+    retentionMs: number | undefined;
+    /** `audit.checkpoint_key`: a secret reference signing retention checkpoints; unset, the store's own secret signs them. */
+    checkpointKey: string | undefined;
+    /** `audit.sampling`: encrypted content sampling of whole answers; undefined (the default) is off. */
+    sampling: { rate: number; key: string; retentionMs: number } | undefined;
+  };
   /** Keyed hash for tenant-key secrets; when unset, a random key persisted in the store is used. */
   auth: { keyHashKey: string | undefined };
   log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
@@ -87,6 +98,8 @@ export interface GatewayConfig {
   secrets: SecretsConfig;
   /** Budget threshold alerts. */
   alerts: { webhookUrl: URL | undefined; webhookSecret: string | undefined; thresholds: readonly number[] };
+  /** Anomaly detection on per-tenant rolling baselines (docs/anomalies.md); alerts go to `alerts.webhook_url`. */
+  anomaly: AnomalyConfig;
   /** Provider key rotation: how long a replaced key stays `previous` before it is revoked. */
   rotation?: { gracePeriodMs: number };
 }

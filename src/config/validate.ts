@@ -4,6 +4,7 @@ import type { TenantPolicy } from '../policy/types.js';
 import { parseDuration } from './duration.js';
 import { isSecretReference } from '../secrets/reference.js';
 import { LIMIT_NAMES, type LimitName, type Limits } from '../quota/types.js';
+import { DEFAULT_ANOMALY_CONFIG, type AnomalyConfig, type RateRule } from '../anomaly/types.js';
 
 /** The tenant policy that applies when config gives none: nothing is allowed but the bare request. */
 export const DEFAULT_POLICY: TenantPolicy = Object.freeze({
@@ -322,7 +323,7 @@ const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'
 export function validateConfig(doc: Json): { config?: GatewayConfig; problems: string[] } {
   const problems = new Problems();
   if (!isRecord(doc)) return { problems: ['(root): must be a mapping'] };
-  checkKeys(doc, '', ['listen', 'store', 'admin', 'audit', 'auth', 'log', 'providers', 'models', 'tenants', 'server', 'shutdown', 'limits', 'prices', 'alerts', 'secrets', 'rotation'], problems);
+  checkKeys(doc, '', ['listen', 'store', 'admin', 'audit', 'auth', 'log', 'providers', 'models', 'tenants', 'server', 'shutdown', 'limits', 'prices', 'alerts', 'secrets', 'rotation', 'anomaly'], problems);
 
   const listen = section(doc, 'listen', '', problems);
   checkKeys(listen, 'listen', ['public', 'admin'], problems);
@@ -337,8 +338,27 @@ export function validateConfig(doc: Json): { config?: GatewayConfig; problems: s
   const adminToken = secretRef(admin['token'], 'admin.token', problems, true);
 
   const audit = section(doc, 'audit', '', problems);
-  checkKeys(audit, 'audit', ['prompt_hmac_key'], problems);
+  checkKeys(audit, 'audit', ['prompt_hmac_key', 'hash_key_ids', 'retention', 'checkpoint_key', 'sampling'], problems);
   const promptHmacKey = secretRef(audit['prompt_hmac_key'], 'audit.prompt_hmac_key', problems, true);
+  const hashKeyIds = bool(audit['hash_key_ids'], 'audit.hash_key_ids', false, problems);
+  let auditRetentionMs: number | undefined;
+  if (audit['retention'] !== undefined && audit['retention'] !== null) {
+    const ms = typeof audit['retention'] === 'string' ? parseDuration(audit['retention']) : undefined;
+    if (ms === undefined || ms < 86_400_000) problems.add('audit.retention', 'must be a duration of at least 1d, such as 400d');
+    else auditRetentionMs = ms;
+  }
+  const checkpointKey = secretRef(audit['checkpoint_key'], 'audit.checkpoint_key', problems, false);
+  let sampling: GatewayConfig['audit']['sampling'];
+  if (audit['sampling'] !== undefined && audit['sampling'] !== null) {
+    const s = section(audit, 'sampling', 'audit', problems);
+    checkKeys(s, 'audit.sampling', ['rate', 'key', 'retention'], problems);
+    const rate = s['rate'];
+    const rateOk = typeof rate === 'number' && Number.isFinite(rate) && rate >= 0 && rate <= 1;
+    if (!rateOk) problems.add('audit.sampling.rate', 'must be a fraction from 0 to 1, such as 0.01');
+    const key = secretRef(s['key'], 'audit.sampling.key', problems, true);
+    const retentionMs = duration(s['retention'], 'audit.sampling.retention', 7 * 86_400_000, problems);
+    if (rateOk && key !== undefined && (rate as number) > 0) sampling = { rate: rate as number, key, retentionMs };
+  }
 
   const auth = section(doc, 'auth', '', problems);
   checkKeys(auth, 'auth', ['key_hash_key'], problems);
@@ -418,6 +438,8 @@ export function validateConfig(doc: Json): { config?: GatewayConfig; problems: s
     } else thresholds = [...new Set(t as number[])].sort((a, b) => a - b);
   }
 
+  const anomaly = anomalyConfig(section(doc, 'anomaly', '', problems), problems);
+
   const rotationSection = section(doc, 'rotation', '', problems);
   checkKeys(rotationSection, 'rotation', ['grace_period'], problems);
   const gracePeriodMs = duration(rotationSection['grace_period'], 'rotation.grace_period', 10 * 60_000, problems);
@@ -471,7 +493,7 @@ export function validateConfig(doc: Json): { config?: GatewayConfig; problems: s
     listen: { public: publicAddr, admin: adminAddr },
     store: String(store),
     admin: { token: adminToken ?? '' },
-    audit: { promptHmacKey: promptHmacKey ?? '' },
+    audit: { promptHmacKey: promptHmacKey ?? '', hashKeyIds, retentionMs: auditRetentionMs, checkpointKey, sampling },
     auth: { keyHashKey },
     log: { level: level as GatewayConfig['log']['level'] },
     providers: Object.freeze(providerMap),
@@ -486,11 +508,88 @@ export function validateConfig(doc: Json): { config?: GatewayConfig; problems: s
     quota: { store: String(quotaStore), redisPassword, leaseMs },
     prices,
     alerts: { webhookUrl, webhookSecret, thresholds },
+    anomaly,
     secrets,
     rotation: { gracePeriodMs },
   };
   if (problems.list.length > 0) return { problems: problems.list };
   return { config: deepFreeze(config), problems: [] };
+}
+
+function positiveNumber(value: Json, path: string, fallback: number, problems: Problems, min: number, max: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < min || value > max) {
+    problems.add(path, `must be a number from ${min} to ${max}`);
+    return fallback;
+  }
+  return value;
+}
+
+/** Most buckets in the baseline window: each tenant keeps one ring of them. */
+const MAX_ANOMALY_BUCKETS = 10_080;
+
+/** Validates `anomaly:` (docs/anomalies.md); every field has a default. */
+function anomalyConfig(raw: Record<string, Json>, problems: Problems): AnomalyConfig {
+  const d = DEFAULT_ANOMALY_CONFIG;
+  checkKeys(raw, 'anomaly', ['enabled', 'bucket', 'window', 'min_history', 'quiet_time', 'request_rate', 'token_rate', 'error_rate',
+    'auth_failures', 'new_address', 'unusual_hours'], problems);
+  const bucketMs = duration(raw['bucket'], 'anomaly.bucket', d.bucketMs, problems);
+  const windowMs = duration(raw['window'], 'anomaly.window', d.windowMs, problems);
+  // a zero history is allowed: `0s` judges a tenant from its first full bucket on
+  const minHistoryMs = raw['min_history'] === 0 || raw['min_history'] === '0s' ? 0 : duration(raw['min_history'], 'anomaly.min_history', d.minHistoryMs, problems);
+  const quietMs = duration(raw['quiet_time'], 'anomaly.quiet_time', d.quietMs, problems);
+  if (windowMs < bucketMs) problems.add('anomaly.window', 'must be at least one bucket long');
+  else if (windowMs / bucketMs > MAX_ANOMALY_BUCKETS) problems.add('anomaly.window', `must hold at most ${MAX_ANOMALY_BUCKETS} buckets`);
+  if (minHistoryMs > windowMs) problems.add('anomaly.min_history', 'must not be longer than anomaly.window');
+
+  const rate = (key: string, base: RateRule): RateRule => {
+    const r = section(raw, key, 'anomaly', problems);
+    const path = `anomaly.${key}`;
+    checkKeys(r, path, ['enabled', 'k', 'factor', 'min_count'], problems);
+    return Object.freeze({
+      enabled: bool(r['enabled'], `${path}.enabled`, base.enabled, problems),
+      k: positiveNumber(r['k'], `${path}.k`, base.k, problems, 0, 100),
+      factor: positiveNumber(r['factor'], `${path}.factor`, base.factor, problems, 1, 1000),
+      minCount: positiveInt(r['min_count'], `${path}.min_count`, base.minCount, problems, 1e12),
+    });
+  };
+  const err = section(raw, 'error_rate', 'anomaly', problems);
+  checkKeys(err, 'anomaly.error_rate', ['enabled', 'k', 'min_rate', 'min_errors'], problems);
+  const auth = section(raw, 'auth_failures', 'anomaly', problems);
+  checkKeys(auth, 'anomaly.auth_failures', ['enabled', 'per_address', 'global', 'max_addresses'], problems);
+  const fresh = section(raw, 'new_address', 'anomaly', problems);
+  checkKeys(fresh, 'anomaly.new_address', ['enabled', 'learning_period', 'min_requests', 'max_addresses_per_key'], problems);
+  const hours = section(raw, 'unusual_hours', 'anomaly', problems);
+  checkKeys(hours, 'anomaly.unusual_hours', ['enabled', 'learning_period', 'min_requests'], problems);
+  return {
+    enabled: bool(raw['enabled'], 'anomaly.enabled', d.enabled, problems),
+    bucketMs, windowMs, minHistoryMs, quietMs,
+    requestRate: rate('request_rate', d.requestRate),
+    tokenRate: rate('token_rate', d.tokenRate),
+    errorRate: Object.freeze({
+      enabled: bool(err['enabled'], 'anomaly.error_rate.enabled', d.errorRate.enabled, problems),
+      k: positiveNumber(err['k'], 'anomaly.error_rate.k', d.errorRate.k, problems, 0, 100),
+      minRate: positiveNumber(err['min_rate'], 'anomaly.error_rate.min_rate', d.errorRate.minRate, problems, 0.001, 1),
+      minErrors: positiveInt(err['min_errors'], 'anomaly.error_rate.min_errors', d.errorRate.minErrors, problems, 1e9),
+    }),
+    authFailures: Object.freeze({
+      enabled: bool(auth['enabled'], 'anomaly.auth_failures.enabled', d.authFailures.enabled, problems),
+      perAddress: positiveInt(auth['per_address'], 'anomaly.auth_failures.per_address', d.authFailures.perAddress, problems, 1e9),
+      global: positiveInt(auth['global'], 'anomaly.auth_failures.global', d.authFailures.global, problems, 1e9),
+      maxAddresses: positiveInt(auth['max_addresses'], 'anomaly.auth_failures.max_addresses', d.authFailures.maxAddresses, problems, 10_000_000),
+    }),
+    newAddress: Object.freeze({
+      enabled: bool(fresh['enabled'], 'anomaly.new_address.enabled', d.newAddress.enabled, problems),
+      learningMs: duration(fresh['learning_period'], 'anomaly.new_address.learning_period', d.newAddress.learningMs, problems),
+      minRequests: positiveInt(fresh['min_requests'], 'anomaly.new_address.min_requests', d.newAddress.minRequests, problems, 1e12),
+      maxAddressesPerKey: positiveInt(fresh['max_addresses_per_key'], 'anomaly.new_address.max_addresses_per_key', d.newAddress.maxAddressesPerKey, problems, 100_000),
+    }),
+    unusualHours: Object.freeze({
+      enabled: bool(hours['enabled'], 'anomaly.unusual_hours.enabled', d.unusualHours.enabled, problems),
+      learningMs: duration(hours['learning_period'], 'anomaly.unusual_hours.learning_period', d.unusualHours.learningMs, problems),
+      minRequests: positiveInt(hours['min_requests'], 'anomaly.unusual_hours.min_requests', d.unusualHours.minRequests, problems, 1e12),
+    }),
+  };
 }
 
 function deepFreeze<T>(value: T): T {

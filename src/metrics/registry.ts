@@ -3,6 +3,7 @@ import { ERROR_CODES } from '../errors/codes.js';
 import type { RequestContext } from '../server/proxy.js';
 import type { LimitName } from '../quota/types.js';
 import { LIMIT_NAMES } from '../quota/types.js';
+import { ANOMALY_KINDS, type AnomalyKind } from '../anomaly/types.js';
 
 /*
  * Prometheus metrics, served by the admin listener at `GET /metrics` (docs/metrics.md).
@@ -29,7 +30,7 @@ export interface ProviderKeyAge {
 }
 
 /** Kinds of alert the gateway fires. */
-export type AlertKind = 'budget_threshold';
+export type AlertKind = 'budget_threshold' | 'anomaly';
 
 export interface MetricsOptions {
   /** The public model names of the configuration; any other model is counted as `other`. */
@@ -102,6 +103,7 @@ export function createMetrics(options: MetricsOptions) {
   for (const code of QUOTA_REFUSAL_CODES) quotaRefusals.get(code);
   for (const provider of providers) for (const kind of UPSTREAM_ERROR_KINDS) upstreamErrors.get(provider, kind);
   for (const limit of LIMIT_NAMES) alerts.get('budget_threshold', limit);
+  for (const anomaly of ANOMALY_KINDS) alerts.get('anomaly', anomaly);
 
   counterFrom(registry, 'keywarden_requests_total', 'Requests finished on the public listener, by tenant, provider, model, HTTP status and outcome.',
     requests, (s) => s.value);
@@ -191,8 +193,12 @@ export function createMetrics(options: MetricsOptions) {
       authFailures.get('admin_unauthorized').value++;
     },
 
-    /** Counts an alert fired (logged, audited, and handed to the webhook if one is set). */
-    alertFired(kind: AlertKind, limit?: LimitName): void {
+    /**
+     * Counts an alert fired (logged, audited, and handed to the webhook if one is set). The
+     * `limit` label holds the budget limit of a `budget_threshold` alert, the anomaly kind of an
+     * `anomaly` alert: both from fixed lists.
+     */
+    alertFired(kind: AlertKind, limit?: LimitName | AnomalyKind): void {
       alerts.get(kind, limit ?? NONE).value++;
     },
 

@@ -15,6 +15,7 @@ import {
   anthropicStatusError,
   messagesEndpoint,
 } from './anthropic.js';
+import { adminAnswer, adminProviderOf, isRevoked, newAdminKeyState } from './admin-keys.js';
 import { noFaults, NO_FAULTS, parseFaultSpec, type Faults } from './faults.js';
 import {
   chatEndpoint,
@@ -41,6 +42,13 @@ export interface MockProviderOptions {
    * or one of these keys (a provider accepting old and new keys during a rotation).
    */
   apiKey?: string | readonly string[];
+  /**
+   * The admin key of the providers' key admin APIs (OpenAI `/v1/organization/projects/{p}/api_keys`,
+   * Anthropic `/v1/organizations/api_keys`), which list the accepted `apiKey` values (redacted) and
+   * delete / deactivate them: the mock then refuses that key for that provider. Unset: every admin
+   * request is refused with 401.
+   */
+  adminKey?: string;
 }
 
 export interface ReceivedRequest {
@@ -105,7 +113,8 @@ function statusError(provider: MockProviderKind, status: number, sentKey: string
 
 function validateOptions(options: MockProviderOptions): void {
   const problems: string[] = [];
-  const { port, host, apiKey } = options;
+  const { port, host, apiKey, adminKey } = options;
+  if (adminKey !== undefined && (typeof adminKey !== 'string' || adminKey === '')) problems.push('adminKey must be a non-empty string');
   if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) problems.push('port must be an integer 0-65535');
   if (host !== undefined && (typeof host !== 'string' || host === '')) problems.push('host must be a non-empty string');
   if (apiKey !== undefined) {
@@ -129,9 +138,11 @@ function validateOptions(options: MockProviderOptions): void {
 export async function createMockProvider(options: MockProviderOptions = {}): Promise<MockProvider> {
   validateOptions(options);
   const host = options.host ?? '127.0.0.1';
-  let expectedKeys: Buffer[] | undefined = options.apiKey === undefined
+  let expectedValues: string[] | undefined = options.apiKey === undefined
     ? undefined
-    : (typeof options.apiKey === 'string' ? [options.apiKey] : [...options.apiKey]).map((k) => Buffer.from(k));
+    : typeof options.apiKey === 'string' ? [options.apiKey] : [...options.apiKey];
+  let expectedKeys: Buffer[] | undefined = expectedValues?.map((k) => Buffer.from(k));
+  const adminState = newAdminKeyState(options.adminKey);
   const received: ReceivedRequest[] = [];
   const timers = new Set<NodeJS.Timeout>();
   let counter = 0;
@@ -149,7 +160,9 @@ export async function createMockProvider(options: MockProviderOptions = {}): Pro
       res.once('close', done);
     });
 
-  function keyMatches(sent: string | undefined): boolean {
+  function keyMatches(provider: MockProviderKind, sent: string | undefined): boolean {
+    // a key deleted / deactivated through the provider's admin API is refused from then on
+    if (sent !== undefined && isRevoked(adminState, provider, sent)) return false;
     if (expectedKeys === undefined) return true;
     if (sent === undefined) return false;
     const got = Buffer.from(sent);
@@ -178,6 +191,20 @@ export async function createMockProvider(options: MockProviderOptions = {}): Pro
     if (received.length > MAX_RECEIVED) received.shift();
 
     const seq = (++counter).toString(36);
+    const adminProvider = adminProviderOf(path);
+    if (adminProvider !== undefined) {
+      const answer = adminAnswer(adminState, {
+        provider: adminProvider, method, path, query: new URLSearchParams(q === -1 ? '' : url.slice(q + 1)),
+        sentKey: sentKeyOf(adminProvider, req), anthropicVersion: headerString(req.headers['anthropic-version']),
+        body, badJson, acceptedKeys: expectedValues,
+      }, Math.floor(Date.now() / 1000));
+      if (answer.kind === 'json') {
+        sendJson(res, answer.status, answer.body, NO_FAULTS, {
+          ...(adminProvider === 'openai' ? { 'x-request-id': 'req_mock' + seq } : { 'request-id': 'req_mock' + seq }), ...answer.headers,
+        });
+      }
+      return;
+    }
     const endpoint = route(method, path, req);
     if (endpoint === undefined) {
       const answer = openaiNotFound(method, path);
@@ -202,7 +229,7 @@ export async function createMockProvider(options: MockProviderOptions = {}): Pro
     if (faultHeader !== undefined) faults = parseFaultSpec(faultHeader, noFaults());
 
     const sentKey = sentKeyOf(provider, req);
-    if (!keyMatches(sentKey)) return send(provider === 'openai' ? openaiAuthError(sentKey) : anthropicAuthError(), NO_FAULTS);
+    if (!keyMatches(provider, sentKey)) return send(provider === 'openai' ? openaiAuthError(sentKey) : anthropicAuthError(), NO_FAULTS);
     if (provider === 'anthropic' && req.headers['anthropic-version'] === undefined) return send(anthropicMissingVersion(), NO_FAULTS);
     if (chunks === null) {
       return send(
@@ -302,6 +329,7 @@ export async function createMockProvider(options: MockProviderOptions = {}): Pro
     },
     setApiKeys(keys: readonly string[]): void {
       if (!Array.isArray(keys) || keys.some((k) => typeof k !== 'string' || k === '')) throw new TypeError('setApiKeys: keys must be non-empty strings');
+      expectedValues = [...keys];
       expectedKeys = keys.map((k) => Buffer.from(k));
     },
     close(): Promise<void> {

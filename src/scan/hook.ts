@@ -20,7 +20,7 @@ export function hookScript(command: string): string {
     `${HOOK_MARKER} (installed by \`keywarden scan --install-hook\`).`,
     '# Scans the staged changes for secrets and blocks the commit when one is found.',
     '# Silence a false positive with .keywardenignore; skip once with `git commit --no-verify`.',
-    `exec ${command} scan --staged`,
+    `exec ${command} --staged`,
     '',
   ].join('\n');
 }
@@ -30,6 +30,7 @@ const shellQuote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 export type HookResult = { ok: true; path: string; replaced: boolean } | { ok: false; reason: string };
 
 /** Writes the pre-commit hook into the repository that holds `dir` (honouring core.hooksPath). */
+/** `command` is what runs `keywarden scan` (default: this node and this installation's bin/keywarden.js, then `scan`). */
 export function installPreCommitHook(dir: string, opts: { force?: boolean; command?: string } = {}): HookResult {
   const r = spawnSync('git', ['-C', dir, 'rev-parse', '--git-path', 'hooks'], { encoding: 'utf8' });
   if (r.status !== 0 || typeof r.stdout !== 'string' || r.stdout.trim() === '') return { ok: false, reason: `${dir} is not in a git repository` };
@@ -45,7 +46,7 @@ export function installPreCommitHook(dir: string, opts: { force?: boolean; comma
     replaced = true;
   }
   mkdirSync(hooksDir, { recursive: true });
-  const command = opts.command ?? `${shellQuote(process.execPath)} ${shellQuote(keywardenBin())}`;
+  const command = opts.command ?? `${shellQuote(process.execPath)} ${shellQuote(keywardenBin())} scan`;
   writeFileSync(path, hookScript(command), { mode: 0o755 });
   chmodSync(path, 0o755);
   return { ok: true, path, replaced };

@@ -55,8 +55,10 @@ function cutPoint(buf: string): number {
     const ws = buf.search(/\s\S*$/);
     cut = ws > 0 ? ws + 1 : buf.length - 4096;
   }
-  const begin = buf.lastIndexOf('-----BEGIN', cut);
-  if (begin !== -1 && cut - begin < 32 * 1024) {
+  // the last `-----BEGIN` in the final 32 KB before the cut (a forward search: lastIndexOf is slow)
+  let begin = -1;
+  for (let i = buf.indexOf('-----BEGIN', Math.max(0, cut - 32 * 1024)); i !== -1 && i < cut; i = buf.indexOf('-----BEGIN', i + 1)) begin = i;
+  if (begin !== -1) {
     const lineStart = buf.lastIndexOf('\n', begin) + 1;
     if (lineStart > 0) cut = lineStart;
   }

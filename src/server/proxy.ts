@@ -42,13 +42,19 @@ export interface RequestContext {
   clientAddress: string;
   /** The quota reservation, when the tenant or key has limits; settled once by the settle stage. */
   admission: Admission | undefined;
+  /**
+   * The one exception to "no content": set only for a request picked by content sampling
+   * (`audit.sampling`, whole answers only), it carries the body and, once relayed, the answer
+   * to the record stage, which seals them and drops this field. Never logged or recorded in clear.
+   */
+  sample: { request: Record<string, unknown>; answer: Buffer | null } | undefined;
 }
 
 export function newRequestContext(requestId: string, dialect: ErrorDialect, startedAt: number, clientAddress = ''): RequestContext {
   return {
     requestId, startedAt, clientAddress, endpoint: null, dialect, principal: undefined, model: null, provider: null, stream: false,
     usage: { inputTokens: 0, outputTokens: 0 }, upstreamMs: 0, status: 0, outcome: 'success', errorCode: null, promptFingerprint: null,
-    costNanoUsd: 0, upstreamAccepted: false, upstreamModel: null, admission: undefined,
+    costNanoUsd: 0, upstreamAccepted: false, upstreamModel: null, admission: undefined, sample: undefined,
   };
 }
 
@@ -66,6 +72,8 @@ export interface ProxyDeps {
   fingerprint(endpoint: Endpoint, body: Record<string, unknown>): string;
   logger: Logger;
   maxUpstreamResponseBytes: number;
+  /** Content sampling's coin toss (absent when sampling is off). Streamed answers are never sampled. */
+  pickSample?: () => boolean;
 }
 
 /** Headers a client may send that are passed on (each adapter filters again). Everything else stays here. */
@@ -109,6 +117,8 @@ export function createProxy(deps: ProxyDeps) {
     }
     const json = body as Record<string, unknown>;
     ctx.promptFingerprint = deps.fingerprint(endpoint, json);
+    // streamed answers are relayed as they come, never buffered: only whole answers can be sampled
+    if (!checked.stream && deps.pickSample?.()) ctx.sample = { request: json, answer: null };
     const request: NormalisedRequest = {
       endpoint, publicModel: checked.model, upstreamModel: route.model, body: json, stream: checked.stream,
       maxOutputTokens: checked.maxOutputTokens, maxTokensField: checked.maxTokensField,
@@ -176,6 +186,7 @@ export function createProxy(deps: ProxyDeps) {
       }
       const usage = target.adapter.readUsage(endpoint, answer);
       if (usage) ctx.usage = usage;
+      if (ctx.sample) ctx.sample.answer = buffer;
       return { status: 200, body: buffer, usage: ctx.usage };
     },
 

@@ -7,6 +7,7 @@ import type { AuditEvent, ProviderKeyRecord, ProviderKeyRotation, Store } from '
 import type { SecretResolver } from '../secrets/resolver.js';
 import { newProviderKeyId, providerKeyFingerprint } from '../secrets/provider-keys.js';
 import { postWebhook } from './webhook.js';
+import { createKeyAdmin, KEY_ADMIN_MAX_PAGES, KeyAdminError, matchListedKeys, type ListedProviderKey } from '../providers/key-admin.js';
 
 const DAY_MS = 86_400_000;
 /** A rotation lock whose holder has not written a heartbeat for this long is stale (its process died). */
@@ -19,7 +20,7 @@ const HEARTBEAT_MS = 2_000;
  */
 const PRELOAD_MS = 1_000;
 
-/** Where to revoke a key by hand at each provider (provider-side revocation is not automated). */
+/** Where to revoke a key by hand at each provider (when provider-side revocation is not set up or fails). */
 export const PROVIDER_CONSOLES: Readonly<Record<string, string>> = {
   openai: 'https://platform.openai.com/api-keys',
   anthropic: 'https://console.anthropic.com/settings/keys',
@@ -53,6 +54,34 @@ export interface RotateResult {
   step: number;
   newKeyId: string | null;
   oldKeyId: string | null;
+}
+
+/**
+ * What `revoke --provider-side` did at the provider. `manual`: provider-side revocation is not set
+ * up for this provider (no admin key); `failed`: it was tried and did not happen. Both come with
+ * the manual step. Reasons never hold a key value, a hint or a provider's error body.
+ */
+export type ProviderSideOutcome =
+  | { status: 'revoked'; providerKeyId: string; scope: string; stillAccepted: boolean | undefined }
+  | { status: 'already_inactive'; providerKeyId: string; scope: string }
+  | { status: 'manual'; reason: string }
+  | { status: 'failed'; reason: string };
+
+/** The largest admin API answer read (a page of 100 keys is a few tens of KB). */
+const MAX_ADMIN_ANSWER_BYTES = 4 * 1024 * 1024;
+
+async function readBounded(body: AsyncIterable<Buffer> & { destroy?: (err?: Error) => unknown }): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    size += chunk.length;
+    if (size > MAX_ADMIN_ANSWER_BYTES) {
+      body.destroy?.();
+      throw new KeyAdminError('bad_answer', 'the provider\'s answer was larger than expected');
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
 }
 
 export interface DueEntry {
@@ -380,6 +409,92 @@ export function createProviderKeyService(options: ProviderKeyServiceOptions) {
         provider: key.provider, owner: fields.owner ?? null, purpose_changed: fields.purpose !== undefined, rotate_every_days: fields.rotateEveryDays ?? null,
       }));
       return repo.get(id);
+    },
+    /**
+     * `revoke --provider-side`, after the local revoke: finds the key at the provider through its
+     * admin API (by the redacted hint of the value read through the key's reference) and deletes
+     * (OpenAI) or deactivates (Anthropic) it, then checks that the provider now refuses it. Writes
+     * the audit row `provider_key.revoke_provider_side` (ids and fingerprints only).
+     */
+    async revokeProviderSide(key: ProviderKeyRecord): Promise<ProviderSideOutcome> {
+      const record = async (outcome: ProviderSideOutcome, reasonCode: string): Promise<ProviderSideOutcome> => {
+        const ok = outcome.status === 'revoked' || outcome.status === 'already_inactive';
+        await store.records.append([], [audit('provider_key.revoke_provider_side', key.id, {
+          provider: key.provider, fingerprint: key.fingerprint, result: outcome.status, reason: reasonCode,
+          provider_key_id: ok ? outcome.providerKeyId : null,
+        }, ok ? 'success' : 'failure')]);
+        return outcome;
+      };
+      const pconf = Object.hasOwn(config.providers, key.provider) ? config.providers[key.provider] : undefined;
+      if (!pconf) return record({ status: 'manual', reason: `provider ${key.provider} is no longer configured` }, 'provider_not_configured');
+      const admin = createKeyAdmin(pconf);
+      if (typeof admin === 'string') return record({ status: 'manual', reason: admin }, 'not_configured');
+
+      // 1. our key's value, through its reference; it must still be the revoked key
+      let value: string;
+      try {
+        value = (await resolver.resolve(key.reference)).value;
+      } catch (err) {
+        return record({ status: 'failed', reason: `the key's value can no longer be read through its reference (${(err as Error).message})` }, 'key_unreadable');
+      }
+      if (providerKeyFingerprint(value) !== key.fingerprint) {
+        // the reference now holds another key (a newer vault version): never act on that one
+        return record({ status: 'failed', reason: `the key's reference now holds a different key (${providerKeyFingerprint(value)}); the revoked key's value can no longer be read` }, 'key_unreadable');
+      }
+      let adminKey: string;
+      try {
+        adminKey = (await resolver.resolve(pconf.adminKey as string)).value;
+      } catch (err) {
+        return record({ status: 'failed', reason: `providers.${pconf.id}.admin_key could not be read (${(err as Error).message})` }, 'admin_key_unreadable');
+      }
+
+      const [{ createUpstreamClient }, { createProviderAdapter }] = await Promise.all([import('../upstream/client.js'), import('../providers/registry.js')]);
+      // the project's pooled client: fixed origin, no redirects followed, connect/header/body timeouts
+      const client = createUpstreamClient(pconf, { connections: 1 });
+      try {
+        // 2. list the provider's keys, page by page, and find ours by its redacted hint
+        const matches: ListedProviderKey[] = [];
+        let cursor: string | undefined;
+        let pages = 0;
+        do {
+          if (++pages > KEY_ADMIN_MAX_PAGES) throw new KeyAdminError('too_many_keys', `more than ${KEY_ADMIN_MAX_PAGES} pages of keys at ${admin.scope}`);
+          const res = await client.send(admin.listRequest(adminKey, cursor));
+          const page = admin.readList(res.statusCode, await readBounded(res.body));
+          matches.push(...matchListedKeys(page.keys, value));
+          cursor = page.next;
+        } while (cursor !== undefined);
+        if (matches.length === 0) {
+          return record({ status: 'failed', reason: `no key at ${admin.scope} matches this key (already deleted there, or it belongs elsewhere)` }, 'no_match');
+        }
+        if (matches.length > 1) {
+          // a prefix and a few last characters can collide: never guess which key to delete
+          return record({ status: 'failed', reason: `${matches.length} keys at ${admin.scope} match this key's redacted hint (${matches.map((m) => m.id).join(', ')}); refusing to choose` }, 'ambiguous_match');
+        }
+        const target = matches[0] as ListedProviderKey;
+        if (admin.isInactive(target)) {
+          return record({ status: 'already_inactive', providerKeyId: target.id, scope: admin.scope }, 'already_inactive');
+        }
+        // 3. delete / deactivate it
+        const res = await client.send(admin.revokeRequest(adminKey, target.id));
+        admin.readRevoke(res.statusCode, await readBounded(res.body));
+        // 4. check: the provider should now refuse the key (it may take a moment to apply)
+        let stillAccepted: boolean | undefined;
+        try {
+          const check = await client.send(createProviderAdapter(pconf.type).buildKeyCheckRequest(value));
+          await check.body.dump();
+          stillAccepted = check.statusCode === 200 ? true : check.statusCode === 401 || check.statusCode === 403 ? false : undefined;
+        } catch {
+          stillAccepted = undefined;
+        }
+        return record({ status: 'revoked', providerKeyId: target.id, scope: admin.scope, stillAccepted }, 'revoked');
+      } catch (err) {
+        if (err instanceof KeyAdminError) return record({ status: 'failed', reason: err.message }, err.reason);
+        // transport failures come as GatewayError with a fixed message (never a body or a key)
+        const code = (err as { code?: unknown }).code;
+        return record({ status: 'failed', reason: `${pconf.baseUrl.origin}: ${(err as Error).message}` }, typeof code === 'string' ? code : 'error');
+      } finally {
+        await client.close();
+      }
     },
     /** Keys (not revoked) owned by `owner`. */
     async ownedBy(owner: string): Promise<ProviderKeyRecord[]> {

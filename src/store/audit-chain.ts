@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 import type { AuditEvent } from './types.js';
 
 /** The hash of the (empty) chain before the first row. */
@@ -14,4 +14,16 @@ export function chainHash(prevHash: string, seq: number, event: AuditEvent): str
     Object.keys(event.details).sort().map((k) => [k, event.details[k]]),
   ]);
   return createHash('sha256').update(prevHash).update('\n').update(canonical).digest('hex');
+}
+
+/**
+ * The signature of a retention checkpoint: HMAC-SHA256 over its fields under the checkpoint key
+ * (`audit.checkpoint_key`, or the store's `audit-checkpoint` instance secret). A checkpoint
+ * whose signature does not verify is not trusted as the start of the chain.
+ *
+ * @example checkpointSignature(key, { upToSeq: 120, upToHash, removedCount: 120, createdAt }) // 'hmac-sha256:…'
+ */
+export function checkpointSignature(key: Buffer, c: { upToSeq: number; upToHash: string; removedCount: number; createdAt: number }): string {
+  const text = `keywarden-audit-checkpoint:1\n${c.upToSeq}\n${c.upToHash}\n${c.removedCount}\n${c.createdAt}`;
+  return `hmac-sha256:${createHmac('sha256', key).update(text).digest('hex')}`;
 }

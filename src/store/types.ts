@@ -54,6 +54,8 @@ export interface UsageRecord {
   promptFingerprint: string | null;
   /** Settled cost in nano-USD (0 when unpriced or refused). */
   costNanoUsd: number;
+  /** `hmac-sha256:<hex>` of the client's address under the store's audit salt (never the address); null when unknown. */
+  clientHmac?: string | null;
 }
 
 /** Settled usage of one tenant or key over a time range, read back to seed quota counters. */
@@ -84,6 +86,68 @@ export interface AuditRow extends AuditEvent {
   seq: number;
   prevHash: string;
   hash: string;
+}
+
+/** An audit row as stored, its details still JSON text (what `audit verify` checks). */
+export interface AuditRawRow {
+  seq: number;
+  ts: number;
+  actor: string;
+  action: string;
+  target: string | null;
+  outcome: string;
+  requestId: string | null;
+  details: string;
+  prevHash: string;
+  hash: string;
+}
+
+/**
+ * A signed record of a pruned prefix of the audit chain: rows 1…`upToSeq` were removed by the
+ * retention job, and `upToHash` was the hash of row `upToSeq`, so the chain stays verifiable
+ * from the next row on.
+ */
+export interface AuditCheckpoint {
+  id: number;
+  upToSeq: number;
+  upToHash: string;
+  /** Rows removed by this prune (not counting earlier prunes). */
+  removedCount: number;
+  createdAt: number;
+  /** `hmac-sha256:<hex>` over the other fields (see `checkpointSignature`). */
+  signature: string;
+}
+
+/** One sampled prompt and answer, sealed with AES-256-GCM (the request id is the AAD). */
+export interface ContentSample {
+  requestId: string;
+  tenantId: string;
+  createdAt: number;
+  expiresAt: number;
+  iv: Buffer;
+  tag: Buffer;
+  ciphertext: Buffer;
+}
+
+/** The audit chain's maintenance side: verification reads, export, retention, content samples. */
+export interface AuditTrailRepository {
+  /** Raw rows with seq > afterSeq, in seq order. */
+  scan(afterSeq: number, limit: number): Promise<AuditRawRow[]>;
+  /** Rows with since ≤ ts < until and seq > afterSeq, in seq order (for export). */
+  range(query: { since: number; until: number; afterSeq: number; limit: number }): Promise<AuditRow[]>;
+  /** The checkpoint with the highest `upToSeq`, if any prune ever ran. */
+  latestCheckpoint(): Promise<AuditCheckpoint | undefined>;
+  /**
+   * In one transaction: removes the audit rows before the first row with ts ≥ `before` (a
+   * prefix of the chain), writes a checkpoint signed by `sign`, then appends the event `audit`
+   * makes of it to the chain. Returns undefined (and writes nothing) when no row is old enough.
+   */
+  prune(before: number, now: number, sign: (c: Omit<AuditCheckpoint, 'id' | 'signature'>) => string, audit: (c: AuditCheckpoint) => AuditEvent): Promise<AuditCheckpoint | undefined>;
+  putSample(sample: ContentSample): Promise<void>;
+  /** An unexpired sample (expired ones are treated as gone even before the job deletes them). */
+  getSample(requestId: string, now: number): Promise<ContentSample | undefined>;
+  /** Deletes samples whose expiry passed; returns how many. */
+  deleteExpiredSamples(now: number): Promise<number>;
 }
 
 export interface TenantRepository {
@@ -191,6 +255,7 @@ export interface Store {
   keys: TenantKeyRepository;
   records: RecordRepository;
   providerKeys: ProviderKeyRepository;
+  auditTrail: AuditTrailRepository;
   /** A random secret generated once and kept in the store (the default tenant-key hash key). */
   instanceSecret(name: string): Promise<Buffer>;
   /** True for the first caller only (until `expiresAt`): one-off events such as threshold alerts. */

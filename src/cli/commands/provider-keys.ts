@@ -114,9 +114,31 @@ export async function providerKeysCommand(config: GatewayConfig, action: string 
         out(changed ? `revoked ${key.id} (${key.provider}, ${key.fingerprint}); gateways stop using it within a second` : `${key.id} was already revoked`);
         if (changed && key.state === 'current') out(`warning: ${key.provider} has no current key now; its requests fail with 503 until: keywarden provider-keys rotate ${key.provider} --from REF`);
         const consoleUrl = PROVIDER_CONSOLES[config.providers[key.provider]?.type ?? ''] ?? 'the provider console';
-        if (flags.providerSide) out(`provider-side revocation is not automated by keywarden; MANUAL STEP: delete the key with fingerprint ${key.fingerprint} at ${consoleUrl}`);
-        else out(`the key keeps working at the provider until it is deleted there: ${consoleUrl}`);
-        return EXIT_OK;
+        const manual = `MANUAL STEP: delete the key with fingerprint ${key.fingerprint} at ${consoleUrl}`;
+        if (!flags.providerSide) {
+          out(`the key keeps working at the provider until it is deleted there: ${consoleUrl}`);
+          return EXIT_OK;
+        }
+        // exit 0: revoked (or already inactive) at the provider, or provider-side revocation is not
+        // set up (manual step); exit 1: it was tried and failed (manual step printed)
+        const side = await service.revokeProviderSide(key);
+        switch (side.status) {
+          case 'revoked':
+            out(`provider-side: revoked key ${side.providerKeyId} at ${key.provider} (${side.scope})`);
+            if (side.stillAccepted === false) out(`provider-side: checked: ${key.provider} now refuses the key`);
+            else if (side.stillAccepted === true) out(`provider-side: warning: ${key.provider} still accepted the key a moment later (it can take a short while to apply); check ${consoleUrl}`);
+            else out(`provider-side: could not check that ${key.provider} now refuses the key; check ${consoleUrl}`);
+            return EXIT_OK;
+          case 'already_inactive':
+            out(`provider-side: key ${side.providerKeyId} at ${key.provider} (${side.scope}) is already inactive`);
+            return EXIT_OK;
+          case 'manual':
+            out(`provider-side revocation is not automated for ${key.provider} (${side.reason}); ${manual}`);
+            return EXIT_OK;
+          case 'failed':
+            out(`provider-side: FAILED — ${side.reason}; the key is revoked in keywarden but may still work at ${key.provider}; ${manual}`);
+            return EXIT_FAILURE;
+        }
       });
     }
     case 'due': {

@@ -3,7 +3,7 @@ import { dirname } from 'node:path';
 import { randomBytes, randomUUID } from 'node:crypto';
 import Database from 'better-sqlite3';
 import type {
-  AuditEvent, AuditRow, KeyWithTenant, ProviderKeyRecord, ProviderKeyRotation, ProviderKeyState, Store, TenantKeyRecord, TenantRecord,
+  AuditCheckpoint, AuditEvent, AuditRow, ContentSample, KeyWithTenant, ProviderKeyRecord, ProviderKeyRotation, ProviderKeyState, Store, TenantKeyRecord, TenantRecord,
   TenantStatus, UsageRecord,
 } from '../types.js';
 import { StoreConflictError } from '../types.js';
@@ -16,7 +16,20 @@ interface AuditDbRow { seq: number; ts: number; actor: string; action: string; t
 interface UsageDbRow {
   ts: number; request_id: string; tenant_id: string; key_id: string; provider: string | null; model: string | null; endpoint: string;
   status: number; outcome: string; error_code: string | null; input_tokens: number; output_tokens: number; cached_input_tokens: number;
-  stream: number; gateway_ms: number; upstream_ms: number; prompt_fingerprint: string | null; cost_nano_usd: number;
+  stream: number; gateway_ms: number; upstream_ms: number; prompt_fingerprint: string | null; cost_nano_usd: number; client_hmac: string | null;
+}
+interface CheckpointRow { id: number; up_to_seq: number; up_to_hash: string; removed_count: number; created_at: number; signature: string }
+interface SampleRow { request_id: string; tenant_id: string; created_at: number; expires_at: number; iv: Buffer; tag: Buffer; ciphertext: Buffer }
+
+function toAuditRow(r: AuditDbRow): AuditRow {
+  return {
+    seq: r.seq, ts: r.ts, actor: r.actor, action: r.action, target: r.target, outcome: r.outcome as AuditRow['outcome'],
+    requestId: r.request_id, details: JSON.parse(r.details) as AuditRow['details'], prevHash: r.prev_hash, hash: r.hash,
+  };
+}
+
+function toCheckpoint(r: CheckpointRow): AuditCheckpoint {
+  return { id: r.id, upToSeq: r.up_to_seq, upToHash: r.up_to_hash, removedCount: r.removed_count, createdAt: r.created_at, signature: r.signature };
 }
 
 interface ProviderKeyRow {
@@ -112,8 +125,8 @@ export function openSqliteStore(url: string): Store {
     revokeByLabel: db.prepare('UPDATE tenant_keys SET revoked_at = ? WHERE tenant_id = ? AND label = ? AND revoked_at IS NULL'),
     insertUsage: db.prepare(
       `INSERT INTO usage_ledger (ts, request_id, tenant_id, key_id, provider, model, endpoint, status, outcome, error_code,
-        input_tokens, output_tokens, cached_input_tokens, stream, gateway_ms, upstream_ms, prompt_fingerprint, cost_nano_usd)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+        input_tokens, output_tokens, cached_input_tokens, stream, gateway_ms, upstream_ms, prompt_fingerprint, cost_nano_usd, client_hmac)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
     sumTenantReq: db.prepare<[string, number, number], { v: number | null }>(`SELECT COUNT(*) AS v FROM usage_ledger WHERE tenant_id = ? AND ts >= ? AND ts < ? AND outcome != 'refused'`),
     sumTenantTok: db.prepare<[string, number, number], { v: number | null }>('SELECT SUM(input_tokens + output_tokens) AS v FROM usage_ledger WHERE tenant_id = ? AND ts >= ? AND ts < ?'),
     sumTenantUsd: db.prepare<[string, number, number], { v: number | null }>('SELECT SUM(cost_nano_usd) AS v FROM usage_ledger WHERE tenant_id = ? AND ts >= ? AND ts < ?'),
@@ -129,6 +142,18 @@ export function openSqliteStore(url: string): Store {
       `INSERT INTO audit_log (seq, ts, actor, action, target, outcome, request_id, details, prev_hash, hash)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
     audit: db.prepare<[number, number], AuditDbRow>('SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?'),
+    auditRange: db.prepare<[number, number, number, number], AuditDbRow>('SELECT * FROM audit_log WHERE seq > ? AND ts >= ? AND ts < ? ORDER BY seq LIMIT ?'),
+    lastCheckpoint: db.prepare<[], CheckpointRow>('SELECT * FROM audit_checkpoints ORDER BY up_to_seq DESC, id DESC LIMIT 1'),
+    firstAuditFrom: db.prepare<[number], { seq: number }>('SELECT MIN(seq) AS seq FROM audit_log WHERE ts >= ?'),
+    auditAt: db.prepare<[number], { seq: number; hash: string }>('SELECT seq, hash FROM audit_log WHERE seq <= ? ORDER BY seq DESC LIMIT 1'),
+    countAuditUpTo: db.prepare<[number], { n: number }>('SELECT COUNT(*) AS n FROM audit_log WHERE seq <= ?'),
+    openPruneWindow: db.prepare('INSERT INTO audit_prune_window (up_to_seq) VALUES (?)'),
+    closePruneWindow: db.prepare('DELETE FROM audit_prune_window'),
+    deleteAuditUpTo: db.prepare('DELETE FROM audit_log WHERE seq <= ?'),
+    insertCheckpoint: db.prepare('INSERT INTO audit_checkpoints (up_to_seq, up_to_hash, removed_count, created_at, signature) VALUES (?, ?, ?, ?, ?)'),
+    insertSample: db.prepare('INSERT OR IGNORE INTO content_samples (request_id, tenant_id, created_at, expires_at, iv, tag, ciphertext) VALUES (?, ?, ?, ?, ?, ?, ?)'),
+    sample: db.prepare<[string, number], SampleRow>('SELECT * FROM content_samples WHERE request_id = ? AND expires_at > ?'),
+    deleteExpiredSamples: db.prepare('DELETE FROM content_samples WHERE expires_at <= ?'),
     metaGet: db.prepare<[string], { value: Buffer }>('SELECT value FROM meta WHERE name = ?'),
     metaInsert: db.prepare('INSERT OR IGNORE INTO meta (name, value) VALUES (?, ?)'),
     ping: db.prepare('SELECT 1'),
@@ -157,7 +182,12 @@ export function openSqliteStore(url: string): Store {
 
   // Chains events onto the audit log; must run inside a write transaction so the tail is stable.
   function appendAudit(events: readonly AuditEvent[]): void {
-    const last = q.lastAudit.get();
+    // after a prune removed every row, the chain continues from the newest checkpoint
+    let last: { seq: number; hash: string } | undefined = q.lastAudit.get();
+    if (!last) {
+      const cp = q.lastCheckpoint.get();
+      if (cp) last = { seq: cp.up_to_seq, hash: cp.up_to_hash };
+    }
     let seq = last?.seq ?? 0;
     let prev = last?.hash ?? AUDIT_GENESIS;
     for (const event of events) {
@@ -242,7 +272,7 @@ export function openSqliteStore(url: string): Store {
         db.transaction(() => {
           for (const u of usage) {
             q.insertUsage.run(u.ts, u.requestId, u.tenantId, u.keyId, u.provider, u.model, u.endpoint, u.status, u.outcome, u.errorCode,
-              u.inputTokens, u.outputTokens, u.cachedInputTokens, u.stream ? 1 : 0, u.gatewayMs, u.upstreamMs, u.promptFingerprint, u.costNanoUsd);
+              u.inputTokens, u.outputTokens, u.cachedInputTokens, u.stream ? 1 : 0, u.gatewayMs, u.upstreamMs, u.promptFingerprint, u.costNanoUsd, u.clientHmac ?? null);
           }
           if (audit.length > 0) appendAudit(audit);
         }).immediate();
@@ -254,6 +284,7 @@ export function openSqliteStore(url: string): Store {
           endpoint: r.endpoint, status: r.status, outcome: r.outcome, errorCode: r.error_code, inputTokens: r.input_tokens,
           outputTokens: r.output_tokens, cachedInputTokens: r.cached_input_tokens, stream: r.stream === 1,
           gatewayMs: r.gateway_ms, upstreamMs: r.upstream_ms, promptFingerprint: r.prompt_fingerprint, costNanoUsd: r.cost_nano_usd,
+          clientHmac: r.client_hmac,
         }));
       },
       async sumUsage({ scope, id, metric, since, until }) {
@@ -263,10 +294,54 @@ export function openSqliteStore(url: string): Store {
         return stmt.get(id, since, until)?.v ?? 0;
       },
       async listAudit({ afterSeq = 0, limit }): Promise<AuditRow[]> {
+        return q.audit.all(afterSeq, limit).map(toAuditRow);
+      },
+    },
+    auditTrail: {
+      async scan(afterSeq, limit) {
         return q.audit.all(afterSeq, limit).map((r) => ({
-          seq: r.seq, ts: r.ts, actor: r.actor, action: r.action, target: r.target, outcome: r.outcome as AuditRow['outcome'],
-          requestId: r.request_id, details: JSON.parse(r.details) as AuditRow['details'], prevHash: r.prev_hash, hash: r.hash,
+          seq: r.seq, ts: r.ts, actor: r.actor, action: r.action, target: r.target, outcome: r.outcome,
+          requestId: r.request_id, details: r.details, prevHash: r.prev_hash, hash: r.hash,
         }));
+      },
+      async range({ since, until, afterSeq, limit }) {
+        return q.auditRange.all(afterSeq, since, until, limit).map(toAuditRow);
+      },
+      async latestCheckpoint() {
+        const row = q.lastCheckpoint.get();
+        return row ? toCheckpoint(row) : undefined;
+      },
+      async prune(before, now, sign, audit) {
+        return db.transaction((): AuditCheckpoint | undefined => {
+          // a prefix only: rows up to the first one young enough to keep, so the rest still chains
+          const tail = q.lastAudit.get();
+          if (!tail) return undefined;
+          const firstKept = q.firstAuditFrom.get(before)?.seq ?? null;
+          const cut = firstKept === null ? tail.seq : firstKept - 1;
+          const last = q.auditAt.get(cut);
+          if (!last) return undefined;
+          const removed = q.countAuditUpTo.get(last.seq)?.n ?? 0;
+          if (removed === 0) return undefined;
+          const fields = { upToSeq: last.seq, upToHash: last.hash, removedCount: removed, createdAt: now };
+          const signature = sign(fields);
+          // the delete trigger lets rows through only inside this window, opened and closed in this transaction
+          q.openPruneWindow.run(last.seq);
+          q.deleteAuditUpTo.run(last.seq);
+          q.closePruneWindow.run();
+          const id = Number(q.insertCheckpoint.run(fields.upToSeq, fields.upToHash, fields.removedCount, fields.createdAt, signature).lastInsertRowid);
+          appendAudit([audit({ id, ...fields, signature })]);
+          return { id, ...fields, signature };
+        }).immediate();
+      },
+      async putSample(sample: ContentSample) {
+        q.insertSample.run(sample.requestId, sample.tenantId, sample.createdAt, sample.expiresAt, sample.iv, sample.tag, sample.ciphertext);
+      },
+      async getSample(requestId, now) {
+        const r = q.sample.get(requestId, now);
+        return r ? { requestId: r.request_id, tenantId: r.tenant_id, createdAt: r.created_at, expiresAt: r.expires_at, iv: r.iv, tag: r.tag, ciphertext: r.ciphertext } : undefined;
+      },
+      async deleteExpiredSamples(now) {
+        return q.deleteExpiredSamples.run(now).changes;
       },
     },
     providerKeys: {

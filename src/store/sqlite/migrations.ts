@@ -100,4 +100,48 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
     heartbeat_at INTEGER NOT NULL
   );
   `,
+  // 4: audit trail: client address HMAC in the ledger, append-only audit rows (the retention job
+  // opens a window to delete a prefix), signed checkpoints of pruned prefixes, sealed content samples
+  `
+  ALTER TABLE usage_ledger ADD COLUMN client_hmac TEXT;
+  CREATE INDEX audit_log_ts ON audit_log(ts);
+  CREATE TABLE audit_checkpoints (
+    id INTEGER PRIMARY KEY,
+    up_to_seq INTEGER NOT NULL,
+    up_to_hash TEXT NOT NULL,
+    removed_count INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    signature TEXT NOT NULL
+  );
+  CREATE TABLE audit_prune_window (
+    up_to_seq INTEGER NOT NULL
+  );
+  CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+  BEGIN
+    SELECT RAISE(ABORT, 'audit_log is append-only');
+  END;
+  CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+  WHEN NOT EXISTS (SELECT 1 FROM audit_prune_window WHERE OLD.seq <= up_to_seq)
+  BEGIN
+    SELECT RAISE(ABORT, 'audit_log is append-only; rows are removed only by keywarden audit prune');
+  END;
+  CREATE TRIGGER audit_checkpoints_no_update BEFORE UPDATE ON audit_checkpoints
+  BEGIN
+    SELECT RAISE(ABORT, 'audit_checkpoints is append-only');
+  END;
+  CREATE TRIGGER audit_checkpoints_no_delete BEFORE DELETE ON audit_checkpoints
+  BEGIN
+    SELECT RAISE(ABORT, 'audit_checkpoints is append-only');
+  END;
+  CREATE TABLE content_samples (
+    request_id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    iv BLOB NOT NULL,
+    tag BLOB NOT NULL,
+    ciphertext BLOB NOT NULL
+  );
+  CREATE INDEX content_samples_expiry ON content_samples(expires_at);
+  `,
 ];
