@@ -221,8 +221,14 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
     logger, thresholds: config.alerts.thresholds, onThreshold: (event) => alerts.alert(event),
   });
 
+  // prompt DLP: audit rows through the record writer; personal data fingerprinted with the audit salt's HMAC
+  const { createDlpStage } = await import('./dlp/stage.js');
+  const dlp = createDlpStage({
+    audit: (event) => writer.audit(event), fingerprintPii: hashIdentifier, logger,
+    ...(config.audit.hashKeyIds ? { hashKeyId: hashIdentifier } : {}),
+  });
   const publicApp = createPublicApp({
-    authenticate, proxy, admission, record, logger, models: config.models,
+    authenticate, proxy, admission, dlp, record, logger, models: config.models,
     maxHeaderBytes: config.server.maxHeaderBytes, maxHeaders: config.server.maxHeaders,
     readiness: [
       { name: 'config', check: () => null },

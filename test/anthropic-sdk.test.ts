@@ -112,7 +112,7 @@ describe('anthropic SDK against the gateway', () => {
     assert.equal(received.headers['x-api-key'], FAKE_PROVIDER_KEY);
     assert.equal(received.headers['authorization'], undefined);
     assert.equal(received.headers['anthropic-version'], '2023-06-01');
-    const secretPart = h.key.slice(h.key.lastIndexOf('_') + 1);
+    const secretPart = h.key.slice('kw_'.length + 16 + 1);
     for (const [name, value] of Object.entries(received.headers)) {
       const text = Array.isArray(value) ? value.join(',') : String(value);
       assert.ok(!text.includes(h.key), `upstream header ${name} must not carry the tenant key`);

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
 import { after, before, describe, it } from 'node:test';
+import { findSecrets } from '../src/detect/detector.js';
 import { FAKE_ADMIN_TOKEN, startHarness, type Harness } from './helpers/harness.js';
 import { mapLimit, parseJson } from './helpers/security-http.js';
 
@@ -24,8 +25,22 @@ function rand(n: number): string {
   return out;
 }
 
+/** Random alphanumerics with every character class, so a key shape passes the detectors' entropy and mixed-case checks. */
+function keyBody(n: number): string {
+  return `Aa9${rand(n - 3)}`;
+}
+
 // Plainly fake, TEST-ONLY values: they unlock nothing anywhere.
-const PROVIDER_KEY = `sk-fake-CANARY-PROVIDER-${rand(24)}`;
+/**
+ * The gateway's provider key, shaped like an OpenAI project key (`sk-proj-` + 150, high entropy)
+ * so the project's own detectors recognise it; the mock's 401 names it masked.
+ */
+const PROVIDER_KEY = `sk-proj-FAKE-CANARY-PROVIDER-${keyBody(150)}`;
+/**
+ * A provider-key-shaped value registered nowhere: a user pastes it into prompts (DLP off for
+ * `acme`) and sends it in headers. Only the detectors could catch it if it ever reached a log.
+ */
+const PASTED_KEY = `sk-proj-FAKE-CANARY-PASTED-${keyBody(150)}`;
 const PROMPT_CANARY = `CANARY-PROMPT-${rand(20)}`;
 const SYSTEM_CANARY = `CANARY-SYSTEM-${rand(20)}`;
 const FIELD_VALUE_CANARY = `CANARY-FIELD-VALUE-${rand(20)}`;
@@ -144,16 +159,16 @@ const bearer = () => ({ authorization: `Bearer ${h.key}` });
 const anthropicHeaders = () => ({ 'x-api-key': h.key, 'anthropic-version': '2023-06-01' });
 
 function chatBody(extra: Record<string, unknown> = {}, directive = ''): Record<string, unknown> {
-  return { model: 'gpt-4o-mini', messages: [{ role: 'system', content: SYSTEM_CANARY }, { role: 'user', content: `hello ${PROMPT_CANARY} ${directive}` }], ...extra };
+  return { model: 'gpt-4o-mini', messages: [{ role: 'system', content: SYSTEM_CANARY }, { role: 'user', content: `hello ${PROMPT_CANARY} my key is ${PASTED_KEY} ${directive}` }], ...extra };
 }
 function responsesBody(extra: Record<string, unknown> = {}, directive = ''): Record<string, unknown> {
-  return { model: 'gpt-4o-mini', instructions: SYSTEM_CANARY, input: `hello ${PROMPT_CANARY} ${directive}`, ...extra };
+  return { model: 'gpt-4o-mini', instructions: SYSTEM_CANARY, input: `hello ${PROMPT_CANARY} my key is ${PASTED_KEY} ${directive}`, ...extra };
 }
 function embeddingsBody(extra: Record<string, unknown> = {}): Record<string, unknown> {
-  return { model: 'text-embedding-3-small', input: [`hello ${PROMPT_CANARY}`, SYSTEM_CANARY], ...extra };
+  return { model: 'text-embedding-3-small', input: [`hello ${PROMPT_CANARY} my key is ${PASTED_KEY}`, SYSTEM_CANARY], ...extra };
 }
 function messagesBody(extra: Record<string, unknown> = {}, directive = ''): Record<string, unknown> {
-  return { model: 'claude-3-5-haiku-latest', max_tokens: 64, system: SYSTEM_CANARY, messages: [{ role: 'user', content: `hello ${PROMPT_CANARY} ${directive}` }], ...extra };
+  return { model: 'claude-3-5-haiku-latest', max_tokens: 64, system: SYSTEM_CANARY, messages: [{ role: 'user', content: `hello ${PROMPT_CANARY} my key is ${PASTED_KEY} ${directive}` }], ...extra };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -199,6 +214,8 @@ function findLeaks(where: string, text: string, secrets: readonly Secret[]): str
     const match = pattern.exec(text);
     if (match) found.push(`${where}: ${name} ${JSON.stringify(match[0].slice(0, 24))}…`);
   }
+  // the project's own detector library (the rules of `keywarden scan` and prompt DLP)
+  for (const f of findSecrets(text)) found.push(`${where}: detector ${f.ruleId} ${f.masked}`);
   if (text.includes(MASKED_PROVIDER_KEY)) found.push(`${where}: the masked provider key`);
   return found;
 }
@@ -213,6 +230,7 @@ describe('key-leak canary: planted keys and prompts never come back out', () => 
   let auditText = '';
   let logText = '';
   let usageRows = 0;
+  let metricsText = '';
   let secrets: Secret[] = [];
 
   before(async () => {
@@ -223,6 +241,8 @@ describe('key-leak canary: planted keys and prompts never come back out', () => 
     // tenants whose policies make the remaining refusals reachable
     const tiny = await h.tenantKey('tiny', { max_body_bytes: 512, max_messages: 2 });
     const files = await h.tenantKey('files', { files: true, max_attachments: 1, max_attachment_bytes: 16 });
+    const dlpMask = await h.tenantKey('dlp-mask', { dlp: { secrets: 'mask' } });
+    const dlpBlock = await h.tenantKey('dlp-block', { dlp: { secrets: 'block' } });
 
     // ---- success, whole and streamed, on every endpoint and both dialects
     const plans: Array<() => Promise<unknown>> = [];
@@ -241,6 +261,19 @@ describe('key-leak canary: planted keys and prompts never come back out', () => 
     add(() => call('models (OpenAI)', '/v1/models', { headers: bearer(), logged: false }));
     add(() => call('models (Anthropic)', '/v1/models', { headers: anthropicHeaders(), logged: false }));
     add(() => call('models with a query canary', `/v1/models?api_key=${QUERY_CANARY}`, { headers: bearer(), logged: false }));
+
+    // ---- a provider-key-shaped value in headers: ones the gateway ignores, and one it forwards
+    add(() => call('pasted key in an ignored header', '/v1/chat/completions', { headers: { ...bearer(), 'x-debug-token': PASTED_KEY, 'openai-organization': PASTED_KEY }, body: chatBody() }));
+    add(() => call('pasted key as anthropic-version', '/v1/messages', { headers: { 'x-api-key': h.key, 'anthropic-version': PASTED_KEY }, body: messagesBody() }));
+    add(() => call('pasted key as the x-api-key', '/v1/messages', { headers: { 'x-api-key': PASTED_KEY, 'anthropic-version': '2023-06-01' }, body: messagesBody() }));
+    add(() => call('pasted key in an ignored header, upstream 401', '/v1/chat/completions', { headers: { ...bearer(), 'x-debug-token': PASTED_KEY }, body: chatBody({}, '[[mock:status=401]]') }));
+
+    // ---- prompt DLP on: masked before the provider, or refused
+    add(() => call('dlp mask chat', '/v1/chat/completions', { headers: { authorization: `Bearer ${dlpMask.key}` }, body: chatBody() }));
+    add(() => call('dlp mask messages stream', '/v1/messages', { headers: { 'x-api-key': dlpMask.key, 'anthropic-version': '2023-06-01' }, body: messagesBody({ stream: true }) }));
+    add(() => call('dlp mask chat upstream 401', '/v1/chat/completions', { headers: { authorization: `Bearer ${dlpMask.key}` }, body: chatBody({}, '[[mock:status=401]]') }));
+    add(() => call('dlp block responses', '/v1/responses', { headers: { authorization: `Bearer ${dlpBlock.key}` }, body: responsesBody() }));
+    add(() => call('dlp block embeddings', '/v1/embeddings', { headers: { authorization: `Bearer ${dlpBlock.key}` }, body: embeddingsBody() }));
 
     // ---- policy refusals, each with the canaries in the request
     add(() => call('model not allowed', '/v1/chat/completions', { headers: bearer(), body: chatBody({ model: 'gpt-4o' }) }));
@@ -386,9 +419,13 @@ describe('key-leak canary: planted keys and prompts never come back out', () => 
     usageText = JSON.stringify(usage);
     auditText = JSON.stringify(audit);
     logText = h.logs.text();
+    const metricsResponse = await fetch(`${h.adminUrl}/metrics`, { headers: adminAuth });
+    assert.equal(metricsResponse.status, 200);
+    metricsText = await metricsResponse.text();
 
     secrets = [
       { name: 'provider key', value: PROVIDER_KEY },
+      { name: 'provider-key-shaped prompt and header canary', value: PASTED_KEY },
       { name: 'tenant key secret', value: tenantSecret },
       { name: 'issued key secret', value: issued.secret },
       { name: 'admin token', value: FAKE_ADMIN_TOKEN },
@@ -431,11 +468,35 @@ describe('key-leak canary: planted keys and prompts never come back out', () => 
     assert.match(byLabel.get('chat stream reset-mid-stream')?.body ?? '', /event: error/);
     // the mock really did name the masked key in its 401 body, so there was something to leak
     assert.ok(h.mock.received.some((r) => JSON.stringify(r.body).includes('[[mock:status=401]]')));
+    // the provider-key-shaped canary really reached the provider (DLP off) and really is a detectable key
+    assert.ok(h.mock.received.some((r) => JSON.stringify(r.body ?? null).includes(PASTED_KEY)), 'DLP off: the pasted key was forwarded');
+    assert.deepEqual(findSecrets(`k=${PASTED_KEY}`).map((f) => f.ruleId), ['openai-project-key']);
+    assert.deepEqual(findSecrets(`k=${PROVIDER_KEY}`).map((f) => f.ruleId), ['openai-project-key']);
+    assert.equal(status('pasted key in an ignored header'), 200);
+    assert.equal(status('pasted key as the x-api-key'), 401);
+    assert.equal(status('dlp mask chat'), 200);
+    assert.equal(status('dlp mask chat upstream 401'), 502);
+    assert.equal(status('dlp block responses'), 400);
+    assert.equal(status('dlp block embeddings'), 400);
   });
 
   it('never puts a key, token or canary into any log line', () => {
     const leaks = h.logs.lines.flatMap((line, i) => findLeaks(`log line ${i}`, line, secrets));
     assert.deepEqual(leaks, [], `log lines leak:\n${leaks.join('\n')}`);
+  });
+
+  it('masks the pasted key before the provider for a tenant with prompt DLP on, and audits only its fingerprint', () => {
+    const masked = h.mock.received.filter((r) => JSON.stringify(r.body ?? null).includes('[REDACTED:openai-project-key]'));
+    assert.ok(masked.length >= 3, `only ${masked.length} masked upstream requests`);
+    assert.ok(masked.every((r) => !JSON.stringify(r.body).includes(PASTED_KEY)));
+    assert.match(auditText, /dlp\.mask/);
+    assert.match(auditText, /dlp\.block/);
+  });
+
+  it('never puts a key, token or canary into the metrics', () => {
+    assert.ok(metricsText.includes('keywarden_'), 'the metrics page is not empty');
+    const leaks = findLeaks('metrics', metricsText, secrets);
+    assert.deepEqual(leaks, [], leaks.join('\n'));
   });
 
   it('never puts a key, token or canary into a usage-ledger row', () => {
@@ -495,7 +556,36 @@ describe('key-leak canary: planted keys and prompts never come back out', () => 
   });
 
   it('keeps the redactor as a second net only: no log line needed a key scrubbed out', () => {
-    const scrubbed = h.logs.lines.filter((line) => line.includes('[REDACTED]'));
+    const scrubbed = h.logs.lines.filter((line) => line.includes('[REDACTED'));
     assert.deepEqual(scrubbed, [], 'a secret reached the logger and had to be redacted');
+  });
+});
+
+describe('log scrubbing: the detectors are the last net for a key that reaches the logger', () => {
+  it('masks every detector fixture key in an error message, an upstream body and a header value, and keeps the line valid JSON', async () => {
+    const { createLogger } = await import('../src/log/logger.js');
+    const { LogCapture } = await import('./helpers/harness.js');
+    const { FAKE } = await import('./fixtures/detect/fixtures.js');
+    const capture = new LogCapture();
+    const logger = createLogger({ level: 'info', destination: capture });
+    // FAKE, TEST ONLY keys (test/fixtures/detect); none of them is registered with the redactor
+    const keys = [PASTED_KEY, FAKE.githubPat, FAKE.anthropic, FAKE.google, FAKE.slackBot, FAKE.stripeLive, FAKE.jwt, FAKE.huggingface, FAKE.tenantKey];
+    for (const key of keys) {
+      logger.error({ err: new Error(`upstream said: invalid key ${key}`) }, 'an error that names a key');
+      logger.warn({ upstreamBody: `{"error":{"message":"Incorrect API key provided: ${key}"}}` }, 'an upstream error body');
+      logger.info({ headers: { 'x-debug-token': key } }, `a header\n${key}`);
+    }
+    logger.flush();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal(capture.lines.length, keys.length * 3);
+    const leaks: string[] = [];
+    capture.lines.forEach((line, i) => {
+      assert.doesNotThrow(() => JSON.parse(line), `line ${i} is still JSON`);
+      for (const key of keys) if (line.includes(key.slice(0, 20)) || line.includes(key.slice(-16))) leaks.push(`line ${i}: ${key.slice(0, 8)}…`);
+      for (const f of findSecrets(line)) leaks.push(`line ${i}: detector ${f.ruleId}`);
+    });
+    assert.deepEqual(leaks, []);
+    // the detector pass names the rule it masked (the key-shape pattern alone would say [REDACTED])
+    assert.ok(capture.lines.some((line) => line.includes('[REDACTED:github-pat]')));
   });
 });

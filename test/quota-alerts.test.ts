@@ -125,7 +125,7 @@ describe('budget threshold alerts through the gateway', () => {
       assert.ok(!Number.isNaN(Date.parse(p['at'])));
       assert.equal(hook.headers['content-type'], 'application/json');
       assert.equal(hook.headers['x-keywarden-signature'], signatureOf(hook.body), 'signed with HMAC-SHA256 of the body');
-      assertNoSecrets(hook, [CANARY, key, key.slice(key.lastIndexOf('_') + 1), FAKE_PROVIDER_KEY, FAKE_WEBHOOK_SECRET]);
+      assertNoSecrets(hook, [CANARY, key, key.slice('kw_'.length + 16 + 1), FAKE_PROVIDER_KEY, FAKE_WEBHOOK_SECRET]);
     }
 
     // one log line and one audit row per threshold as well

@@ -49,6 +49,8 @@ interface TenantState {
   req: Float64Array;
   tok: Float64Array;
   err: Float64Array;
+  /** Per bucket, which rate detectors found it anomalous (REQ | TOK | ERR): such buckets are left out of later baselines. */
+  flags: Uint8Array;
   baseline: Baseline;
   /** Requests per hour of the week (UTC, Monday 00:00 = 0). */
   hours: Uint32Array;
@@ -66,6 +68,10 @@ interface Counter {
   idx: number;
   count: number;
 }
+
+const REQ = 1;
+const TOK = 2;
+const ERR = 4;
 
 const AUTH_CODES: ReadonlySet<string> = new Set(Object.keys(ERROR_CODES).filter((code) => code.startsWith('auth_')));
 const HOUR_MS = 3_600_000;
@@ -135,7 +141,7 @@ export function createAnomalyDetector(options: AnomalyDetectorOptions) {
     if (t === undefined) {
       t = {
         tenantId, tenantName, firstSeen: at, firstIdx: idx,
-        idx: new Float64Array(ringSize).fill(-1), req: new Float64Array(ringSize), tok: new Float64Array(ringSize), err: new Float64Array(ringSize),
+        idx: new Float64Array(ringSize).fill(-1), req: new Float64Array(ringSize), tok: new Float64Array(ringSize), err: new Float64Array(ringSize), flags: new Uint8Array(ringSize),
         baseline: { idx: -1, stats: undefined }, hours: new Uint32Array(168), hoursTotal: 0,
       };
       tenants.set(tenantId, t);
@@ -152,6 +158,7 @@ export function createAnomalyDetector(options: AnomalyDetectorOptions) {
       t.req[s] = 0;
       t.tok[s] = 0;
       t.err[s] = 0;
+      t.flags[s] = 0;
     }
     return s;
   }
@@ -162,27 +169,36 @@ export function createAnomalyDetector(options: AnomalyDetectorOptions) {
     const history = idx - t.firstIdx;
     if (history >= Math.max(1, minHistoryBuckets)) {
       const n = Math.min(windowBuckets, history);
-      let reqSum = 0, reqSq = 0, tokSum = 0, tokSq = 0, errSum = 0, rateSum = 0, rateSq = 0, rateN = 0;
+      // a bucket a detector found anomalous is left out of that detector's baseline, so one
+      // episode does not raise the bar for the next (don't learn from the anomaly)
+      let reqN = 0, reqSum = 0, reqSq = 0, tokN = 0, tokSum = 0, tokSq = 0;
+      let errReq = 0, errSum = 0, rateSum = 0, rateSq = 0, rateN = 0;
       for (let j = 1; j <= n; j++) {
         const b = idx - j;
         const s = b % ringSize;
-        if (t.idx[s] !== b) continue; // a bucket without traffic: zeros
-        const r = t.req[s] as number;
-        const k = t.tok[s] as number;
-        const e = t.err[s] as number;
-        reqSum += r; reqSq += r * r; tokSum += k; tokSq += k * k; errSum += e;
-        if (r > 0) {
+        const live = t.idx[s] === b; // a bucket without traffic counts as zeros
+        const r = live ? t.req[s] as number : 0;
+        const k = live ? t.tok[s] as number : 0;
+        const e = live ? t.err[s] as number : 0;
+        const flags = live ? t.flags[s] as number : 0;
+        if ((flags & REQ) === 0) {
+          reqN++; reqSum += r; reqSq += r * r;
+        }
+        if ((flags & TOK) === 0) {
+          tokN++; tokSum += k; tokSq += k * k;
+        }
+        if ((flags & ERR) === 0 && r > 0) {
           const rate = e / r;
-          rateSum += rate; rateSq += rate * rate; rateN++;
+          errReq += r; errSum += e; rateSum += rate; rateSq += rate * rate; rateN++;
         }
       }
-      const reqMean = reqSum / n;
-      const tokMean = tokSum / n;
+      const reqMean = reqN > 0 ? reqSum / reqN : 0;
+      const tokMean = tokN > 0 ? tokSum / tokN : 0;
       const rateMean = rateN > 0 ? rateSum / rateN : 0;
       stats = {
-        n, reqMean, reqSd: Math.sqrt(Math.max(0, reqSq / n - reqMean * reqMean)),
-        tokMean, tokSd: Math.sqrt(Math.max(0, tokSq / n - tokMean * tokMean)),
-        errRate: reqSum > 0 ? errSum / reqSum : 0,
+        n, reqMean, reqSd: reqN > 0 ? Math.sqrt(Math.max(0, reqSq / reqN - reqMean * reqMean)) : 0,
+        tokMean, tokSd: tokN > 0 ? Math.sqrt(Math.max(0, tokSq / tokN - tokMean * tokMean)) : 0,
+        errRate: errReq > 0 ? errSum / errReq : 0,
         errSd: rateN > 0 ? Math.sqrt(Math.max(0, rateSq / rateN - rateMean * rateMean)) : 0,
       };
     }
@@ -258,6 +274,7 @@ export function createAnomalyDetector(options: AnomalyDetectorOptions) {
       const requests = t.req[s] as number;
       const reqThreshold = rateCheck(config.requestRate, requests, stats.reqMean, stats.reqSd);
       if (reqThreshold !== undefined) {
+        t.flags[s] = (t.flags[s] as number) | REQ;
         raise(`request_rate\u0000${t.tenantId}`, at, () => tenantAlert(t, 'request_rate', 'tenant', req, {
           requests, baseline_mean: round(stats.reqMean), baseline_stddev: round(stats.reqSd), threshold: round(reqThreshold), bucket_seconds: bucketSeconds,
         }));
@@ -266,6 +283,7 @@ export function createAnomalyDetector(options: AnomalyDetectorOptions) {
         const used = t.tok[s] as number;
         const tokThreshold = rateCheck(config.tokenRate, used, stats.tokMean, stats.tokSd);
         if (tokThreshold !== undefined) {
+          t.flags[s] = (t.flags[s] as number) | TOK;
           raise(`token_rate\u0000${t.tenantId}`, at, () => tenantAlert(t, 'token_rate', 'tenant', req, {
             tokens: used, baseline_mean: round(stats.tokMean), baseline_stddev: round(stats.tokSd), threshold: round(tokThreshold), bucket_seconds: bucketSeconds,
           }));
@@ -276,6 +294,7 @@ export function createAnomalyDetector(options: AnomalyDetectorOptions) {
       if (isError && rule.enabled && errors >= rule.minErrors) {
         const rate = errors / requests;
         if (rate >= rule.minRate && rate > stats.errRate + rule.k * stats.errSd) {
+          t.flags[s] = (t.flags[s] as number) | ERR;
           raise(`error_rate\u0000${t.tenantId}`, at, () => tenantAlert(t, 'error_rate', 'tenant', req, {
             errors, requests, rate: round(rate), baseline_rate: round(stats.errRate), baseline_stddev: round(stats.errSd), bucket_seconds: bucketSeconds,
           }));

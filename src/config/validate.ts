@@ -5,6 +5,7 @@ import { parseDuration } from './duration.js';
 import { isSecretReference } from '../secrets/reference.js';
 import { LIMIT_NAMES, type LimitName, type Limits } from '../quota/types.js';
 import { DEFAULT_ANOMALY_CONFIG, type AnomalyConfig, type RateRule } from '../anomaly/types.js';
+import { DLP_MODES, DLP_OFF, PII_RULE_NAMES, type DlpMode, type DlpPolicy, type PiiRuleName } from '../dlp/types.js';
 
 /** The tenant policy that applies when config gives none: nothing is allowed but the bare request. */
 export const DEFAULT_POLICY: TenantPolicy = Object.freeze({
@@ -19,6 +20,7 @@ export const DEFAULT_POLICY: TenantPolicy = Object.freeze({
   maxAttachmentBytes: 1_048_576,
   limits: {},
   keyLimits: {},
+  dlp: DLP_OFF,
 });
 
 type Json = unknown;
@@ -137,8 +139,44 @@ function stringList(value: Json, path: string, fallback: readonly string[], prob
 
 const POLICY_FIELDS = [
   'models', 'params', 'tools', 'files', 'max_body_bytes', 'max_output_tokens',
-  'max_messages', 'max_attachments', 'max_attachment_bytes', 'limits', 'key_limits',
+  'max_messages', 'max_attachments', 'max_attachment_bytes', 'limits', 'key_limits', 'dlp',
 ] as const;
+
+function dlpMode(value: Json, path: string, fallback: DlpMode, problems: Problems): DlpMode {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'string' || !(DLP_MODES as readonly string[]).includes(value)) {
+    problems.add(path, `must be one of ${DLP_MODES.join(', ')}`);
+    return fallback;
+  }
+  return value as DlpMode;
+}
+
+/**
+ * Validates `dlp: { secrets, pii, pii_rules }` (prompt DLP, docs/configuration.md). Fields left
+ * out keep the base's value; the default is everything off.
+ */
+export function parseDlp(value: Json, path: string, base: DlpPolicy, problems: { add(path: string, message: string): void }): DlpPolicy {
+  const p = problems as Problems;
+  if (value === undefined) return base;
+  if (value === null) return DLP_OFF;
+  if (!isRecord(value)) {
+    p.add(path, 'must be a mapping such as { secrets: mask, pii: off }');
+    return base;
+  }
+  checkKeys(value, path, ['secrets', 'pii', 'pii_rules'], p);
+  let piiRules = base.piiRules;
+  const rules = value['pii_rules'];
+  if (rules !== undefined) {
+    if (!Array.isArray(rules) || !rules.every((r) => typeof r === 'string' && (PII_RULE_NAMES as readonly string[]).includes(r))) {
+      p.add(join(path, 'pii_rules'), `must be a list of ${PII_RULE_NAMES.join(', ')}`);
+    } else piiRules = Object.freeze([...new Set(rules as PiiRuleName[])]);
+  }
+  return Object.freeze({
+    secrets: dlpMode(value['secrets'], join(path, 'secrets'), base.secrets, p),
+    pii: dlpMode(value['pii'], join(path, 'pii'), base.pii, p),
+    piiRules,
+  });
+}
 
 /**
  * Validates a limits mapping (`requests_per_minute`, `tokens_per_minute`, `tokens_per_day`,
@@ -193,6 +231,7 @@ export function parsePolicy(value: Json, path: string, base: TenantPolicy, probl
     maxAttachmentBytes: positiveInt(value['max_attachment_bytes'], join(path, 'max_attachment_bytes'), base.maxAttachmentBytes, p, 64 * 1_048_576),
     limits: parseLimits(value['limits'], join(path, 'limits'), base.limits, p),
     keyLimits: parseLimits(value['key_limits'], join(path, 'key_limits'), base.keyLimits, p),
+    dlp: parseDlp(value['dlp'], join(path, 'dlp'), base.dlp ?? DLP_OFF, p),
   });
 }
 

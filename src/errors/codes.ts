@@ -32,6 +32,10 @@ export const ERROR_CODES = {
   policy_tools_not_allowed: { status: 400, family: 'invalid_request' },
   policy_files_not_allowed: { status: 400, family: 'invalid_request' },
 
+  // prompt DLP: the tenant's policy blocks secrets or personal data in the text sent to the model
+  dlp_secret_blocked: { status: 400, family: 'invalid_request' },
+  dlp_pii_blocked: { status: 400, family: 'invalid_request' },
+
   // quotas: a limit of the tenant (all its keys) or of the key itself was reached
   tenant_requests_per_minute_exceeded: { status: 429, family: 'rate_limit' },
   tenant_tokens_per_minute_exceeded: { status: 429, family: 'rate_limit' },

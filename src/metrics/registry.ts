@@ -3,7 +3,7 @@ import { ERROR_CODES } from '../errors/codes.js';
 import type { RequestContext } from '../server/proxy.js';
 import type { LimitName } from '../quota/types.js';
 import { LIMIT_NAMES } from '../quota/types.js';
-import { ANOMALY_KINDS, type AnomalyKind } from '../anomaly/types.js';
+import type { AnomalyKind } from '../anomaly/types.js';
 
 /*
  * Prometheus metrics, served by the admin listener at `GET /metrics` (docs/metrics.md).
@@ -103,7 +103,6 @@ export function createMetrics(options: MetricsOptions) {
   for (const code of QUOTA_REFUSAL_CODES) quotaRefusals.get(code);
   for (const provider of providers) for (const kind of UPSTREAM_ERROR_KINDS) upstreamErrors.get(provider, kind);
   for (const limit of LIMIT_NAMES) alerts.get('budget_threshold', limit);
-  for (const anomaly of ANOMALY_KINDS) alerts.get('anomaly', anomaly);
 
   counterFrom(registry, 'keywarden_requests_total', 'Requests finished on the public listener, by tenant, provider, model, HTTP status and outcome.',
     requests, (s) => s.value);

@@ -1,5 +1,6 @@
 import type { Endpoint } from '../providers/types.js';
 import type { Limits } from '../quota/types.js';
+import type { DlpPolicy } from '../dlp/types.js';
 
 /**
  * What a tenant may ask for. Deny by default: a field, model, tool or file not allowed here is refused.
@@ -31,6 +32,8 @@ export interface TenantPolicy {
   limits: Limits;
   /** The same limits applied to each of the tenant's keys on its own (a key's own limits win). */
   keyLimits: Limits;
+  /** Prompt DLP (src/dlp): secrets and personal data in the text sent to the model. Absent = off. */
+  dlp?: DlpPolicy;
 }
 
 /** The outcome of validating one request body against its endpoint schema and the tenant policy. */

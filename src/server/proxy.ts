@@ -95,7 +95,7 @@ export interface WholeAnswer {
 
 /**
  * The stages between authentication and recording, in their fixed order:
- * validate (schema + policy) → admit → forward → relay. Takes plain values; the HTTP layer
+ * validate (schema + policy) → dlp (src/dlp/stage.ts, run by the HTTP layer) → admit → forward → relay. Takes plain values; the HTTP layer
  * calls it and sends what it returns (or, for streams, lets it write to the raw response).
  */
 export function createProxy(deps: ProxyDeps) {

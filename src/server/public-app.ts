@@ -12,6 +12,7 @@ import { PROVIDER_ROUTES, dialectForPath, type ProviderRoute } from './routes.js
 import { newRequestContext, type Proxy, type RequestContext } from './proxy.js';
 import { createHttpServer, refuseConnection } from './http-server.js';
 import type { AdmissionStage } from '../quota/admission.js';
+import type { DlpStage } from '../dlp/stage.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -29,6 +30,8 @@ export interface PublicAppOptions {
   proxy: Proxy;
   /** The admit stage; undefined when quotas are not wired (tests of the bare path). */
   admission?: AdmissionStage;
+  /** The dlp stage (prompt DLP, between validate and admit); undefined when not wired (every request passes as sent). */
+  dlp?: DlpStage;
   record(ctx: RequestContext): void;
   models: Readonly<Record<string, ModelRoute>>;
   readiness: readonly ReadinessCheck[];
@@ -45,7 +48,7 @@ export interface PublicAppOptions {
  * routes are 404 before anything else happens.
  */
 export function createPublicApp(options: PublicAppOptions): FastifyInstance {
-  const { authenticate, proxy, logger, admission } = options;
+  const { authenticate, proxy, logger, admission, dlp } = options;
 
   /** Settle (reservation → real usage and cost), then record: the last two stages, once per request. */
   function settleAndRecord(ctx: RequestContext): void {
@@ -127,7 +130,10 @@ export function createPublicApp(options: PublicAppOptions): FastifyInstance {
       handler: async (request, reply) => {
         const ctx = request.kw;
         if (request.body === undefined) throw new GatewayError('request_invalid_json', 'the request body must be a JSON object');
-        const prepared = proxy.validate(ctx, route.endpoint, request.body, request.headers);
+        const validated = proxy.validate(ctx, route.endpoint, request.body, request.headers);
+        // dlp: mask or block secrets and personal data before admission, so the token estimate,
+        // a content sample and the provider all see the masked body (streamed requests too)
+        const prepared = dlp ? dlp.run(ctx, validated) : validated;
         const principal = ctx.principal as Principal;
         if (admission && !admission.unlimited(principal)) {
           ctx.admission = await admission.admit(principal, {

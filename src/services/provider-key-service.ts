@@ -447,6 +447,9 @@ export function createProviderKeyService(options: ProviderKeyServiceOptions) {
       } catch (err) {
         return record({ status: 'failed', reason: `providers.${pconf.id}.admin_key could not be read (${(err as Error).message})` }, 'admin_key_unreadable');
       }
+      if (!/^[\x21-\x7e]{1,4096}$/.test(adminKey)) {
+        return record({ status: 'failed', reason: `providers.${pconf.id}.admin_key holds no usable key (empty or invalid characters)` }, 'admin_key_unreadable');
+      }
 
       const [{ createUpstreamClient }, { createProviderAdapter }] = await Promise.all([import('../upstream/client.js'), import('../providers/registry.js')]);
       // the project's pooled client: fixed origin, no redirects followed, connect/header/body timeouts
