@@ -33,6 +33,15 @@ export async function doctorCommand(configPath: string, online: boolean, env: No
     ...(config.auth.keyHashKey ? [['auth.key_hash_key', config.auth.keyHashKey] as [string, string]] : []),
     ...Object.values(config.providers).map((p) => [`providers.${p.id}.api_key`, p.apiKey] as [string, string]),
   ];
+  // every other secret reference the configuration names
+  const optional: Array<[string, string | undefined]> = [
+    ...Object.values(config.providers).map((p) => [`providers.${p.id}.admin_key`, p.adminKey] as [string, string | undefined]),
+    ['audit.checkpoint_key', config.audit.checkpointKey],
+    ['audit.sampling.key', config.audit.sampling?.key],
+    ['alerts.webhook_secret', config.alerts.webhookSecret],
+    ['limits.redis_password', config.quota.redisPassword],
+  ];
+  for (const [path, ref] of optional) if (ref !== undefined) refs.push([path, ref]);
   const loaded = new Map<string, string>();
   for (const [path, ref] of refs) {
     try {
