@@ -1,4 +1,4 @@
-import { postWebhook } from '../services/webhook.js';
+import { createWebhookDelivery } from '../services/webhook.js';
 import type { Logger } from '../log/logger.js';
 import type { RecordWriter } from '../audit/record-writer.js';
 import type { Metrics } from '../metrics/registry.js';
@@ -43,21 +43,7 @@ export function anomalyPayload(alert: AnomalyAlert) {
  */
 export function createAnomalyAlertSink(options: AnomalyAlertSinkOptions) {
   const { logger, writer } = options;
-  const attempts = options.attempts ?? 5;
-  const retryBaseMs = options.retryBaseMs ?? 500;
-  const timeoutMs = options.timeoutMs ?? 5000;
-  const inFlight = new Set<Promise<void>>();
-
-  async function deliver(body: string): Promise<void> {
-    const delivered = await postWebhook({
-      url: options.webhookUrl as URL, secret: options.webhookSecret, body, userAgent: 'keywarden-alerts', attempts, retryBaseMs, timeoutMs,
-      onAttemptFailed: ({ attempt, status, err }) => {
-        if (status !== undefined) logger.warn({ event: 'alert_webhook_failed', type: 'anomaly', status, attempt }, 'alert webhook answered with an error');
-        else logger.warn({ event: 'alert_webhook_failed', type: 'anomaly', err, attempt }, 'alert webhook could not be reached');
-      },
-    });
-    if (!delivered) logger.error({ event: 'alert_webhook_gave_up', type: 'anomaly', attempts }, 'alert webhook delivery failed after retries');
-  }
+  const webhook = createWebhookDelivery({ ...options, type: 'anomaly' });
 
   function emit(alert: AnomalyAlert): void {
     const payload = anomalyPayload(alert);
@@ -71,14 +57,11 @@ export function createAnomalyAlertSink(options: AnomalyAlertSinkOptions) {
       outcome: 'success', requestId: alert.requestId,
       details: { tenant: alert.tenantId, key: alert.keyId, scope: alert.scope, client: alert.client, ...alert.values },
     });
-    if (!options.webhookUrl) return;
-    track(deliver(JSON.stringify(payload)));
+    webhook.send(JSON.stringify(payload));
   }
 
   function track(work: Promise<void>): void {
-    const p: Promise<void> = work.catch((err: unknown) => logger.error({ event: 'anomaly_alert_failed', err }, 'anomaly alert could not be delivered'))
-      .finally(() => inFlight.delete(p));
-    inFlight.add(p);
+    webhook.track(work.catch((err: unknown) => logger.error({ event: 'anomaly_alert_failed', err }, 'anomaly alert could not be delivered')));
   }
 
   return {
@@ -96,9 +79,7 @@ export function createAnomalyAlertSink(options: AnomalyAlertSinkOptions) {
       }));
     },
     /** Waits for queued alerts and webhook deliveries in progress (shutdown, tests). */
-    async drain(): Promise<void> {
-      while (inFlight.size > 0) await Promise.all([...inFlight]);
-    },
+    drain: () => webhook.drain(),
   };
 }
 

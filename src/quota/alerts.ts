@@ -1,4 +1,4 @@
-import { postWebhook } from '../services/webhook.js';
+import { createWebhookDelivery } from '../services/webhook.js';
 import type { Logger } from '../log/logger.js';
 import type { RecordWriter } from '../audit/record-writer.js';
 import type { ThresholdEvent } from './admission.js';
@@ -26,21 +26,7 @@ export interface AlertSinkOptions {
  */
 export function createAlertSink(options: AlertSinkOptions) {
   const { logger, writer } = options;
-  const attempts = options.attempts ?? 5;
-  const retryBaseMs = options.retryBaseMs ?? 500;
-  const timeoutMs = options.timeoutMs ?? 5000;
-  const inFlight = new Set<Promise<void>>();
-
-  async function deliver(body: string): Promise<void> {
-    const delivered = await postWebhook({
-      url: options.webhookUrl as URL, secret: options.webhookSecret, body, userAgent: 'keywarden-alerts', attempts, retryBaseMs, timeoutMs,
-      onAttemptFailed: ({ attempt, status, err }) => {
-        if (status !== undefined) logger.warn({ event: 'alert_webhook_failed', status, attempt }, 'alert webhook answered with an error');
-        else logger.warn({ event: 'alert_webhook_failed', err, attempt }, 'alert webhook could not be reached');
-      },
-    });
-    if (!delivered) logger.error({ event: 'alert_webhook_gave_up', attempts }, 'alert webhook delivery failed after retries');
-  }
+  const webhook = createWebhookDelivery({ ...options, type: 'budget_threshold' });
 
   return {
     alert(event: ThresholdEvent): void {
@@ -65,14 +51,10 @@ export function createAlertSink(options: AlertSinkOptions) {
         ts: Date.now(), actor: 'system', action: 'quota.threshold', target: event.keyId ?? event.tenantId, outcome: 'success', requestId: null,
         details: { tenant: event.tenantId, key: event.keyId, limit: event.limit, percent: event.percent, used: payload.used, max: payload.max },
       });
-      if (!options.webhookUrl) return;
-      const delivery = deliver(JSON.stringify(payload)).finally(() => inFlight.delete(delivery));
-      inFlight.add(delivery);
+      webhook.send(JSON.stringify(payload));
     },
     /** Waits for deliveries in progress (shutdown, tests). */
-    async drain(): Promise<void> {
-      await Promise.all([...inFlight]);
-    },
+    drain: () => webhook.drain(),
   };
 }
 

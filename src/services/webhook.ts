@@ -1,5 +1,6 @@
 import { createHmac } from 'node:crypto';
 import { request } from 'undici';
+import type { Logger } from '../log/logger.js';
 
 export interface WebhookPost {
   /** From config only; never from a request. */
@@ -40,4 +41,56 @@ export async function postWebhook(post: WebhookPost): Promise<boolean> {
     if (attempt < attempts) await new Promise((resolve) => setTimeout(resolve, retryBaseMs * 2 ** (attempt - 1)).unref());
   }
   return false;
+}
+
+export interface WebhookDeliveryOptions {
+  logger: Pick<Logger, 'warn' | 'error'>;
+  /** From config only (`alerts.webhook_url`); never from a request. Without it nothing is posted. */
+  webhookUrl: URL | undefined;
+  webhookSecret: string | undefined;
+  /** The alert type, in the delivery failure log lines. */
+  type: string;
+  attempts?: number;
+  retryBaseMs?: number;
+  timeoutMs?: number;
+}
+
+/**
+ * Background delivery of alert bodies to the configured webhook, shared by every alert sink:
+ * retries with backoff, logs each failed attempt and a final give-up, and tracks deliveries in
+ * flight so shutdown (and tests) can wait for them.
+ */
+export function createWebhookDelivery(options: WebhookDeliveryOptions) {
+  const { logger, type } = options;
+  const attempts = options.attempts ?? 5;
+  const inFlight = new Set<Promise<unknown>>();
+
+  async function deliver(body: string): Promise<void> {
+    const delivered = await postWebhook({
+      url: options.webhookUrl as URL, secret: options.webhookSecret, body, userAgent: 'keywarden-alerts', attempts,
+      retryBaseMs: options.retryBaseMs ?? 500, timeoutMs: options.timeoutMs ?? 5000,
+      onAttemptFailed: ({ attempt, status, err }) => {
+        if (status !== undefined) logger.warn({ event: 'alert_webhook_failed', type, status, attempt }, 'alert webhook answered with an error');
+        else logger.warn({ event: 'alert_webhook_failed', type, err, attempt }, 'alert webhook could not be reached');
+      },
+    });
+    if (!delivered) logger.error({ event: 'alert_webhook_gave_up', type, attempts }, 'alert webhook delivery failed after retries');
+  }
+
+  return {
+    /** Posts a JSON body in the background (no-op without a webhook URL). */
+    send(body: string): void {
+      if (!options.webhookUrl) return;
+      this.track(deliver(body));
+    },
+    /** Tracks other background work of a sink, so `drain` waits for it too. */
+    track(work: Promise<unknown>): void {
+      const p: Promise<unknown> = work.finally(() => inFlight.delete(p));
+      inFlight.add(p);
+    },
+    /** Waits until nothing is in flight. */
+    async drain(): Promise<void> {
+      while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
+    },
+  };
 }
