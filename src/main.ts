@@ -136,6 +136,7 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
   // the provider key pool reads the register in the store: only `current` keys serve requests
   const keys = createProviderKeyPool({
     providers: config.providers, cache: secretCache, repo: store.providerKeys,
+    containedProviders: () => store.incidents.containedProviders(),
     onEvent: (event) => {
       if (event.type === 'unverified_version') {
         logger.error({ event: 'provider_key_unverified_version', provider: event.provider, key_id: event.keyId, reference: event.reference, fingerprint: event.fingerprint },
@@ -243,8 +244,11 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
       },
     ],
   });
+  const { createIncidentService } = await import('./services/incident-service.js');
   const adminApp = createAdminApp({
     token: adminToken, tenants, logger, metrics,
+    // the gateway re-reads the provider key register at once after a containment made here
+    incidents: createIncidentService({ store, afterContain: () => keys.poll() }),
     ...(sampleKey ? { readSample: sampling.createSampleReader({ key: sampleKey, trail: store.auditTrail, records: store.records }) } : {}),
   });
 

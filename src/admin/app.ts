@@ -9,6 +9,7 @@ import { requestIdFrom } from '../server/request-id.js';
 import { createHttpServer } from '../server/http-server.js';
 import type { Metrics } from '../metrics/registry.js';
 import type { SampleReader } from '../audit/sampling.js';
+import type { IncidentService } from '../services/incident-service.js';
 
 export interface AdminAppOptions {
   /** The admin token's value, loaded from its secret reference. */
@@ -19,6 +20,8 @@ export interface AdminAppOptions {
   metrics?: Pick<Metrics, 'render' | 'contentType' | 'adminAuthFailed'>;
   /** `GET /admin/samples/:request_id` (only when content sampling is configured); each read is audited. */
   readSample?: SampleReader;
+  /** Incident response: contain, investigate, report (the same service as `keywarden incident`). */
+  incidents?: IncidentService;
 }
 
 const ACTOR = 'admin-api';
@@ -108,6 +111,29 @@ export function createAdminApp(options: AdminAppOptions): FastifyInstance {
   app.get<{ Querystring: { tenant?: string } }>('/admin/keys', async (request) => ({ data: await tenants.listKeys(request.query.tenant) }));
   app.post<{ Params: { id: string } }>('/admin/keys/:id/revoke', async (request) => tenants.revokeKey(request.params.id, ACTOR));
 
+  const { incidents } = options;
+  if (incidents) {
+    app.post('/admin/incidents/contain', async (request, reply) => {
+      const body = objectBody(request.body);
+      const target: { providerKey?: string; tenantKey?: string; tenant?: string } = {};
+      for (const [field, name] of [['provider_key', 'providerKey'], ['tenant_key', 'tenantKey'], ['tenant', 'tenant']] as const) {
+        const value = body[field];
+        if (value === undefined) continue;
+        if (typeof value !== 'string') throw new GatewayError('admin_invalid_request', `"${field}" must be a string`, { param: field });
+        target[name] = value;
+      }
+      return reply.code(201).send(await incidents.contain(target, ACTOR));
+    });
+    app.get('/admin/incidents', async () => ({ data: await incidents.list() }));
+    app.get<{ Params: { id: string }; Querystring: { since?: string } }>('/admin/incidents/:id/investigate', async (request) => {
+      return incidents.investigate(request.params.id, sinceOf(request.query.since));
+    });
+    app.get<{ Params: { id: string }; Querystring: { since?: string } }>('/admin/incidents/:id/report', async (request, reply) => {
+      const text = await incidents.report(request.params.id, sinceOf(request.query.since));
+      return reply.header('content-type', 'text/markdown; charset=utf-8').header('cache-control', 'no-store').send(text);
+    });
+  }
+
   const { readSample } = options;
   if (readSample) {
     app.get<{ Params: { request_id: string } }>('/admin/samples/:request_id', async (request, reply) => {
@@ -130,6 +156,16 @@ export function createAdminApp(options: AdminAppOptions): FastifyInstance {
     void reply.code(error.status).send(errorBody(error, 'openai', request.id));
   });
   return app;
+}
+
+/** `?since=` as an ISO date-time or a duration back from now (`24h`). */
+function sinceOf(since: string | undefined): { since?: number } {
+  if (since === undefined) return {};
+  const ago = parseDuration(since);
+  if (ago !== undefined) return { since: Date.now() - ago };
+  const at = /^\d{4}-\d{2}-\d{2}/.test(since) ? Date.parse(since) : Number.NaN;
+  if (!Number.isFinite(at)) throw new GatewayError('admin_invalid_request', '"since" must be a date or a duration such as 24h', { param: 'since' });
+  return { since: at };
 }
 
 function objectBody(body: unknown): Record<string, unknown> {

@@ -29,6 +29,9 @@ commands:
   audit hash VALUE                      the hmac-sha256: value a client address or key id is stored as, to search for it
   audit prune [--before DATE] [--json]  remove audit rows past audit.retention (or DATE) with a signed checkpoint
   audit export --since DATE [--until DATE] --format jsonl|csv [--out FILE]   audit rows for a SIEM (ids and HMACs, no content)
+  incident contain --provider-key FINGERPRINT | --tenant-key KEY_ID | --tenant NAME [--json]   revoke/disable at once and open an incident
+  incident investigate INCIDENT_ID [--since DATE|DURATION] [--json] | report INCIDENT_ID | list [--json]   blast radius, postmortem draft
+  drill [--json]                        rehearse an incident against the mock provider and time each step
 
 Every command takes --config FILE (or KEYWARDEN_CONFIG); without one, store commands use the demo store.
 `;
@@ -124,6 +127,8 @@ async function run(argv: readonly string[]): Promise<number | void> {
       before: { type: 'string' },
       format: { type: 'string' },
       out: { type: 'string' },
+      'provider-key': { type: 'string' },
+      'tenant-key': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -201,6 +206,21 @@ async function run(argv: readonly string[]): Promise<number | void> {
         ...(values.before !== undefined ? { before: values.before } : {}), ...(values.format !== undefined ? { format: values.format } : {}),
         ...(values.out !== undefined ? { out: values.out } : {}),
       });
+    }
+    case 'incident': {
+      const { incidentCommand } = await import('./commands/incident.js');
+      return incidentCommand(configFor(values.config).config, action, rest, {
+        json: values.json ?? false,
+        ...(values['provider-key'] !== undefined ? { providerKey: values['provider-key'] } : {}),
+        ...(values['tenant-key'] !== undefined ? { tenantKey: values['tenant-key'] } : {}),
+        ...(values.tenant !== undefined ? { tenant: values.tenant } : {}),
+        ...(values.since !== undefined ? { since: values.since } : {}),
+      });
+    }
+    case 'drill': {
+      if (action !== undefined) throw new CliError('usage: keywarden drill [--json]', EXIT_USAGE);
+      const { drillCommand } = await import('./commands/incident.js');
+      return drillCommand({ json: values.json ?? false });
     }
     default:
       throw new CliError(`unknown command "${command.slice(0, 40)}"\n${USAGE}`, EXIT_USAGE);

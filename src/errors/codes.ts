@@ -60,6 +60,7 @@ export const ERROR_CODES = {
   upstream_overloaded: { status: 503, family: 'overloaded' },
   upstream_invalid_response: { status: 502, family: 'server' },
   provider_key_unavailable: { status: 503, family: 'overloaded' },
+  provider_key_contained: { status: 503, family: 'overloaded' },
 
   // the gateway itself
   service_unavailable: { status: 503, family: 'overloaded' },

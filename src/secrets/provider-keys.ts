@@ -80,6 +80,8 @@ export interface ProviderKeyPool {
   poll(): Promise<void>;
   /** The key to use for a new request, or undefined when none is usable (the request gets 503). */
   current(providerId: string): string | undefined;
+  /** True when the provider has no current key because an incident contained it (the request gets 503 `provider_key_contained`). */
+  contained?(providerId: string): boolean;
   status(): ProviderKeyStatus[];
 }
 
@@ -88,6 +90,8 @@ export interface ProviderKeyPoolOptions {
   cache: SecretCache;
   repo: ProviderKeyRepository;
   pollMs?: number;
+  /** Providers with a key contained by an incident (read on each poll). */
+  containedProviders?: () => Promise<readonly string[]>;
   /** Where the pool reports events; messages hold ids, references and fingerprints, never values. */
   onEvent?: (event: { type: 'unverified_version' | 'poll_failed' | 'revoked' | 'preload_failed'; provider?: string; keyId?: string; reference?: string; fingerprint?: string; message?: string }) => void;
   now?: () => number;
@@ -119,6 +123,7 @@ export function createProviderKeyPool(providersOrOptions: ProviderKeyPoolOptions
   /** Current row per provider (from the last poll). */
   let currentRows = new Map<string, ProviderKeyRecord>();
   let activeFingerprints = new Set<string>();
+  let containedSet = new Set<string>();
   /** Values whose fingerprint matched a non-revoked register row, by fingerprint. */
   const verified = new Map<string, string>();
   const fingerprints = new WeakMap<SecretValue, string>();
@@ -166,6 +171,7 @@ export function createProviderKeyPool(providersOrOptions: ProviderKeyPoolOptions
       fps.add(row.fingerprint);
       if (row.state === 'current') next.set(row.provider, row);
     }
+    if (options.containedProviders) containedSet = new Set(await options.containedProviders());
     currentRows = next;
     activeFingerprints = fps;
     // a revoked (or deleted) key's value is forgotten: it can never be handed out again
@@ -225,6 +231,9 @@ export function createProviderKeyPool(providersOrOptions: ProviderKeyPoolOptions
         }
       }
       return verified.get(row.fingerprint);
+    },
+    contained(providerId) {
+      return !currentRows.has(providerId) && containedSet.has(providerId);
     },
     status() {
       const byRef = new Map(cache.status().map((s) => [s.reference, s]));

@@ -135,7 +135,10 @@ export function createProxy(deps: ProxyDeps) {
   /** Forward: build the provider request with the server-held key and send it. */
   async function forward(ctx: RequestContext, target: ProviderTarget, request: NormalisedRequest, forwarded: Record<string, string>, signal: AbortSignal) {
     const apiKey = keys.current(target.id);
-    if (apiKey === undefined) throw new GatewayError('provider_key_unavailable', 'no provider key is loaded for this model');
+    if (apiKey === undefined) {
+      if (keys.contained?.(target.id)) throw new GatewayError('provider_key_contained', 'this provider\'s key was contained after an incident and no other key is current');
+      throw new GatewayError('provider_key_unavailable', 'no provider key is loaded for this model');
+    }
     const upstream = target.adapter.buildRequest(request, apiKey, forwarded);
     const sentAt = performance.now();
     let response;

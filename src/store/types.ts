@@ -249,8 +249,51 @@ export interface ProviderKeyRepository {
   finishRotation(provider: string, rotationId: string, audit: AuditEvent): Promise<void>;
 }
 
+/** What an incident contained: a provider key (by fingerprint), a tenant key, or a whole tenant. */
+export type IncidentKind = 'provider_key' | 'tenant_key' | 'tenant';
+
+/** An incident opened by `keywarden incident contain`: what was contained, when and by whom (ids only). */
+export interface IncidentRecord {
+  /** `inc_` and 16 hex characters. */
+  id: string;
+  kind: IncidentKind;
+  /** The fingerprint, tenant key id or tenant name the operator named. */
+  target: string;
+  /** Provider key register ids, the tenant key id, or the tenant id that were contained. */
+  targetIds: string[];
+  tenantId: string | null;
+  provider: string | null;
+  /** Start of the investigation window by default (when the contained key or tenant was created). */
+  since: number;
+  containedAt: number;
+  actor: string;
+  /** What containment did (ids, states, counts), for the report. */
+  details: Record<string, string | number | boolean | null>;
+}
+
+/** Ledger rows of one key, tenant or provider in [since, until), oldest first. */
+export interface UsageWindowQuery {
+  keyId?: string;
+  tenantId?: string;
+  provider?: string;
+  since: number;
+  until: number;
+  limit: number;
+}
+
+export interface IncidentRepository {
+  /** Stores the incident with its audit event in one transaction. */
+  create(incident: IncidentRecord, audit: AuditEvent): Promise<void>;
+  get(id: string): Promise<IncidentRecord | undefined>;
+  list(): Promise<IncidentRecord[]>;
+  /** Providers with a contained provider key (the gateway answers `provider_key_contained` when they have no current key). */
+  containedProviders(): Promise<string[]>;
+  usageWindow(query: UsageWindowQuery): Promise<UsageRecord[]>;
+}
+
 export interface Store {
   readonly kind: string;
+  incidents: IncidentRepository;
   tenants: TenantRepository;
   keys: TenantKeyRepository;
   records: RecordRepository;

@@ -3,7 +3,7 @@ import { dirname } from 'node:path';
 import { randomBytes, randomUUID } from 'node:crypto';
 import Database from 'better-sqlite3';
 import type {
-  AuditCheckpoint, AuditEvent, AuditRow, ContentSample, KeyWithTenant, ProviderKeyRecord, ProviderKeyRotation, ProviderKeyState, Store, TenantKeyRecord, TenantRecord,
+  AuditCheckpoint, AuditEvent, AuditRow, ContentSample, IncidentKind, IncidentRecord, KeyWithTenant, ProviderKeyRecord, ProviderKeyRotation, ProviderKeyState, Store, TenantKeyRecord, TenantRecord,
   TenantStatus, UsageRecord,
 } from '../types.js';
 import { StoreConflictError } from '../types.js';
@@ -18,8 +18,29 @@ interface UsageDbRow {
   status: number; outcome: string; error_code: string | null; input_tokens: number; output_tokens: number; cached_input_tokens: number;
   stream: number; gateway_ms: number; upstream_ms: number; prompt_fingerprint: string | null; cost_nano_usd: number; client_hmac: string | null;
 }
+interface IncidentRow {
+  id: string; kind: string; target: string; target_ids: string; tenant_id: string | null; provider: string | null;
+  since: number; contained_at: number; actor: string; details: string;
+}
 interface CheckpointRow { id: number; up_to_seq: number; up_to_hash: string; removed_count: number; created_at: number; signature: string }
 interface SampleRow { request_id: string; tenant_id: string; created_at: number; expires_at: number; iv: Buffer; tag: Buffer; ciphertext: Buffer }
+
+function toUsage(r: UsageDbRow): UsageRecord {
+  return {
+    ts: r.ts, requestId: r.request_id, tenantId: r.tenant_id, keyId: r.key_id, provider: r.provider, model: r.model,
+    endpoint: r.endpoint, status: r.status, outcome: r.outcome, errorCode: r.error_code, inputTokens: r.input_tokens,
+    outputTokens: r.output_tokens, cachedInputTokens: r.cached_input_tokens, stream: r.stream === 1,
+    gatewayMs: r.gateway_ms, upstreamMs: r.upstream_ms, promptFingerprint: r.prompt_fingerprint, costNanoUsd: r.cost_nano_usd,
+    clientHmac: r.client_hmac,
+  };
+}
+
+function toIncident(r: IncidentRow): IncidentRecord {
+  return {
+    id: r.id, kind: r.kind as IncidentKind, target: r.target, targetIds: JSON.parse(r.target_ids) as string[], tenantId: r.tenant_id,
+    provider: r.provider, since: r.since, containedAt: r.contained_at, actor: r.actor, details: JSON.parse(r.details) as IncidentRecord['details'],
+  };
+}
 
 function toAuditRow(r: AuditDbRow): AuditRow {
   return {
@@ -178,6 +199,18 @@ export function openSqliteStore(url: string): Store {
     rotSetNew: db.prepare('UPDATE provider_key_rotations SET new_key_id = ?, old_key_id = ?, step = 1 WHERE provider = ? AND rotation_id = ?'),
     rotSetStep: db.prepare('UPDATE provider_key_rotations SET step = MAX(step, ?), old_key_id = COALESCE(?, old_key_id) WHERE provider = ? AND rotation_id = ?'),
     rotDelete: db.prepare('DELETE FROM provider_key_rotations WHERE provider = ? AND rotation_id = ?'),
+    incInsert: db.prepare(
+      `INSERT INTO incidents (id, kind, target, target_ids, tenant_id, provider, since, contained_at, actor, details)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+    incGet: db.prepare<[string], IncidentRow>('SELECT * FROM incidents WHERE id = ?'),
+    incAll: db.prepare<[], IncidentRow>('SELECT * FROM incidents ORDER BY contained_at, id'),
+    // every provider whose register row an incident revoked (one leaked value can be registered for several)
+    incProviders: db.prepare<[], { provider: string }>(
+      `SELECT DISTINCT pk.provider AS provider FROM incidents i, json_each(i.target_ids) j JOIN provider_keys pk ON pk.id = j.value
+       WHERE i.kind = 'provider_key'`),
+    usageWindowKey: db.prepare<[string, number, number, number], UsageDbRow>('SELECT * FROM usage_ledger WHERE key_id = ? AND ts >= ? AND ts < ? ORDER BY ts, id LIMIT ?'),
+    usageWindowTenant: db.prepare<[string, number, number, number], UsageDbRow>('SELECT * FROM usage_ledger WHERE tenant_id = ? AND ts >= ? AND ts < ? ORDER BY ts, id LIMIT ?'),
+    usageWindowProvider: db.prepare<[string, number, number, number], UsageDbRow>('SELECT * FROM usage_ledger WHERE provider = ? AND ts >= ? AND ts < ? ORDER BY ts, id LIMIT ?'),
   };
 
   // Chains events onto the audit log; must run inside a write transaction so the tail is stable.
@@ -342,6 +375,28 @@ export function openSqliteStore(url: string): Store {
       },
       async deleteExpiredSamples(now) {
         return q.deleteExpiredSamples.run(now).changes;
+      },
+    },
+    incidents: {
+      async create(incident, audit) {
+        withAudit(audit, () => q.incInsert.run(incident.id, incident.kind, incident.target, JSON.stringify(incident.targetIds), incident.tenantId,
+          incident.provider, incident.since, incident.containedAt, incident.actor, JSON.stringify(incident.details)));
+      },
+      async get(id) {
+        const r = q.incGet.get(id);
+        return r ? toIncident(r) : undefined;
+      },
+      async list() {
+        return q.incAll.all().map(toIncident);
+      },
+      async containedProviders() {
+        return q.incProviders.all().map((r) => r.provider);
+      },
+      async usageWindow({ keyId, tenantId, provider, since, until, limit }) {
+        const rows = keyId !== undefined ? q.usageWindowKey.all(keyId, since, until, limit)
+          : tenantId !== undefined ? q.usageWindowTenant.all(tenantId, since, until, limit)
+            : provider !== undefined ? q.usageWindowProvider.all(provider, since, until, limit) : [];
+        return rows.map(toUsage);
       },
     },
     providerKeys: {

@@ -143,5 +143,21 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
     ciphertext BLOB NOT NULL
   );
   CREATE INDEX content_samples_expiry ON content_samples(expires_at);
+  `,  // 5: incidents opened by `keywarden incident contain` (ids and fingerprints only)
+  `
+  CREATE TABLE incidents (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('provider_key', 'tenant_key', 'tenant')),
+    target TEXT NOT NULL,
+    target_ids TEXT NOT NULL,
+    tenant_id TEXT,
+    provider TEXT,
+    since INTEGER NOT NULL,
+    contained_at INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    details TEXT NOT NULL
+  );
+  CREATE INDEX incidents_kind ON incidents(kind, provider);
+  CREATE INDEX usage_ledger_ts ON usage_ledger(ts);
   `,
 ];
