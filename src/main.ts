@@ -76,6 +76,8 @@ export interface GatewayOptions {
   resolver?: SecretResolver;
   /** Record writer flush interval (tests shorten it). */
   flushIntervalMs?: number;
+  /** The clock anomaly detection learns and judges by (tests move it to other hours and days). */
+  anomalyClock?: () => number;
 }
 
 export interface Gateway {
@@ -209,6 +211,7 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
   const anomaly = config.anomaly.enabled
     ? createAnomalyDetector({
       config: config.anomaly, hashClient: (address) => hashIdentifier(trail.normaliseAddress(address)), onAlert: (alert) => anomalyAlerts.alert(alert),
+      ...(options.anomalyClock ? { now: options.anomalyClock } : {}),
       onError: (err) => logger.error({ event: 'anomaly_detector_failed', err }, 'anomaly detection failed for a request'),
     })
     : undefined;

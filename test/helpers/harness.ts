@@ -56,6 +56,8 @@ export interface HarnessOptions {
   mockKey?: string;
   /** Record writer flush interval (default 20 ms). */
   flushIntervalMs?: number;
+  /** The clock of anomaly detection. */
+  anomalyClock?: () => number;
 }
 
 /**
@@ -92,7 +94,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
   };
   const config = configFromDocument(doc, 'test', {});
   const logs = new LogCapture();
-  const gateway = await createGateway(config, { logDestination: logs, flushIntervalMs: options.flushIntervalMs ?? 20 });
+  const gateway = await createGateway(config, { logDestination: logs, flushIntervalMs: options.flushIntervalMs ?? 20, ...(options.anomalyClock ? { anomalyClock: options.anomalyClock } : {}) });
   const { publicUrl, adminUrl } = await gateway.listen();
   await gateway.tenants.createTenant('acme', 'test');
   const issued = await gateway.tenants.issueKey('acme', 'test');
