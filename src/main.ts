@@ -180,7 +180,10 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
     onError: (err) => logger.error({ event: 'audit_retention_failed', err }, 'the audit retention job failed; it runs again tomorrow'),
   });
   const policyFor = createPolicyResolver(config.tenants.defaults.policy);
-  const authenticate = createAuthenticator({ keys: store.keys, hashKey, policyFor });
+  // JWT (OIDC) tenants: keys and secrets are resolved at start, so a bad reference stops the gateway
+  const jwtIssuers = config.auth.jwt?.issuers;
+  const jwt = jwtIssuers ? await import('./auth/jwt.js').then(async (m) => m.createJwtVerifier({ issuers: await m.resolveJwtIssuers(jwtIssuers, resolver), tenants: store.tenants, policyFor })) : undefined;
+  const authenticate = createAuthenticator({ keys: store.keys, hashKey, policyFor, ...(jwt ? { jwt } : {}) });
 
   const providers = new Map<string, ProviderTarget>();
   for (const provider of Object.values(config.providers)) {

@@ -46,6 +46,7 @@ export function createRequestRecorder(deps: RequestRecorderDeps) {
       requestId: ctx.requestId,
       tenant: principal?.tenantName ?? null,
       keyId: principal?.keyId ?? null,
+      ...(principal?.subject !== undefined ? { subject: principal.subject } : {}),
       endpoint: ctx.endpoint,
       provider: ctx.provider,
       model: ctx.model,
@@ -87,7 +88,7 @@ export function createRequestRecorder(deps: RequestRecorderDeps) {
         details: {
           tenant: principal.tenantId, endpoint: ctx.endpoint, provider: ctx.provider, status: ctx.status, code: ctx.errorCode,
           input_tokens: ctx.usage.inputTokens, output_tokens: ctx.usage.outputTokens, cost_nano_usd: ctx.costNanoUsd, prompt_hmac: ctx.promptFingerprint,
-          client: clientHmac, ...(sampled ? { sampled: true } : {}),
+          client: clientHmac, ...(principal.subject !== undefined ? { subject: principal.subject } : {}), ...(sampled ? { sampled: true } : {}),
         },
       },
     );

@@ -6,6 +6,7 @@ import type { Principal } from './types.js';
 import type { Limits } from '../quota/types.js';
 import { parseLimits } from '../config/validate.js';
 import { hashKeySecret, hashesEqual, parseTenantKey } from './tenant-key.js';
+import { looksLikeJwt, type JwtVerifier } from './jwt.js';
 
 export interface AuthenticatorOptions {
   keys: TenantKeyRepository;
@@ -13,6 +14,8 @@ export interface AuthenticatorOptions {
   /** Resolves a tenant's effective policy (defaults merged with its override). */
   policyFor(tenantId: string, override: Record<string, unknown> | null): TenantPolicy;
   now?: () => number;
+  /** Verifies JWT bearer tokens (auth.jwt); unset, a JWT-shaped credential is an invalid tenant key. */
+  jwt?: JwtVerifier;
 }
 
 // a key's own limits were validated when set; should a stored value not parse, fail closed
@@ -44,6 +47,8 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
 
   return async function authenticate(credential) {
     if (credential === undefined) throw new GatewayError('auth_missing_credentials', 'missing credentials: send Authorization: Bearer <key> or x-api-key');
+    // a credential shaped like a JWT (never a `kw_` key) goes to the JWT verifier when one is configured
+    if (options.jwt && looksLikeJwt(credential)) return options.jwt(credential);
     const parsed = parseTenantKey(credential);
     const found = parsed ? await keys.findWithTenant(parsed.id) : undefined;
     const presentedHash = hashKeySecret(hashKey, parsed?.secret ?? 'decoy-mismatch');

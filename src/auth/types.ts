@@ -9,4 +9,6 @@ export interface Principal {
   policy: TenantPolicy;
   /** This key's limits: its own, else the policy's `key_limits`. */
   keyLimits: Limits;
+  /** A JWT caller's subject claim (bounded, sanitised), recorded in logs and audit; never the token. */
+  subject?: string;
 }

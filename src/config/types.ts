@@ -57,6 +57,24 @@ export interface SecretsConfig {
   encFileKey: string | undefined;
 }
 
+/** One trusted JWT issuer (`auth.jwt.issuers[]`). */
+export interface JwtIssuerConfig {
+  issuer: string;
+  /** Where the issuer publishes its JWKS (https, or http on loopback). */
+  jwksUrl?: URL;
+  /** Static public keys: PEM text, or secret references (`file:PATH`) to PEM. */
+  publicKeys: readonly string[];
+  /** A secret reference to the HMAC secret; HS* algorithms are allowed only with it. */
+  hmacSecret?: string;
+  audience: string;
+  algorithms: readonly string[];
+  tenantClaim: string;
+  subjectClaim?: string;
+  clockSkewMs: number;
+  jwksCooldownMs: number;
+  jwksMaxAgeMs: number;
+}
+
 /** A validated, frozen configuration. Field names in YAML are snake_case; here camelCase. */
 export interface GatewayConfig {
   listen: { public: ListenAddress; admin: ListenAddress };
@@ -75,7 +93,11 @@ export interface GatewayConfig {
     sampling: { rate: number; key: string; retentionMs: number } | undefined;
   };
   /** Keyed hash for tenant-key secrets; when unset, a random key persisted in the store is used. */
-  auth: { keyHashKey: string | undefined };
+  auth: {
+    keyHashKey: string | undefined;
+    /** `auth.jwt`: trusted OIDC/JWT issuers (docs/configuration.md); unset, only tenant keys authenticate. */
+    jwt?: { issuers: readonly JwtIssuerConfig[] };
+  };
   log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
   providers: Readonly<Record<string, ProviderConfig>>;
   models: Readonly<Record<string, ModelRoute>>;

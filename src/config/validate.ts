@@ -1,6 +1,7 @@
 import { isIP } from 'node:net';
-import type { GatewayConfig, ListenAddress, ModelRoute, ProviderConfig } from './types.js';
+import type { GatewayConfig, JwtIssuerConfig, ListenAddress, ModelRoute, ProviderConfig } from './types.js';
 import type { TenantPolicy } from '../policy/types.js';
+import { CAPABILITY_NAMES, isCapability, type Capability, type CapabilityPolicy } from '../policy/capabilities.js';
 import { parseDuration } from './duration.js';
 import { isSecretReference } from '../secrets/reference.js';
 import { LIMIT_NAMES, type LimitName, type Limits } from '../quota/types.js';
@@ -100,6 +101,89 @@ function secretRef(value: Json, path: string, problems: Problems, required: bool
   return value;
 }
 
+const JWT_ASYMMETRIC_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'];
+const JWT_HMAC_ALGORITHMS = ['HS256', 'HS384', 'HS512'];
+const CLAIM_NAME = /^[A-Za-z0-9_.:/-]{1,64}$/;
+
+function jwtConfig(value: Json, problems: Problems): { issuers: readonly JwtIssuerConfig[] } | undefined {
+  if (!isRecord(value)) {
+    problems.add('auth.jwt', 'must be a mapping with an issuers list');
+    return undefined;
+  }
+  checkKeys(value, 'auth.jwt', ['issuers'], problems);
+  const list = value['issuers'];
+  if (!Array.isArray(list) || list.length === 0) {
+    problems.add('auth.jwt.issuers', 'must be a non-empty list of trusted issuers');
+    return undefined;
+  }
+  const issuers: JwtIssuerConfig[] = [];
+  const seen = new Set<string>();
+  list.forEach((raw, index) => {
+    const path = `auth.jwt.issuers[${index}]`;
+    if (!isRecord(raw)) {
+      problems.add(path, 'must be a mapping');
+      return;
+    }
+    checkKeys(raw, path, ['issuer', 'jwks_url', 'public_keys', 'hmac_secret', 'audience', 'algorithms', 'tenant_claim', 'subject_claim', 'clock_skew', 'jwks_cooldown', 'jwks_max_age'], problems);
+    const issuer = raw['issuer'];
+    if (typeof issuer !== 'string' || issuer.length === 0) problems.add(`${path}.issuer`, 'is required (the exact iss value)');
+    else if (seen.has(issuer)) problems.add(`${path}.issuer`, 'is listed twice');
+    else seen.add(issuer);
+    let jwksUrl: URL | undefined;
+    if (raw['jwks_url'] !== undefined) {
+      const text = raw['jwks_url'];
+      let url: URL | undefined;
+      try { url = typeof text === 'string' ? new URL(text) : undefined; } catch { url = undefined; }
+      if (!url || (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopbackHost(url.hostname.replace(/^\[|\]$/g, ''))))) {
+        problems.add(`${path}.jwks_url`, 'must be an https URL (http only on loopback)');
+      } else jwksUrl = url;
+    }
+    const publicKeys: string[] = [];
+    if (raw['public_keys'] !== undefined) {
+      const keys = raw['public_keys'];
+      if (!Array.isArray(keys) || keys.length === 0) problems.add(`${path}.public_keys`, 'must be a non-empty list of PEM public keys or file: references');
+      else keys.forEach((k, i) => {
+        if (typeof k === 'string' && k.trimStart().startsWith('-----BEGIN ') && !k.includes('PRIVATE KEY')) publicKeys.push(k);
+        else if (typeof k === 'string' && isSecretReference(k)) publicKeys.push(k);
+        else problems.add(`${path}.public_keys[${i}]`, 'must be a PEM public key or a reference such as file:PATH');
+      });
+    }
+    const hmacSecret = secretRef(raw['hmac_secret'], `${path}.hmac_secret`, problems, false);
+    const audience = raw['audience'];
+    if (typeof audience !== 'string' || audience.length === 0) problems.add(`${path}.audience`, 'is required');
+    const algorithms = stringList(raw['algorithms'], `${path}.algorithms`, ['RS256', 'ES256', 'EdDSA'], problems);
+    for (const alg of algorithms) {
+      if (JWT_HMAC_ALGORITHMS.includes(alg)) {
+        if (hmacSecret === undefined) problems.add(`${path}.algorithms`, `${alg} needs hmac_secret (a secret reference)`);
+      } else if (!JWT_ASYMMETRIC_ALGORITHMS.includes(alg)) problems.add(`${path}.algorithms`, `${alg === 'none' ? 'none is never allowed' : `unknown algorithm ${alg}`}`);
+    }
+    const hasAsymmetric = algorithms.some((a) => JWT_ASYMMETRIC_ALGORITHMS.includes(a));
+    if (hasAsymmetric && !jwksUrl && publicKeys.length === 0) problems.add(path, 'needs jwks_url or public_keys for its asymmetric algorithms');
+    if (hmacSecret !== undefined && !algorithms.some((a) => JWT_HMAC_ALGORITHMS.includes(a))) problems.add(`${path}.hmac_secret`, 'is set but algorithms lists no HS256/HS384/HS512');
+    const claim = (key: string, fallback: string | undefined): string | undefined => {
+      const v = raw[key];
+      if (v === undefined) return fallback;
+      if (typeof v !== 'string' || !CLAIM_NAME.test(v)) {
+        problems.add(`${path}.${key}`, 'must be a claim name');
+        return fallback;
+      }
+      return v;
+    };
+    const tenantClaim = claim('tenant_claim', 'tenant') as string;
+    const subjectClaim = claim('subject_claim', undefined);
+    if (typeof issuer === 'string' && typeof audience === 'string' && audience.length > 0) {
+      issuers.push(Object.freeze({
+        issuer, ...(jwksUrl ? { jwksUrl } : {}), publicKeys: Object.freeze(publicKeys), ...(hmacSecret !== undefined ? { hmacSecret } : {}),
+        audience, algorithms, tenantClaim, ...(subjectClaim !== undefined ? { subjectClaim } : {}),
+        clockSkewMs: duration(raw['clock_skew'], `${path}.clock_skew`, 30_000, problems),
+        jwksCooldownMs: duration(raw['jwks_cooldown'], `${path}.jwks_cooldown`, 30_000, problems),
+        jwksMaxAgeMs: duration(raw['jwks_max_age'], `${path}.jwks_max_age`, 600_000, problems),
+      }));
+    }
+  });
+  return { issuers: Object.freeze(issuers) };
+}
+
 function duration(value: Json, path: string, fallback: number, problems: Problems): number {
   if (value === undefined) return fallback;
   const ms = typeof value === 'string' ? parseDuration(value) : typeof value === 'number' ? value * 1000 : undefined;
@@ -139,8 +223,36 @@ function stringList(value: Json, path: string, fallback: readonly string[], prob
 
 const POLICY_FIELDS = [
   'models', 'params', 'tools', 'files', 'max_body_bytes', 'max_output_tokens',
-  'max_messages', 'max_attachments', 'max_attachment_bytes', 'limits', 'key_limits', 'dlp',
+  'max_messages', 'max_attachments', 'max_attachment_bytes', 'limits', 'key_limits', 'dlp', 'capabilities',
 ] as const;
+
+/**
+ * Validates `capabilities: { "<model or *>": [tools, web_search, …] }` (docs/configuration.md).
+ * Left out keeps the base's value; `null` removes it (the `tools`/`files` booleans apply again).
+ */
+export function parseCapabilities(
+  value: Json,
+  path: string,
+  base: CapabilityPolicy | undefined,
+  problems: { add(path: string, message: string): void },
+): CapabilityPolicy | undefined {
+  if (value === undefined) return base;
+  if (value === null) return undefined;
+  if (!isRecord(value)) {
+    problems.add(path, 'must be a mapping of model name (or *) to a list of capabilities');
+    return base;
+  }
+  const out = Object.create(null) as Record<string, readonly Capability[]>;
+  for (const [model, list] of Object.entries(value)) {
+    if (model.length === 0 || !Array.isArray(list) || !list.every(isCapability)) {
+      // The key is a model name from config or the admin API, not a secret.
+      problems.add(join(path, model), `must be a list of ${CAPABILITY_NAMES.join(', ')}`);
+      continue;
+    }
+    out[model] = Object.freeze([...new Set(list)]);
+  }
+  return Object.freeze(out);
+}
 
 function dlpMode(value: Json, path: string, fallback: DlpMode, problems: Problems): DlpMode {
   if (value === undefined) return fallback;
@@ -232,7 +344,13 @@ export function parsePolicy(value: Json, path: string, base: TenantPolicy, probl
     limits: parseLimits(value['limits'], join(path, 'limits'), base.limits, p),
     keyLimits: parseLimits(value['key_limits'], join(path, 'key_limits'), base.keyLimits, p),
     dlp: parseDlp(value['dlp'], join(path, 'dlp'), base.dlp ?? DLP_OFF, p),
+    ...capabilitiesField(parseCapabilities(value['capabilities'], join(path, 'capabilities'), base.capabilities, p)),
   });
+}
+
+/** `exactOptionalPropertyTypes`-safe: the field is left out rather than set to undefined. */
+function capabilitiesField(capabilities: CapabilityPolicy | undefined): { capabilities?: CapabilityPolicy } {
+  return capabilities === undefined ? {} : { capabilities };
 }
 
 /** Validates a policy override and returns its problems (empty when valid). */
@@ -400,8 +518,9 @@ export function validateConfig(doc: Json): { config?: GatewayConfig; problems: s
   }
 
   const auth = section(doc, 'auth', '', problems);
-  checkKeys(auth, 'auth', ['key_hash_key'], problems);
+  checkKeys(auth, 'auth', ['key_hash_key', 'jwt'], problems);
   const keyHashKey = secretRef(auth['key_hash_key'], 'auth.key_hash_key', problems, false);
+  const jwt = auth['jwt'] === undefined ? undefined : jwtConfig(auth['jwt'], problems);
 
   const log = section(doc, 'log', '', problems);
   checkKeys(log, 'log', ['level'], problems);
@@ -533,7 +652,7 @@ export function validateConfig(doc: Json): { config?: GatewayConfig; problems: s
     store: String(store),
     admin: { token: adminToken ?? '' },
     audit: { promptHmacKey: promptHmacKey ?? '', hashKeyIds, retentionMs: auditRetentionMs, checkpointKey, sampling },
-    auth: { keyHashKey },
+    auth: { keyHashKey, ...(jwt ? { jwt } : {}) },
     log: { level: level as GatewayConfig['log']['level'] },
     providers: Object.freeze(providerMap),
     models: Object.freeze(modelMap),

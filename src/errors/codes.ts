@@ -11,6 +11,14 @@ export const ERROR_CODES = {
   auth_key_expired: { status: 401, family: 'authentication' },
   auth_key_revoked: { status: 401, family: 'authentication' },
   auth_tenant_disabled: { status: 401, family: 'authentication' },
+  auth_jwt_expired: { status: 401, family: 'authentication' },
+  auth_jwt_not_yet_valid: { status: 401, family: 'authentication' },
+  auth_jwt_issuer: { status: 401, family: 'authentication' },
+  auth_jwt_audience: { status: 401, family: 'authentication' },
+  auth_jwt_key_unknown: { status: 401, family: 'authentication' },
+  auth_jwt_algorithm: { status: 401, family: 'authentication' },
+  auth_jwt_invalid: { status: 401, family: 'authentication' },
+  auth_jwt_tenant_unknown: { status: 401, family: 'authentication' },
 
   // the HTTP request itself
   request_header_invalid: { status: 400, family: 'invalid_request' },
@@ -31,6 +39,7 @@ export const ERROR_CODES = {
   policy_param_not_allowed: { status: 400, family: 'invalid_request' },
   policy_tools_not_allowed: { status: 400, family: 'invalid_request' },
   policy_files_not_allowed: { status: 400, family: 'invalid_request' },
+  policy_capability_not_allowed: { status: 403, family: 'permission' },
 
   // prompt DLP: the tenant's policy blocks secrets or personal data in the text sent to the model
   dlp_secret_blocked: { status: 400, family: 'invalid_request' },

@@ -9,7 +9,7 @@ import { checkPolicyOverride } from '../config/validate.js';
  */
 export function createPolicyResolver(defaults: TenantPolicy): (tenantId: string, override: Record<string, unknown> | null) => TenantPolicy {
   const cache = new Map<string, { source: Record<string, unknown> | null; policy: TenantPolicy }>();
-  const denyAll: TenantPolicy = Object.freeze({ ...defaults, models: [], params: [], tools: false, files: false });
+  const denyAll: TenantPolicy = Object.freeze({ ...defaults, models: [], params: [], tools: false, files: false, capabilities: {} });
   return function policyFor(tenantId, override) {
     if (override === null) return defaults;
     const hit = cache.get(tenantId);

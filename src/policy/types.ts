@@ -1,6 +1,7 @@
 import type { Endpoint } from '../providers/types.js';
 import type { Limits } from '../quota/types.js';
 import type { DlpPolicy } from '../dlp/types.js';
+import type { CapabilityPolicy } from './capabilities.js';
 
 /**
  * What a tenant may ask for. Deny by default: a field, model, tool or file not allowed here is refused.
@@ -18,6 +19,12 @@ export interface TenantPolicy {
   tools: boolean;
   /** Whether image, audio and file inputs are allowed. */
   files: boolean;
+  /**
+   * Per-model capability allowlist (`<model or *>` → capability names). When present it replaces
+   * `tools` and `files`: a request using a capability outside its model's list (falling back to
+   * `*`, else nothing) is refused with `policy_capability_not_allowed`. Absent = the booleans apply.
+   */
+  capabilities?: CapabilityPolicy;
   /** Largest request body in bytes. */
   maxBodyBytes: number;
   /** Largest output-token cap; a larger client value is clamped to it, a missing one set to it. */

@@ -8,6 +8,12 @@ import { ChatBody } from './schemas/chat.js';
 import { EmbeddingsBody } from './schemas/embeddings.js';
 import { MessagesBody } from './schemas/messages.js';
 import { ResponsesBody, type ResponsesInputContent } from './schemas/responses.js';
+import {
+  BUILT_IN_TOOL_CAPABILITY,
+  TOOL_CAPABILITIES,
+  capabilitiesFor,
+  type Capability,
+} from './capabilities.js';
 import type { TenantPolicy, ValidatedRequest } from './types.js';
 
 /** Deepest container nesting a body may have (the body object itself is level 1). */
@@ -75,7 +81,8 @@ export function validateRequest(
 // Endpoints
 // ---------------------------------------------------------------------------------------------
 
-function validateChat(body: object, policy: TenantPolicy, routedModels: ReadonlySet<string>): ValidatedRequest {
+function validateChat(body: object, tenantPolicy: TenantPolicy, routedModels: ReadonlySet<string>): ValidatedRequest {
+  let policy = tenantPolicy;
   if (!CHAT.Check(body)) throw schemaError(CHAT, body);
   // Two caps at once would let the unclamped one reach the provider.
   if (body.max_tokens != null && body.max_completion_tokens != null) {
@@ -85,6 +92,11 @@ function validateChat(body: object, policy: TenantPolicy, routedModels: Readonly
   }
   checkModel(body.model, policy, routedModels);
   checkParams(body, CHAT_REQUIRED, policy);
+  const caps = capabilitiesFor(policy.capabilities, body.model);
+  if (caps !== undefined) {
+    checkChatCapabilities(body, caps);
+    policy = unlocked(policy);
+  }
   if (!policy.tools) refuseToolFields(body);
 
   const scan = startScan(policy);
@@ -146,11 +158,19 @@ function validateChat(body: object, policy: TenantPolicy, routedModels: Readonly
   };
 }
 
-function validateResponses(body: object, policy: TenantPolicy, routedModels: ReadonlySet<string>): ValidatedRequest {
+function validateResponses(body: object, tenantPolicy: TenantPolicy, routedModels: ReadonlySet<string>): ValidatedRequest {
+  let policy = tenantPolicy;
   if (!RESPONSES.Check(body)) throw schemaError(RESPONSES, body);
   checkModel(body.model, policy, routedModels);
   checkParams(body, RESPONSES_REQUIRED, policy);
+  const caps = capabilitiesFor(policy.capabilities, body.model);
+  if (caps !== undefined) {
+    checkResponsesCapabilities(body, caps);
+    policy = unlocked(policy);
+  }
   if (!policy.tools) refuseToolFields(body);
+  // Built-in tools need a `capabilities` allowlist: `tools: true` alone covers function tools only.
+  if (caps === undefined) checkResponsesToolCapabilities(body, NO_CAPABILITIES);
 
   const scan = startScan(policy);
   const input = body.input;
@@ -223,10 +243,16 @@ function validateEmbeddings(body: object, policy: TenantPolicy, routedModels: Re
   };
 }
 
-function validateMessages(body: object, policy: TenantPolicy, routedModels: ReadonlySet<string>): ValidatedRequest {
+function validateMessages(body: object, tenantPolicy: TenantPolicy, routedModels: ReadonlySet<string>): ValidatedRequest {
+  let policy = tenantPolicy;
   if (!MESSAGES.Check(body)) throw schemaError(MESSAGES, body);
   checkModel(body.model, policy, routedModels);
   checkParams(body, MESSAGES_REQUIRED, policy);
+  const caps = capabilitiesFor(policy.capabilities, body.model);
+  if (caps !== undefined) {
+    checkMessagesCapabilities(body, caps);
+    policy = unlocked(policy);
+  }
   if (!policy.tools) refuseToolFields(body);
 
   const scan = startScan(policy);
@@ -302,6 +328,179 @@ function scanAnthropicMedia(scan: Scan, block: AnthropicMedia, path: string): vo
       break; // a file id: nothing inline to measure
   }
   if (countAttachment(scan, size)) noteAttachment(scan, path);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Capability allowlists (policy.capabilities; names and fields in src/policy/capabilities.ts)
+// ---------------------------------------------------------------------------------------------
+
+const NO_CAPABILITIES: ReadonlySet<Capability> = new Set(['tools']);
+
+/** The policy with `tools` and `files` on: used once the capability allowlist has been checked. */
+const unlockedCache = new WeakMap<TenantPolicy, TenantPolicy>();
+function unlocked(policy: TenantPolicy): TenantPolicy {
+  let out = unlockedCache.get(policy);
+  if (out === undefined) {
+    out = Object.freeze({ ...policy, tools: true, files: true });
+    unlockedCache.set(policy, out);
+  }
+  return out;
+}
+
+function need(caps: ReadonlySet<Capability>, capability: Capability, path: string): void {
+  if (!caps.has(capability)) {
+    throw new GatewayError('policy_capability_not_allowed', `capability "${capability}" is not allowed for this model`, {
+      param: path,
+    });
+  }
+}
+
+/** A bare tool mode (`"auto"`, `parallel_tool_calls`) needs some tool capability, whichever. */
+function needAnyTool(caps: ReadonlySet<Capability>, path: string): void {
+  if (!TOOL_CAPABILITIES.some((c) => caps.has(c))) need(caps, 'tools', path);
+}
+
+function checkChatCapabilities(body: ChatBody, caps: ReadonlySet<Capability>): void {
+  for (const field of TOOL_FIELDS) {
+    if (Object.hasOwn(body, field)) need(caps, 'tools', field);
+  }
+  const format = body.response_format?.type;
+  if (format === 'json_schema' || format === 'json_object') need(caps, 'structured_output', 'response_format');
+  if (body.audio != null) need(caps, 'audio', 'audio');
+  if (body.modalities?.includes('audio') === true) need(caps, 'audio', 'modalities');
+  const messages = body.messages;
+  for (let i = 0; i < messages.length; i++) {
+    const message = messages[i];
+    if (message === undefined) continue;
+    switch (message.role) {
+      case 'tool':
+      case 'function':
+        need(caps, 'tools', `messages[${i}]`);
+        break;
+      case 'assistant':
+        if (message.tool_calls !== undefined) need(caps, 'tools', `messages[${i}].tool_calls`);
+        if (message.audio != null) need(caps, 'audio', `messages[${i}].audio`);
+        break;
+      case 'user': {
+        const content = message.content;
+        if (typeof content === 'string') break;
+        for (let j = 0; j < content.length; j++) {
+          const type = content[j]?.type;
+          const path = `messages[${i}].content[${j}]`;
+          if (type === 'image_url') need(caps, 'images', path);
+          else if (type === 'input_audio') need(caps, 'audio', path);
+          else if (type === 'file') need(caps, 'files', path);
+        }
+        break;
+      }
+      default:
+        break;
+    }
+  }
+}
+
+/** `tools`, `tool_choice`, `parallel_tool_calls` of a Responses body. */
+function checkResponsesToolCapabilities(body: ResponsesBody, caps: ReadonlySet<Capability>): void {
+  const tools = body.tools ?? [];
+  for (let i = 0; i < tools.length; i++) {
+    const type = tools[i]?.type;
+    if (type === undefined) continue;
+    need(caps, type === 'function' ? 'tools' : (BUILT_IN_TOOL_CAPABILITY[type] ?? 'tools'), `tools[${i}]`);
+  }
+  const choice = body.tool_choice;
+  if (choice !== undefined) {
+    if (typeof choice === 'string') needAnyTool(caps, 'tool_choice');
+    else if (choice.type === 'function' || choice.type === 'allowed_tools') need(caps, 'tools', 'tool_choice');
+    else need(caps, BUILT_IN_TOOL_CAPABILITY[choice.type] ?? 'tools', 'tool_choice');
+  }
+  if (Object.hasOwn(body, 'parallel_tool_calls')) needAnyTool(caps, 'parallel_tool_calls');
+}
+
+function checkResponsesCapabilities(body: ResponsesBody, caps: ReadonlySet<Capability>): void {
+  checkResponsesToolCapabilities(body, caps);
+  const format = body.text?.format?.type;
+  if (format === 'json_schema' || format === 'json_object') need(caps, 'structured_output', 'text.format');
+  const input = body.input;
+  if (typeof input === 'string') return;
+  for (let i = 0; i < input.length; i++) {
+    const item = input[i];
+    if (item === undefined) continue;
+    switch (item.type) {
+      case 'function_call':
+        need(caps, 'tools', `input[${i}]`);
+        break;
+      case 'function_call_output':
+        need(caps, 'tools', `input[${i}]`);
+        if (typeof item.output !== 'string') checkResponsesContent(caps, item.output, `input[${i}].output`);
+        break;
+      case 'reasoning':
+        break;
+      default:
+        if (item.role !== 'assistant' && typeof item.content !== 'string') {
+          checkResponsesContent(caps, item.content, `input[${i}].content`);
+        }
+        break;
+    }
+  }
+}
+
+function checkResponsesContent(caps: ReadonlySet<Capability>, parts: ResponsesInputContent, path: string): void {
+  for (let j = 0; j < parts.length; j++) {
+    const type = parts[j]?.type;
+    if (type === 'input_image') need(caps, 'images', `${path}[${j}]`);
+    else if (type === 'input_file') need(caps, 'files', `${path}[${j}]`);
+  }
+}
+
+function checkMessagesCapabilities(body: MessagesBody, caps: ReadonlySet<Capability>): void {
+  if (Object.hasOwn(body, 'tools')) need(caps, 'tools', 'tools');
+  if (Object.hasOwn(body, 'tool_choice')) need(caps, 'tools', 'tool_choice');
+  if (body.output_config?.format != null) need(caps, 'structured_output', 'output_config.format');
+  const messages = body.messages;
+  for (let i = 0; i < messages.length; i++) {
+    const content = messages[i]?.content;
+    if (content === undefined || typeof content === 'string') continue;
+    for (let j = 0; j < content.length; j++) {
+      const block = content[j];
+      if (block === undefined) continue;
+      const path = `messages[${i}].content[${j}]`;
+      switch (block.type) {
+        case 'tool_use':
+          need(caps, 'tools', path);
+          break;
+        case 'tool_result':
+          need(caps, 'tools', path);
+          if (Array.isArray(block.content)) {
+            for (let k = 0; k < block.content.length; k++) {
+              const inner = block.content[k];
+              if (inner !== undefined && inner.type !== 'text') checkAnthropicMedia(caps, inner, `${path}.content[${k}]`);
+            }
+          }
+          break;
+        case 'image':
+        case 'document':
+          checkAnthropicMedia(caps, block, path);
+          break;
+        default:
+          break;
+      }
+    }
+  }
+}
+
+/** Image blocks need `images`, document blocks `files` (and `images` for images inside them). */
+function checkAnthropicMedia(caps: ReadonlySet<Capability>, block: AnthropicMedia, path: string): void {
+  if (block.type === 'image') {
+    need(caps, 'images', path);
+    return;
+  }
+  need(caps, 'files', path);
+  const source = block.source;
+  if (source.type === 'content' && typeof source.content !== 'string') {
+    for (let k = 0; k < source.content.length; k++) {
+      if (source.content[k]?.type === 'image') need(caps, 'images', `${path}.source.content[${k}]`);
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

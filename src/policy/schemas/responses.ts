@@ -5,9 +5,10 @@ import { Closed, FreeFormObject, Nullable, StringMap, TokenCount } from './commo
  * `POST /v1/responses`, modelled on OpenAI Responses as the official `openai` v6 SDK sends it.
  *
  * Left out on purpose (refused as unknown): `background`, `conversation`, `prompt`,
- * `context_management`, hosted tools (web search, file search, MCP with its `server_url`,
- * code interpreter, computer use, shell) and the input items that belong to them, and
- * `item_reference`. Only function tools are accepted.
+ * `context_management`, the MCP tool (with its `server_url`), shell and custom tools, the input
+ * items that replay built-in tool calls, and `item_reference`. Function tools and the built-in
+ * tools web search, file search, code interpreter, image generation and computer use are
+ * accepted by the schema; the tenant policy decides which may be used (src/policy/capabilities.ts).
  */
 
 const InputText = Closed({
@@ -153,6 +154,101 @@ const FunctionTool = Closed({
   description: Type.Optional(Nullable(Type.String())),
 });
 
+const NullableString = Nullable(Type.String());
+
+/** Built-in web search (`web_search`, `web_search_preview`). */
+const WebSearchTool = Closed({
+  type: Type.Union([Type.Literal('web_search'), Type.Literal('web_search_preview')]),
+  search_context_size: Type.Optional(Nullable(Type.Union([Type.Literal('low'), Type.Literal('medium'), Type.Literal('high')]))),
+  user_location: Type.Optional(
+    Nullable(
+      Closed({
+        type: Type.Literal('approximate'),
+        city: Type.Optional(NullableString),
+        country: Type.Optional(NullableString),
+        region: Type.Optional(NullableString),
+        timezone: Type.Optional(NullableString),
+      }),
+    ),
+  ),
+  filters: Type.Optional(Nullable(Closed({ allowed_domains: Type.Optional(Nullable(Type.Array(Type.String()))) }))),
+});
+
+/** Built-in file search over the tenant's vector stores (a comparison filter only). */
+const FileSearchTool = Closed({
+  type: Type.Literal('file_search'),
+  vector_store_ids: Type.Array(Type.String()),
+  max_num_results: Type.Optional(Type.Integer({ minimum: 1 })),
+  ranking_options: Type.Optional(
+    Closed({
+      ranker: Type.Optional(Type.String()),
+      score_threshold: Type.Optional(Type.Number()),
+    }),
+  ),
+  filters: Type.Optional(
+    Nullable(
+      Closed({
+        type: Type.Union([
+          Type.Literal('eq'), Type.Literal('ne'), Type.Literal('gt'),
+          Type.Literal('gte'), Type.Literal('lt'), Type.Literal('lte'),
+        ]),
+        key: Type.String(),
+        value: Type.Union([Type.String(), Type.Number(), Type.Boolean()]),
+      }),
+    ),
+  ),
+});
+
+/** Built-in code interpreter, in a container by id or an automatic one. */
+const CodeInterpreterTool = Closed({
+  type: Type.Literal('code_interpreter'),
+  container: Type.Union([
+    Type.String(),
+    Closed({
+      type: Type.Literal('auto'),
+      file_ids: Type.Optional(Type.Array(Type.String())),
+      memory_limit: Type.Optional(NullableString),
+    }),
+  ]),
+});
+
+/** Built-in image generation. */
+const ImageGenerationTool = Closed({
+  type: Type.Literal('image_generation'),
+  background: Type.Optional(Type.String()),
+  input_fidelity: Type.Optional(NullableString),
+  input_image_mask: Type.Optional(
+    Closed({ image_url: Type.Optional(Type.String()), file_id: Type.Optional(Type.String()) }),
+  ),
+  model: Type.Optional(Type.String()),
+  moderation: Type.Optional(Type.String()),
+  output_compression: Type.Optional(Type.Integer({ minimum: 0, maximum: 100 })),
+  output_format: Type.Optional(Type.String()),
+  partial_images: Type.Optional(Type.Integer({ minimum: 0 })),
+  quality: Type.Optional(Type.String()),
+  size: Type.Optional(Type.String()),
+});
+
+/** Built-in computer use (preview). */
+const ComputerUseTool = Closed({
+  type: Type.Literal('computer_use_preview'),
+  display_height: Type.Integer({ minimum: 1 }),
+  display_width: Type.Integer({ minimum: 1 }),
+  environment: Type.String(),
+});
+
+/** A `tool_choice` forcing one built-in tool. */
+const HostedToolChoice = Closed({
+  type: Type.Union([
+    Type.Literal('web_search'),
+    Type.Literal('web_search_preview'),
+    Type.Literal('file_search'),
+    Type.Literal('code_interpreter'),
+    Type.Literal('image_generation'),
+    Type.Literal('computer_use_preview'),
+  ]),
+});
+
 const NamedFunction = Closed({
   type: Type.Literal('function'),
   name: Type.String(),
@@ -182,13 +278,16 @@ export const ResponsesBody = Closed({
   top_p: Type.Optional(NullableNumber),
   stream: Type.Optional(Nullable(Type.Boolean())),
   stream_options: Type.Optional(Nullable(Closed({ include_obfuscation: Type.Optional(Type.Boolean()) }))),
-  tools: Type.Optional(Type.Array(FunctionTool)),
+  tools: Type.Optional(
+    Type.Array(Type.Union([FunctionTool, WebSearchTool, FileSearchTool, CodeInterpreterTool, ImageGenerationTool, ComputerUseTool])),
+  ),
   tool_choice: Type.Optional(
     Type.Union([
       Type.Literal('none'),
       Type.Literal('auto'),
       Type.Literal('required'),
       NamedFunction,
+      HostedToolChoice,
       Closed({
         type: Type.Literal('allowed_tools'),
         mode: Type.Union([Type.Literal('auto'), Type.Literal('required')]),
