@@ -8,17 +8,17 @@ import { checkPolicyOverride } from '../config/validate.js';
  * reading (nothing allowed) rather than to "anything goes".
  */
 export function createPolicyResolver(defaults: TenantPolicy): (tenantId: string, override: Record<string, unknown> | null) => TenantPolicy {
-  const cache = new Map<string, { source: Record<string, unknown> | null; policy: TenantPolicy }>();
+  const cache = new Map<string, { source: string; policy: TenantPolicy }>();
   const denyAll: TenantPolicy = Object.freeze({ ...defaults, models: [], params: [], tools: false, files: false, capabilities: {} });
   return function policyFor(tenantId, override) {
     if (override === null) return defaults;
     const hit = cache.get(tenantId);
     // overrides come from the store as fresh objects; compare by content
     const key = JSON.stringify(override);
-    if (hit && JSON.stringify(hit.source) === key) return hit.policy;
+    if (hit && hit.source === key) return hit.policy;
     const { policy, problems } = checkPolicyOverride(override, defaults);
     const effective = problems.length > 0 ? denyAll : policy;
-    cache.set(tenantId, { source: override, policy: effective });
+    cache.set(tenantId, { source: key, policy: effective });
     return effective;
   };
 }
