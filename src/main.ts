@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import type { DestinationStream } from 'pino';
-import type { GatewayConfig } from './config/types.js';
+import type { GatewayConfig, PublicTlsConfig } from './config/types.js';
 import type { Store } from './store/types.js';
 import { openSqliteStore } from './store/sqlite/index.js';
 import { createSecretResolver, type SecretResolver } from './secrets/resolver.js';
@@ -10,7 +10,10 @@ import type { ProviderTarget } from './server/proxy.js';
 import type { RecordWriter } from './audit/record-writer.js';
 import type { Metrics } from './metrics/registry.js';
 import { createTenantService, type TenantService } from './services/tenant-service.js';
-import { inFlightRequests } from './server/http-server.js';
+import { createAdminTokenService } from './services/admin-token-service.js';
+import { createActivityService } from './services/activity-service.js';
+import { checkServerTls, inFlightRequests, type HttpServerTls } from './server/http-server.js';
+import { readFileSync } from 'node:fs';
 import type { CounterStore } from './quota/types.js';
 import { createMemoryCounterStore } from './quota/memory-store.js';
 import { parseCounterKey } from './quota/windows.js';
@@ -52,6 +55,30 @@ export async function loadKeyHashKey(config: GatewayConfig, store: Store, resolv
   return store.instanceSecret('tenant-key-hash');
 }
 
+/**
+ * Loads the public listener's TLS material: the certificate and CA bundle from their paths, the
+ * private key through the secret resolver; then checks they work together. Errors name the
+ * config path and file, never the key.
+ */
+export async function loadPublicTls(tls: PublicTlsConfig, resolver: SecretResolver): Promise<HttpServerTls> {
+  const read = (path: string, field: string): string => {
+    try {
+      return readFileSync(path, 'utf8');
+    } catch (err) {
+      throw new Error(`listen.public_tls.${field}: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+    }
+  };
+  const loaded: HttpServerTls = {
+    cert: read(tls.cert, 'cert'),
+    key: await resolver.resolve(tls.key).then((secret) => secret.value, (err: unknown) => {
+      throw new Error(`listen.public_tls.key: ${(err as Error).message}`);
+    }),
+    ...(tls.clientCa !== undefined ? { clientCa: read(tls.clientCa, 'client_ca') } : {}),
+  };
+  checkServerTls(loaded);
+  return loaded;
+}
+
 /** The services the admin API and the CLI share, over one store. */
 export async function openServices(config: GatewayConfig, resolver?: SecretResolver) {
   if (!resolver && config.auth.keyHashKey !== undefined) {
@@ -62,7 +89,9 @@ export async function openServices(config: GatewayConfig, resolver?: SecretResol
   try {
     const hashKey = await loadKeyHashKey(config, store, resolver ?? createSecretResolver());
     const tenants = createTenantService({ store, hashKey, defaults: config.tenants.defaults.policy });
-    return { store, hashKey, tenants };
+    // without the bootstrap token: the CLI issues and revokes tokens, the gateway verifies them
+    const adminTokens = createAdminTokenService({ store, hashKey });
+    return { store, hashKey, tenants, adminTokens };
   } catch (err) {
     await store.close();
     throw err;
@@ -126,6 +155,8 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
   const promptKey = (await resolver.resolve(config.audit.promptHmacKey)).value;
   const sampleKey = config.audit.sampling ? sampling.parseSampleKey((await resolver.resolve(config.audit.sampling.key)).value) : undefined;
   const configuredCheckpointKey = config.audit.checkpointKey ? (await resolver.resolve(config.audit.checkpointKey)).value : undefined;
+  // TLS of the public listener: files read, key resolved and checked now, so a bad one stops the gateway
+  const publicTls = config.listen.publicTls ? await loadPublicTls(config.listen.publicTls, resolver) : undefined;
   const secretCache = createSecretCache({
     resolver, ttlMs: config.secrets.cacheTtlMs, refreshMs: config.secrets.refreshMs,
     onEvent: (event) => {
@@ -184,6 +215,14 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
   const jwtIssuers = config.auth.jwt?.issuers;
   const jwt = jwtIssuers ? await import('./auth/jwt.js').then(async (m) => m.createJwtVerifier({ issuers: await m.resolveJwtIssuers(jwtIssuers, resolver), tenants: store.tenants, policyFor })) : undefined;
   const authenticate = createAuthenticator({ keys: store.keys, hashKey, policyFor, ...(jwt ? { jwt } : {}) });
+  // mutual TLS: verified client certificates map to tenants (auth.client_certificates)
+  const certMapping = config.auth.clientCertificates;
+  const clientCertificates = publicTls?.clientCa !== undefined && certMapping && config.listen.publicTls
+    ? {
+      mode: config.listen.publicTls.clientAuth,
+      authenticate: (await import('./auth/client-cert.js')).createClientCertAuthenticator({ mapping: certMapping, tenants: store.tenants, policyFor }),
+    }
+    : undefined;
 
   const providers = new Map<string, ProviderTarget>();
   for (const provider of Object.values(config.providers)) {
@@ -234,9 +273,21 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
     audit: (event) => writer.audit(event), fingerprintPii: hashIdentifier, logger,
     ...(config.audit.hashKeyIds ? { hashKeyId: hashIdentifier } : {}),
   });
+  // failed authentications are slowed per client address and key id; one limiter per listener,
+  // so guesses at admin tokens and at tenant keys are counted apart
+  const { createAuthFailureLimiter } = await import('./auth/failure-limiter.js');
+  const failureLimits = config.auth.failureLimits;
+  const authFailures = failureLimits.enabled
+    ? {
+      public: createAuthFailureLimiter({ perAddress: failureLimits.perAddress, perKey: failureLimits.perKey, code: 'auth_rate_limited' }),
+      admin: createAuthFailureLimiter({ perAddress: failureLimits.perAddress, perKey: failureLimits.perKey, code: 'admin_auth_rate_limited' }),
+    }
+    : undefined;
   const publicApp = createPublicApp({
     authenticate, proxy, admission, dlp, record, logger, models: config.models,
+    ...(authFailures ? { authFailures: authFailures.public } : {}),
     maxHeaderBytes: config.server.maxHeaderBytes, maxHeaders: config.server.maxHeaders,
+    ...(publicTls ? { tls: publicTls } : {}), ...(clientCertificates ? { clientCertificates } : {}),
     readiness: [
       { name: 'config', check: () => null },
       { name: 'store', check: async () => { try { await store.ping(); return null; } catch { return 'store is not reachable'; } } },
@@ -252,7 +303,9 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
   });
   const { createIncidentService } = await import('./services/incident-service.js');
   const adminApp = createAdminApp({
-    token: adminToken, tenants, logger, metrics,
+    adminTokens: createAdminTokenService({ store, hashKey, bootstrapToken: adminToken }),
+    tenants, activity: createActivityService({ store }), audit: (event) => writer.audit(event), logger, metrics,
+    ...(authFailures ? { authFailures: authFailures.admin } : {}),
     // the gateway re-reads the provider key register at once after a containment made here
     incidents: createIncidentService({ store, afterContain: () => keys.poll() }),
     ...(sampleKey ? { readSample: sampling.createSampleReader({ key: sampleKey, trail: store.auditTrail, records: store.records }) } : {}),
@@ -264,7 +317,8 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
     async listen() {
       const publicUrl = await publicApp.listen({ host: config.listen.public.host, port: config.listen.public.port });
       const adminUrl = await adminApp.listen({ host: config.listen.admin.host, port: config.listen.admin.port });
-      return { publicUrl: normaliseUrl(publicUrl), adminUrl: normaliseUrl(adminUrl) };
+      // Fastify names the scheme from its own https option, which the server factory bypasses
+      return { publicUrl: normaliseUrl(publicTls ? publicUrl.replace(/^http:/, 'https:') : publicUrl), adminUrl: normaliseUrl(adminUrl) };
     },
     async close() {
       if (closed) return;

@@ -362,7 +362,7 @@ describe('content sampling (encrypted, expiring, audited reads)', () => {
 
     const reads = (await h.gateway.store.records.listAudit({ limit: 10_000 })).filter((a) => a.action === 'sample.read' && a.target === requestId);
     assert.equal(reads.length, 1);
-    assert.equal(reads[0]!.actor, 'admin-api');
+    assert.equal(reads[0]!.actor, 'admin:admin.token');
     assert.equal(reads[0]!.outcome, 'success');
     assert.equal(reads[0]!.requestId, read.headers.get('x-request-id'));
     assert.equal((await verifyAuditChain(h.gateway.store.auditTrail, randomBytes(32))).ok, true);

@@ -1,5 +1,4 @@
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import { createHash, timingSafeEqual } from 'node:crypto';
 import { GatewayError, errorBody } from '../errors/index.js';
 import type { TenantService } from '../services/tenant-service.js';
 import { ServiceError } from '../services/tenant-service.js';
@@ -10,31 +9,67 @@ import { createHttpServer } from '../server/http-server.js';
 import type { Metrics } from '../metrics/registry.js';
 import type { SampleReader } from '../audit/sampling.js';
 import type { IncidentService } from '../services/incident-service.js';
+import { roleAtLeast, type AdminIdentity, type AdminTokenService } from '../services/admin-token-service.js';
+import type { ActivityService } from '../services/activity-service.js';
+import type { AdminRole, AuditEvent } from '../store/types.js';
+import { parseAdminToken } from '../auth/admin-token.js';
 
 export interface AdminAppOptions {
-  /** The admin token's value, loaded from its secret reference. */
-  token: string;
+  /** Verifies admin tokens (issued ones and the configured bootstrap token). */
+  adminTokens: AdminTokenService;
   tenants: TenantService;
+  /** Usage and audit reports for viewers. */
+  activity: ActivityService;
+  /** Where the audit row of every admin call goes (batched with the request records). */
+  audit(event: AuditEvent): void;
   logger: Logger;
-  /** Served at `GET /metrics` (behind the admin token like every route); refused admin tokens are counted. */
+  /** Served at `GET /metrics` (viewer, unscoped tokens); refused admin tokens are counted. */
   metrics?: Pick<Metrics, 'render' | 'contentType' | 'adminAuthFailed'>;
   /** `GET /admin/samples/:request_id` (only when content sampling is configured); each read is audited. */
   readSample?: SampleReader;
   /** Incident response: contain, investigate, report (the same service as `keywarden incident`). */
   incidents?: IncidentService;
+  /** Slows admin-token guessing: checked before verifying, fed every refused token. */
+  authFailures?: AuthFailureGate;
 }
 
-const ACTOR = 'admin-api';
+/** The part of the failed-authentication limiter the admin listener uses. */
+export interface AuthFailureGate {
+  /** Throws a 429 GatewayError when the address (or key id) has failed too often. */
+  check(address: string, keyId?: string): void;
+  fail(address: string, keyId?: string): void;
+}
 
 /**
- * The admin listener (loopback by default): tenant and tenant-key management under `/admin/…`
- * and Prometheus metrics at `/metrics`, guarded by the admin token. Deny by default: every
- * route checks the token before anything else, and unknown routes are 404 after that check.
- * It calls services, never a store.
+ * What a route needs: the least role, and whether a tenant-scoped token may call it at all
+ * (`global` routes read or change things that span tenants: metrics, incidents, admin tokens).
+ */
+interface Access {
+  role: AdminRole;
+  global?: boolean;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    admin: AdminIdentity | null;
+  }
+}
+
+/** The audit `actor` of an admin identity: `admin:<owner>`. */
+export function adminActor(identity: AdminIdentity): string {
+  return `admin:${identity.owner}`;
+}
+
+/**
+ * The admin listener (loopback by default): tenant and key management, admin tokens, usage and
+ * audit reports, incidents and Prometheus metrics, each route guarded by a role. Deny by
+ * default: every request authenticates before anything else, a route without a declared role
+ * is refused, unknown routes are 404 after authentication, and a tenant-scoped token sees
+ * another tenant's objects exactly as if they did not exist. Every call, allowed or refused,
+ * becomes an audit row naming the token's owner. It calls services, never a store.
  */
 export function createAdminApp(options: AdminAppOptions): FastifyInstance {
-  const { tenants, logger, metrics } = options;
-  const tokenDigest = createHash('sha256').update(options.token).digest();
+  const { tenants, activity, adminTokens, logger, metrics, authFailures } = options;
   const app = Fastify({
     logger: false,
     serverFactory: (handler) => createHttpServer({ maxHeaderBytes: 16_384 }, handler),
@@ -43,41 +78,131 @@ export function createAdminApp(options: AdminAppOptions): FastifyInstance {
     exposeHeadRoutes: false,
     bodyLimit: 65_536,
     forceCloseConnections: 'idle',
+    routerOptions: { caseSensitive: true, ignoreTrailingSlash: false, ignoreDuplicateSlashes: false, maxParamLength: 128 },
   });
+  app.decorateRequest('admin', null);
+  const errorCodes = new WeakMap<FastifyRequest, string>();
 
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
+    const address = request.raw.socket.remoteAddress ?? '';
     const header = request.headers.authorization;
-    const presented = typeof header === 'string' ? /^Bearer +(\S+)$/i.exec(header)?.[1] : undefined;
-    // compare digests so length does not leak and the comparison is constant-time
-    const ok = presented !== undefined && timingSafeEqual(createHash('sha256').update(presented).digest(), tokenDigest);
-    if (!ok) {
+    const presented = typeof header === 'string' ? /^Bearer +(\S+) *$/i.exec(header)?.[1] : undefined;
+    // the token id of an issued token is public: limit guessing per token id as well as per address
+    const tokenId = presented === undefined ? undefined : parseAdminToken(presented)?.id;
+    try {
+      authFailures?.check(address, tokenId);
+    } catch (err) {
+      // a limited caller is still a refused admin authentication: count it like one
+      metrics?.adminAuthFailed();
+      throw err;
+    }
+    const identity = await adminTokens.verify(presented);
+    if (!identity) {
+      authFailures?.fail(address, tokenId);
       metrics?.adminAuthFailed();
       throw new GatewayError('admin_unauthorized', 'a valid admin token is required');
     }
+    request.admin = identity;
+    const access = (request.routeOptions.config as { access?: Access } | undefined)?.access;
+    // unknown routes have no access rule and fall through to the 404 handler
+    if (request.routeOptions.url === undefined) return;
+    if (!access) throw new GatewayError('admin_forbidden', 'this route is not open to any admin token');
+    if (!roleAtLeast(identity.role, access.role)) throw new GatewayError('admin_forbidden', `this route needs the ${access.role} role`);
+    if (access.global && identity.tenantIds !== null) throw new GatewayError('admin_forbidden', 'a tenant-scoped admin token cannot use this route');
   });
 
+  // one audit row per call, allowed or refused, naming whose token made it (never the token)
+  app.addHook('onResponse', async (request, reply) => {
+    const identity = request.admin;
+    const status = reply.statusCode;
+    const presented = /^Bearer +(\S+) *$/i.exec(request.headers.authorization ?? '')?.[1];
+    options.audit({
+      ts: Date.now(), actor: identity ? adminActor(identity) : 'admin:unauthenticated', action: 'admin.call',
+      target: request.routeOptions.url ?? null, outcome: status < 400 ? 'success' : 'failure', requestId: request.id,
+      details: {
+        method: request.method, status, code: errorCodes.get(request) ?? null,
+        token_id: identity?.tokenId ?? (presented === undefined ? null : parseAdminToken(presented)?.id ?? null), role: identity?.role ?? null,
+      },
+    });
+  });
+
+  function identityOf(request: FastifyRequest): AdminIdentity {
+    // the onRequest hook refuses every request without one; this only narrows the type
+    if (!request.admin) throw new GatewayError('admin_unauthorized', 'a valid admin token is required');
+    return request.admin;
+  }
+  const actorOf = (request: FastifyRequest) => adminActor(identityOf(request));
+
+  /** Refuses (as not found) a tenant outside the token's scope; unscoped tokens pass. */
+  async function assertTenantInScope(request: FastifyRequest, name: string): Promise<void> {
+    const scope = identityOf(request).tenantIds;
+    if (scope === null) return;
+    const id = await tenants.tenantIdOf(name);
+    if (id === undefined || !scope.has(id)) throw new GatewayError('admin_not_found', `no tenant named "${name.slice(0, 64)}"`);
+  }
+  async function assertKeyInScope(request: FastifyRequest, keyId: string): Promise<void> {
+    const scope = identityOf(request).tenantIds;
+    if (scope === null) return;
+    const id = await tenants.tenantIdOfKey(keyId);
+    if (id === undefined || !scope.has(id)) throw new GatewayError('admin_not_found', 'no key with this id');
+  }
+  /** The tenant ids a report covers: the scope, narrowed to `?tenant=` when given. */
+  async function reportTenants(request: FastifyRequest, name: string | undefined): Promise<string[] | undefined> {
+    const scope = identityOf(request).tenantIds;
+    if (name === undefined) return scope === null ? undefined : [...scope];
+    const id = await tenants.tenantIdOf(name);
+    if (id === undefined || (scope !== null && !scope.has(id))) throw new GatewayError('admin_not_found', `no tenant named "${name.slice(0, 64)}"`);
+    return [id];
+  }
+
+  const viewer: Access = { role: 'viewer' };
+  const operator: Access = { role: 'operator' };
+  const admin: Access = { role: 'admin' };
+  const global = (access: Access): Access => ({ ...access, global: true });
+
   if (metrics) {
-    // the scraper sends the admin token too: metrics name tenants and models, so they are not public
-    app.get('/metrics', async (_request, reply) => {
+    // the scraper sends an admin token too (a viewer token): metrics name tenants and models, so they are not public
+    app.get('/metrics', { config: { access: global(viewer) } }, async (_request, reply) => {
       const text = await metrics.render();
       return reply.header('content-type', metrics.contentType).header('cache-control', 'no-store').send(text);
     });
   }
 
-  app.get('/admin/tenants', async () => ({ data: await tenants.listTenants() }));
-  app.post('/admin/tenants', async (request, reply) => {
+  app.get('/admin/whoami', { config: { access: viewer } }, async (request) => {
+    const identity = identityOf(request);
+    const names = identity.tenantIds === null ? null : (await tenants.listTenants()).filter((t) => identity.tenantIds?.has(t.id)).map((t) => t.name);
+    return { token_id: identity.tokenId, owner: identity.owner, role: identity.role, tenants: names };
+  });
+
+  // ── tenants and their keys ─────────────────────────────────────────────────────────────
+  app.get('/admin/tenants', { config: { access: viewer } }, async (request) => {
+    const scope = identityOf(request).tenantIds;
+    const all = await tenants.listTenants();
+    return { data: scope === null ? all : all.filter((t) => scope.has(t.id)) };
+  });
+  app.post('/admin/tenants', { config: { access: global(operator) } }, async (request, reply) => {
     const body = objectBody(request.body);
     const name = body['name'];
     if (typeof name !== 'string') throw new GatewayError('admin_invalid_request', '"name" is required', { param: 'name' });
-    return reply.code(201).send(await tenants.createTenant(name, ACTOR, body['policy']));
+    return reply.code(201).send(await tenants.createTenant(name, actorOf(request), body['policy']));
   });
-  app.get<{ Params: { name: string } }>('/admin/tenants/:name', async (request) => tenants.getTenant(request.params.name));
-  app.post<{ Params: { name: string } }>('/admin/tenants/:name/disable', async (request) => tenants.setTenantStatus(request.params.name, 'disabled', ACTOR));
-  app.post<{ Params: { name: string } }>('/admin/tenants/:name/enable', async (request) => tenants.setTenantStatus(request.params.name, 'active', ACTOR));
-  app.put<{ Params: { name: string } }>('/admin/tenants/:name/policy', async (request) => tenants.setTenantPolicy(request.params.name, objectBody(request.body)['policy'] ?? null, ACTOR));
-
-  app.put<{ Params: { name: string } }>('/admin/tenants/:name/limits', async (request) => {
+  app.get<{ Params: { name: string } }>('/admin/tenants/:name', { config: { access: viewer } }, async (request) => {
+    await assertTenantInScope(request, request.params.name);
+    return tenants.getTenant(request.params.name);
+  });
+  for (const [action, status] of [['disable', 'disabled'], ['enable', 'active']] as const) {
+    app.post<{ Params: { name: string } }>(`/admin/tenants/:name/${action}`, { config: { access: operator } }, async (request) => {
+      await assertTenantInScope(request, request.params.name);
+      return tenants.setTenantStatus(request.params.name, status, actorOf(request));
+    });
+  }
+  app.put<{ Params: { name: string } }>('/admin/tenants/:name/policy', { config: { access: operator } }, async (request) => {
+    await assertTenantInScope(request, request.params.name);
+    return tenants.setTenantPolicy(request.params.name, objectBody(request.body)['policy'] ?? null, actorOf(request));
+  });
+  app.put<{ Params: { name: string } }>('/admin/tenants/:name/limits', { config: { access: operator } }, async (request) => {
+    await assertTenantInScope(request, request.params.name);
     const body = objectBody(request.body);
     const changes: { limits?: Record<string, unknown>; key_limits?: Record<string, unknown> } = {};
     for (const field of ['limits', 'key_limits'] as const) {
@@ -87,33 +212,78 @@ export function createAdminApp(options: AdminAppOptions): FastifyInstance {
       changes[field] = value as Record<string, unknown>;
     }
     if (!changes.limits && !changes.key_limits) throw new GatewayError('admin_invalid_request', 'give "limits" and/or "key_limits"');
-    return tenants.setTenantLimits(request.params.name, changes, ACTOR);
+    return tenants.setTenantLimits(request.params.name, changes, actorOf(request));
   });
-  app.put<{ Params: { id: string } }>('/admin/keys/:id/limits', async (request) => {
-    const limits = objectBody(request.body)['limits'];
-    if (limits !== null && (typeof limits !== 'object' || Array.isArray(limits))) throw new GatewayError('admin_invalid_request', '"limits" must be an object or null', { param: 'limits' });
-    return tenants.setKeyLimits(request.params.id, limits as Record<string, unknown> | null, ACTOR);
-  });
-  app.post<{ Params: { name: string } }>('/admin/tenants/:name/keys', async (request, reply) => {
+  app.post<{ Params: { name: string } }>('/admin/tenants/:name/keys', { config: { access: operator } }, async (request, reply) => {
+    await assertTenantInScope(request, request.params.name);
     const body = request.body === undefined ? {} : objectBody(request.body);
-    const expires = body['expires_in'];
-    let expiresInMs: number | undefined;
-    if (expires !== undefined) {
-      expiresInMs = typeof expires === 'string' ? parseDuration(expires) : undefined;
-      if (expiresInMs === undefined) throw new GatewayError('admin_invalid_request', '"expires_in" must be a duration such as 30d', { param: 'expires_in' });
-    }
+    const expiresInMs = durationField(body, 'expires_in');
     const label = body['label'];
     if (label !== undefined && typeof label !== 'string') throw new GatewayError('admin_invalid_request', '"label" must be a string', { param: 'label' });
-    const issued = await tenants.issueKey(request.params.name, ACTOR, { expiresInMs, label });
+    const issued = await tenants.issueKey(request.params.name, actorOf(request), { expiresInMs, label });
     // the key is in this one response and nowhere else; keep it out of caches
     return reply.code(201).header('cache-control', 'no-store').send(issued);
   });
-  app.get<{ Querystring: { tenant?: string } }>('/admin/keys', async (request) => ({ data: await tenants.listKeys(request.query.tenant) }));
-  app.post<{ Params: { id: string } }>('/admin/keys/:id/revoke', async (request) => tenants.revokeKey(request.params.id, ACTOR));
+  app.get<{ Querystring: { tenant?: string } }>('/admin/keys', { config: { access: viewer } }, async (request) => {
+    const name = request.query.tenant;
+    if (name !== undefined) await assertTenantInScope(request, name);
+    const keys = await tenants.listKeys(name);
+    const scope = identityOf(request).tenantIds;
+    if (scope === null) return { data: keys };
+    const names = new Set((await tenants.listTenants()).filter((t) => scope.has(t.id)).map((t) => t.name));
+    return { data: keys.filter((k) => names.has(k.tenant)) };
+  });
+  app.put<{ Params: { id: string } }>('/admin/keys/:id/limits', { config: { access: operator } }, async (request) => {
+    await assertKeyInScope(request, request.params.id);
+    const limits = objectBody(request.body)['limits'];
+    if (limits !== null && (typeof limits !== 'object' || Array.isArray(limits))) throw new GatewayError('admin_invalid_request', '"limits" must be an object or null', { param: 'limits' });
+    return tenants.setKeyLimits(request.params.id, limits as Record<string, unknown> | null, actorOf(request));
+  });
+  app.post<{ Params: { id: string } }>('/admin/keys/:id/revoke', { config: { access: operator } }, async (request) => {
+    await assertKeyInScope(request, request.params.id);
+    return tenants.revokeKey(request.params.id, actorOf(request));
+  });
 
+  // ── reports ────────────────────────────────────────────────────────────────────────────
+  app.get<{ Querystring: { tenant?: string; since?: string; until?: string } }>('/admin/usage', { config: { access: viewer } }, async (request) => {
+    const tenantIds = await reportTenants(request, request.query.tenant);
+    const until = request.query.until === undefined ? Date.now() : timeOf(request.query.until, 'until');
+    const since = request.query.since === undefined ? until - 24 * 3_600_000 : timeOf(request.query.since, 'since');
+    const data = await activity.usage({ ...(tenantIds ? { tenantIds } : {}), since, until });
+    return { since: new Date(since).toISOString(), until: new Date(until).toISOString(), data };
+  });
+  app.get<{ Querystring: { tenant?: string; since?: string; until?: string; after?: string; limit?: string } }>('/admin/audit', { config: { access: viewer } }, async (request) => {
+    const q = request.query;
+    const tenantIds = await reportTenants(request, q.tenant);
+    const until = q.until === undefined ? Date.now() + 1 : timeOf(q.until, 'until');
+    const since = q.since === undefined ? 0 : timeOf(q.since, 'since');
+    const afterSeq = integerParam(q.after, 'after', 0);
+    const limit = integerParam(q.limit, 'limit', 100);
+    return activity.audit({ ...(tenantIds ? { tenantIds } : {}), since, until, afterSeq, limit });
+  });
+
+  // ── admin tokens ───────────────────────────────────────────────────────────────────────
+  app.post('/admin/tokens', { config: { access: global(admin) } }, async (request, reply) => {
+    const body = objectBody(request.body);
+    const owner = body['owner'];
+    const role = body['role'];
+    const scope = body['tenants'];
+    if (typeof owner !== 'string') throw new GatewayError('admin_invalid_request', '"owner" is required: the person or automation the token is for', { param: 'owner' });
+    if (typeof role !== 'string') throw new GatewayError('admin_invalid_request', '"role" is required: viewer, operator or admin', { param: 'role' });
+    if (scope !== undefined && (!Array.isArray(scope) || !scope.every((t) => typeof t === 'string'))) {
+      throw new GatewayError('admin_invalid_request', '"tenants" must be a list of tenant names', { param: 'tenants' });
+    }
+    const expiresInMs = durationField(body, 'expires_in');
+    const issued = await adminTokens.issue({ owner, role, ...(scope ? { tenants: scope as string[] } : {}), ...(expiresInMs !== undefined ? { expiresInMs } : {}) }, actorOf(request));
+    return reply.code(201).header('cache-control', 'no-store').send(issued);
+  });
+  app.get('/admin/tokens', { config: { access: global(admin) } }, async () => ({ data: await adminTokens.list() }));
+  app.post<{ Params: { id: string } }>('/admin/tokens/:id/revoke', { config: { access: global(admin) } }, async (request) => adminTokens.revoke(request.params.id, actorOf(request)));
+
+  // ── incidents ──────────────────────────────────────────────────────────────────────────
   const { incidents } = options;
   if (incidents) {
-    app.post('/admin/incidents/contain', async (request, reply) => {
+    app.post('/admin/incidents/contain', { config: { access: admin } }, async (request, reply) => {
       const body = objectBody(request.body);
       const target: { providerKey?: string; tenantKey?: string; tenant?: string } = {};
       for (const [field, name] of [['provider_key', 'providerKey'], ['tenant_key', 'tenantKey'], ['tenant', 'tenant']] as const) {
@@ -122,13 +292,19 @@ export function createAdminApp(options: AdminAppOptions): FastifyInstance {
         if (typeof value !== 'string') throw new GatewayError('admin_invalid_request', `"${field}" must be a string`, { param: field });
         target[name] = value;
       }
-      return reply.code(201).send(await incidents.contain(target, ACTOR));
+      // a scoped admin contains its own tenants' keys; provider keys are shared by every tenant
+      if (identityOf(request).tenantIds !== null) {
+        if (target.providerKey !== undefined) throw new GatewayError('admin_forbidden', 'a tenant-scoped admin token cannot contain a provider key');
+        if (target.tenant !== undefined) await assertTenantInScope(request, target.tenant);
+        if (target.tenantKey !== undefined) await assertKeyInScope(request, target.tenantKey);
+      }
+      return reply.code(201).send(await incidents.contain(target, actorOf(request)));
     });
-    app.get('/admin/incidents', async () => ({ data: await incidents.list() }));
-    app.get<{ Params: { id: string }; Querystring: { since?: string } }>('/admin/incidents/:id/investigate', async (request) => {
+    app.get('/admin/incidents', { config: { access: global(admin) } }, async () => ({ data: await incidents.list() }));
+    app.get<{ Params: { id: string }; Querystring: { since?: string } }>('/admin/incidents/:id/investigate', { config: { access: global(admin) } }, async (request) => {
       return incidents.investigate(request.params.id, sinceOf(request.query.since));
     });
-    app.get<{ Params: { id: string }; Querystring: { since?: string } }>('/admin/incidents/:id/report', async (request, reply) => {
+    app.get<{ Params: { id: string }; Querystring: { since?: string } }>('/admin/incidents/:id/report', { config: { access: global(admin) } }, async (request, reply) => {
       const text = await incidents.report(request.params.id, sinceOf(request.query.since));
       return reply.header('content-type', 'text/markdown; charset=utf-8').header('cache-control', 'no-store').send(text);
     });
@@ -136,11 +312,11 @@ export function createAdminApp(options: AdminAppOptions): FastifyInstance {
 
   const { readSample } = options;
   if (readSample) {
-    app.get<{ Params: { request_id: string } }>('/admin/samples/:request_id', async (request, reply) => {
+    app.get<{ Params: { request_id: string } }>('/admin/samples/:request_id', { config: { access: global(admin) } }, async (request, reply) => {
       const id = request.params.request_id;
       if (!/^[A-Za-z0-9._:-]{1,128}$/.test(id)) throw new GatewayError('admin_invalid_request', 'not a request id', { param: 'request_id' });
       // the reader writes the `sample.read` audit row before it returns anything
-      const sample = await readSample(id, ACTOR, request.id);
+      const sample = await readSample(id, actorOf(request), request.id);
       if (!sample) throw new GatewayError('admin_not_found', 'no unexpired content sample for this request');
       return reply.header('cache-control', 'no-store').send(sample);
     });
@@ -153,9 +329,35 @@ export function createAdminApp(options: AdminAppOptions): FastifyInstance {
   app.setErrorHandler((err: unknown, request: FastifyRequest, reply: FastifyReply) => {
     const error = toAdminError(err);
     if (error.code === 'internal_error') logger.error({ err, requestId: request.id }, 'admin request failed');
+    errorCodes.set(request, error.code);
+    if (error.retryAfterSeconds !== undefined) void reply.header('retry-after', String(error.retryAfterSeconds));
     void reply.code(error.status).send(errorBody(error, 'openai', request.id));
   });
   return app;
+}
+
+/** An optional duration field of a body (`"30d"`), in milliseconds. */
+function durationField(body: Record<string, unknown>, field: string): number | undefined {
+  const value = body[field];
+  if (value === undefined) return undefined;
+  const ms = typeof value === 'string' ? parseDuration(value) : undefined;
+  if (ms === undefined) throw new GatewayError('admin_invalid_request', `"${field}" must be a duration such as 30d`, { param: field });
+  return ms;
+}
+
+/** A query time: an ISO date-time, or a duration back from now (`24h`). */
+function timeOf(value: string, param: string): number {
+  const ago = parseDuration(value);
+  if (ago !== undefined) return Date.now() - ago;
+  const at = /^\d{4}-\d{2}-\d{2}/.test(value) ? Date.parse(value) : Number.NaN;
+  if (!Number.isFinite(at)) throw new GatewayError('admin_invalid_request', `"${param}" must be a date or a duration such as 24h`, { param });
+  return at;
+}
+
+function integerParam(value: string | undefined, param: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!/^\d{1,15}$/.test(value)) throw new GatewayError('admin_invalid_request', `"${param}" must be a non-negative integer`, { param });
+  return Number(value);
 }
 
 /** `?since=` as an ISO date-time or a duration back from now (`24h`). */

@@ -47,6 +47,7 @@ export function createRequestRecorder(deps: RequestRecorderDeps) {
       tenant: principal?.tenantName ?? null,
       keyId: principal?.keyId ?? null,
       ...(principal?.subject !== undefined ? { subject: principal.subject } : {}),
+      ...(principal?.authMethod !== undefined ? { auth: principal.authMethod } : {}),
       endpoint: ctx.endpoint,
       provider: ctx.provider,
       model: ctx.model,
@@ -89,6 +90,8 @@ export function createRequestRecorder(deps: RequestRecorderDeps) {
           tenant: principal.tenantId, endpoint: ctx.endpoint, provider: ctx.provider, status: ctx.status, code: ctx.errorCode,
           input_tokens: ctx.usage.inputTokens, output_tokens: ctx.usage.outputTokens, cost_nano_usd: ctx.costNanoUsd, prompt_hmac: ctx.promptFingerprint,
           client: clientHmac, ...(principal.subject !== undefined ? { subject: principal.subject } : {}), ...(sampled ? { sampled: true } : {}),
+          // how a certificate caller was mapped to its tenant (never the certificate itself)
+          ...(principal.authMethod !== undefined ? { auth: principal.authMethod, auth_rule: principal.authRule ?? null } : {}),
         },
       },
     );

@@ -20,11 +20,19 @@ export function parseTenantKey(credential: string): ParsedTenantKey | undefined 
 
 /** Mints a new key: a random public id and 256 random bits of secret. */
 export function generateTenantKey(): { id: string; secret: string; key: string } {
+  return mintCredential('kw');
+}
+
+/**
+ * `<prefix>_<16 [a-z0-9] id>_<43 base64url secret>`: the shape of every credential keywarden
+ * issues (tenant keys `kw_`, admin tokens `kwa_`), so one parser and one scanner rule family fit.
+ */
+export function mintCredential(prefix: string): { id: string; secret: string; key: string } {
   const idBytes = randomBytes(16);
   let id = '';
   for (const byte of idBytes) id += ID_ALPHABET[byte % ID_ALPHABET.length];
   const secret = randomBytes(32).toString('base64url');
-  return { id, secret, key: `kw_${id}_${secret}` };
+  return { id, secret, key: `${prefix}_${id}_${secret}` };
 }
 
 /** The stored form of a secret: HMAC-SHA256 under the gateway's key-hash key, hex. */

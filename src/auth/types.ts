@@ -11,4 +11,8 @@ export interface Principal {
   keyLimits: Limits;
   /** A JWT caller's subject claim (bounded, sanitised), recorded in logs and audit; never the token. */
   subject?: string;
+  /** How the caller authenticated when it was not a tenant key or JWT: `mtls` for a client certificate. */
+  authMethod?: 'mtls';
+  /** For `mtls`: the rule that mapped the certificate to the tenant (`subject_cn`, `san_uri`, `fingerprint`). */
+  authRule?: string;
 }

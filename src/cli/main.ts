@@ -4,6 +4,7 @@ import { ServiceError } from '../services/tenant-service.js';
 import { SecretError } from '../secrets/types.js';
 import { CliError, EXIT_FAILURE, EXIT_USAGE } from './output.js';
 import { configFor } from './config-arg.js';
+import { commandTarget } from './target.js';
 
 const USAGE = `usage: keywarden <command> [options]
 
@@ -32,8 +33,17 @@ commands:
   incident contain --provider-key FINGERPRINT | --tenant-key KEY_ID | --tenant NAME [--json]   revoke/disable at once and open an incident
   incident investigate INCIDENT_ID [--since DATE|DURATION] [--json] | report INCIDENT_ID | list [--json]   blast radius, postmortem draft
   drill [--json]                        rehearse an incident against the mock provider and time each step
+  admin-tokens issue --owner NAME --role viewer|operator|admin [--tenant NAME]... [--expires 90d] [--json]
+                                        an admin API token (shown once), optionally limited to some tenants
+  admin-tokens list [--json] | revoke TOKEN_ID
+  usage [--tenant NAME] [--since 24h|DATE] [--until DATE] [--json]   requests, tokens and cost per tenant and model
 
 Every command takes --config FILE (or KEYWARDEN_CONFIG); without one, store commands use the demo store.
+tenants, keys, incident (not drill), admin-tokens and usage also work through a running gateway's admin API,
+so every replica sees a change at once:
+  --admin-url URL (or KEYWARDEN_ADMIN_URL)   https://… (plain http only to a loopback address)
+  --admin-token-file PATH (mode 0600) or KEYWARDEN_ADMIN_TOKEN   the admin token (never printed)
+provider-keys, offboard, secrets, audit and doctor work on the store or vault only.
 `;
 
 /** The `keywarden` CLI. Sets process.exitCode; prints operator-readable errors, never stack traces. */
@@ -58,6 +68,16 @@ export async function main(argv: readonly string[]): Promise<void> {
       process.exitCode = EXIT_FAILURE;
     }
   }
+}
+
+/** The commands that can work through a running gateway's admin API (`--admin-url`). */
+const REMOTE_COMMANDS: ReadonlySet<string> = new Set(['tenants', 'keys', 'incident', 'admin-tokens', 'usage']);
+
+/** `--tenant` may repeat for `admin-tokens issue` only; elsewhere a second one is a usage error, not silently dropped. */
+function oneTenant(values: readonly string[] | undefined, command: string): string | undefined {
+  if (values === undefined || command === 'admin-tokens') return undefined;
+  if (values.length > 1) throw new CliError(`"${command.slice(0, 40)}" takes one --tenant`, EXIT_USAGE);
+  return values[0];
 }
 
 /** The limit flags given, as a limits mapping (`none` → null, which removes the limit). */
@@ -94,7 +114,11 @@ async function run(argv: readonly string[]): Promise<number | void> {
     options: {
       config: { type: 'string', short: 'c' },
       json: { type: 'boolean', default: false },
-      tenant: { type: 'string' },
+      // repeated only by `admin-tokens issue`; every other command takes one (see oneTenant)
+      tenant: { type: 'string', multiple: true },
+      role: { type: 'string' },
+      'admin-url': { type: 'string' },
+      'admin-token-file': { type: 'string' },
       expires: { type: 'string' },
       label: { type: 'string' },
       'policy-file': { type: 'string' },
@@ -137,6 +161,16 @@ async function run(argv: readonly string[]): Promise<number | void> {
     process.stdout.write(USAGE);
     return command === undefined && !values.help ? EXIT_USAGE : 0;
   }
+  const adminFlags = {
+    ...(values.config !== undefined ? { config: values.config } : {}),
+    ...(values['admin-url'] !== undefined ? { adminUrl: values['admin-url'] } : {}),
+    ...(values['admin-token-file'] !== undefined ? { adminTokenFile: values['admin-token-file'] } : {}),
+  };
+  if ((adminFlags.adminUrl !== undefined || adminFlags.adminTokenFile !== undefined) && !REMOTE_COMMANDS.has(command)) {
+    // provider keys, secrets and the audit chain need the vault or the store itself
+    throw new CliError(`"${command.slice(0, 40)}" works on the store only; --admin-url applies to ${[...REMOTE_COMMANDS].join(', ')}`, EXIT_USAGE);
+  }
+  const tenant = oneTenant(values.tenant, command);
   switch (command) {
     case 'serve': {
       const { serveCommand } = await import('./commands/serve.js');
@@ -150,7 +184,7 @@ async function run(argv: readonly string[]): Promise<number | void> {
     }
     case 'tenants': {
       const { tenantsCommand } = await import('./commands/tenants.js');
-      return tenantsCommand(configFor(values.config).config, action, rest, {
+      return tenantsCommand(commandTarget(adminFlags), action, rest, {
         json: values.json ?? false,
         ...(values['policy-file'] ? { policyFile: values['policy-file'] } : {}),
         limits: limitFlags(values),
@@ -159,9 +193,9 @@ async function run(argv: readonly string[]): Promise<number | void> {
     }
     case 'keys': {
       const { keysCommand } = await import('./commands/tenants.js');
-      return keysCommand(configFor(values.config).config, action, rest, {
+      return keysCommand(commandTarget(adminFlags), action, rest, {
         json: values.json ?? false,
-        ...(values.tenant ? { tenant: values.tenant } : {}),
+        ...(tenant ? { tenant } : {}),
         ...(values.expires ? { expires: values.expires } : {}),
         ...(values.label ? { label: values.label } : {}),
         limits: limitFlags(values),
@@ -209,12 +243,31 @@ async function run(argv: readonly string[]): Promise<number | void> {
     }
     case 'incident': {
       const { incidentCommand } = await import('./commands/incident.js');
-      return incidentCommand(configFor(values.config).config, action, rest, {
+      return incidentCommand(commandTarget(adminFlags), action, rest, {
         json: values.json ?? false,
         ...(values['provider-key'] !== undefined ? { providerKey: values['provider-key'] } : {}),
         ...(values['tenant-key'] !== undefined ? { tenantKey: values['tenant-key'] } : {}),
-        ...(values.tenant !== undefined ? { tenant: values.tenant } : {}),
+        ...(tenant !== undefined ? { tenant } : {}),
         ...(values.since !== undefined ? { since: values.since } : {}),
+      });
+    }
+    case 'admin-tokens': {
+      const { adminTokensCommand } = await import('./commands/admin-tokens.js');
+      return adminTokensCommand(commandTarget(adminFlags), action, rest, {
+        json: values.json ?? false,
+        ...(values.owner !== undefined ? { owner: values.owner } : {}),
+        ...(values.role !== undefined ? { role: values.role } : {}),
+        ...(values.tenant !== undefined ? { tenants: values.tenant } : {}),
+        ...(values.expires !== undefined ? { expires: values.expires } : {}),
+      });
+    }
+    case 'usage': {
+      const { usageCommand } = await import('./commands/usage.js');
+      return usageCommand(commandTarget(adminFlags), action === undefined ? [] : [action, ...rest], {
+        json: values.json ?? false,
+        ...(tenant !== undefined ? { tenant } : {}),
+        ...(values.since !== undefined ? { since: values.since } : {}),
+        ...(values.until !== undefined ? { until: values.until } : {}),
       });
     }
     case 'drill': {

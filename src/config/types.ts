@@ -75,9 +75,39 @@ export interface JwtIssuerConfig {
   jwksMaxAgeMs: number;
 }
 
+/** TLS on the public listener (`listen.public_tls`). */
+export interface PublicTlsConfig {
+  /** Path of the server certificate chain (PEM); not a secret. */
+  cert: string;
+  /** A secret reference to the server's private key (PEM). */
+  key: string;
+  /** Path of the CA bundle (PEM) client certificates must chain to; when set, client certificates are requested. */
+  clientCa?: string;
+  /** `require`: every request needs a verified certificate; `optional`: requests without one use keys or JWTs. */
+  clientAuth: 'require' | 'optional';
+}
+
+/** What of a verified client certificate names its tenant (`auth.client_certificates.map_by`). */
+export type ClientCertificateRule = 'subject_cn' | 'san_uri' | 'fingerprint';
+
+/** `auth.client_certificates`: verified client certificates → tenants. */
+export interface ClientCertificatesConfig {
+  mapBy: ClientCertificateRule;
+  /** Mapped value → tenant name; fingerprints normalised to lowercase hex (64 characters, no separators). */
+  tenants: Readonly<Record<string, string>>;
+}
+
+/** `auth.failure_limits`: slows credential guessing on both listeners (docs/configuration.md). */
+export interface AuthFailureLimitsConfig {
+  enabled: boolean;
+  perAddress: { max: number; windowMs: number };
+  perKey: { max: number; windowMs: number };
+}
+
 /** A validated, frozen configuration. Field names in YAML are snake_case; here camelCase. */
 export interface GatewayConfig {
-  listen: { public: ListenAddress; admin: ListenAddress };
+  /** `publicTls`: TLS (and client certificates) on the public listener; unset, it speaks plain HTTP. */
+  listen: { public: ListenAddress; admin: ListenAddress; publicTls?: PublicTlsConfig };
   /** `sqlite:PATH` (or `sqlite::memory:` for tests). */
   store: string;
   admin: { token: string };
@@ -97,6 +127,10 @@ export interface GatewayConfig {
     keyHashKey: string | undefined;
     /** `auth.jwt`: trusted OIDC/JWT issuers (docs/configuration.md); unset, only tenant keys authenticate. */
     jwt?: { issuers: readonly JwtIssuerConfig[] };
+    /** `auth.client_certificates`: how verified client certificates map to tenants (with `listen.public_tls.client_ca`). */
+    clientCertificates?: ClientCertificatesConfig;
+    /** `auth.failure_limits`: failed authentications allowed per client address and per key id before 429s. */
+    failureLimits: AuthFailureLimitsConfig;
   };
   log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
   providers: Readonly<Record<string, ProviderConfig>>;

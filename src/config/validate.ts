@@ -1,5 +1,5 @@
 import { isIP } from 'node:net';
-import type { GatewayConfig, JwtIssuerConfig, ListenAddress, ModelRoute, ProviderConfig } from './types.js';
+import type { AuthFailureLimitsConfig, ClientCertificateRule, ClientCertificatesConfig, GatewayConfig, JwtIssuerConfig, ListenAddress, ModelRoute, ProviderConfig, PublicTlsConfig } from './types.js';
 import type { TenantPolicy } from '../policy/types.js';
 import { CAPABILITY_NAMES, isCapability, type Capability, type CapabilityPolicy } from '../policy/capabilities.js';
 import { parseDuration } from './duration.js';
@@ -182,6 +182,111 @@ function jwtConfig(value: Json, problems: Problems): { issuers: readonly JwtIssu
     }
   });
   return { issuers: Object.freeze(issuers) };
+}
+
+const CLIENT_CERT_RULES: readonly ClientCertificateRule[] = ['subject_cn', 'san_uri', 'fingerprint'];
+const TENANT_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+
+/** A SHA-256 fingerprint as `sha256:<hex>`, plain hex or colon-separated hex → 64 lowercase hex digits. */
+export function normaliseCertFingerprint(value: string): string | undefined {
+  const hex = value.trim().replace(/^sha256:/i, '').replace(/:/g, '').toLowerCase();
+  return /^[0-9a-f]{64}$/.test(hex) ? hex : undefined;
+}
+
+function publicTlsConfig(value: Json, problems: Problems): PublicTlsConfig | undefined {
+  const path = 'listen.public_tls';
+  if (!isRecord(value)) {
+    problems.add(path, 'must be a mapping with cert and key');
+    return undefined;
+  }
+  checkKeys(value, path, ['cert', 'key', 'client_ca', 'client_auth'], problems);
+  const filePath = (key: string, required: boolean): string | undefined => {
+    const v = value[key];
+    if (v === undefined || v === null) {
+      if (required) problems.add(`${path}.${key}`, 'is required (the path of a PEM file)');
+      return undefined;
+    }
+    if (typeof v !== 'string' || v.length === 0 || v.includes('\0') || v.trimStart().startsWith('-----BEGIN ')) {
+      problems.add(`${path}.${key}`, 'must be the path of a PEM file');
+      return undefined;
+    }
+    return v;
+  };
+  const cert = filePath('cert', true);
+  const key = secretRef(value['key'], `${path}.key`, problems, true);
+  const clientCa = filePath('client_ca', false);
+  let clientAuth: PublicTlsConfig['clientAuth'] = 'require';
+  if (value['client_auth'] !== undefined) {
+    if (value['client_auth'] !== 'require' && value['client_auth'] !== 'optional') problems.add(`${path}.client_auth`, 'must be require or optional');
+    else if (clientCa === undefined) problems.add(`${path}.client_auth`, 'needs client_ca (the CA bundle client certificates are checked against)');
+    else clientAuth = value['client_auth'];
+  }
+  if (cert === undefined || key === undefined) return undefined;
+  return { cert, key, ...(clientCa !== undefined ? { clientCa } : {}), clientAuth };
+}
+
+function clientCertificatesConfig(value: Json, problems: Problems): ClientCertificatesConfig | undefined {
+  const path = 'auth.client_certificates';
+  if (!isRecord(value)) {
+    problems.add(path, 'must be a mapping with map_by and tenants');
+    return undefined;
+  }
+  checkKeys(value, path, ['map_by', 'tenants'], problems);
+  const mapBy = value['map_by'];
+  if (typeof mapBy !== 'string' || !(CLIENT_CERT_RULES as readonly string[]).includes(mapBy)) {
+    problems.add(`${path}.map_by`, `must be one of ${CLIENT_CERT_RULES.join(', ')}`);
+    return undefined;
+  }
+  const raw = value['tenants'];
+  if (!isRecord(raw) || Object.keys(raw).length === 0) {
+    problems.add(`${path}.tenants`, 'must be a non-empty mapping of certificate value to tenant name');
+    return undefined;
+  }
+  // no prototype: a mapped value such as `__proto__` is an ordinary entry
+  const tenants: Record<string, string> = Object.create(null) as Record<string, string>;
+  for (const [mapped, tenant] of Object.entries(raw)) {
+    const entry = `${path}.tenants["${mapped.slice(0, 80)}"]`;
+    let normalised: string | undefined = mapped;
+    if (mapBy === 'fingerprint') {
+      normalised = normaliseCertFingerprint(mapped);
+      if (normalised === undefined) problems.add(entry, 'must be a SHA-256 fingerprint: sha256:<64 hex digits> or colon-separated hex');
+    } else if (mapBy === 'san_uri' && !/^[A-Za-z][A-Za-z0-9+.-]*:\S{1,500}$/.test(mapped)) {
+      normalised = undefined;
+      problems.add(entry, 'must be a URI (such as spiffe://trust-domain/path)');
+    } else if (mapBy === 'subject_cn' && (mapped.length === 0 || mapped.length > 256)) {
+      normalised = undefined;
+      problems.add(entry, 'must be a subject common name of 1 to 256 characters');
+    }
+    if (typeof tenant !== 'string' || !TENANT_NAME.test(tenant)) {
+      problems.add(entry, 'must name a tenant (a-z, 0-9, _ and -)');
+      continue;
+    }
+    if (normalised === undefined) continue;
+    if (Object.hasOwn(tenants, normalised)) problems.add(entry, 'is listed twice');
+    else tenants[normalised] = tenant;
+  }
+  return { mapBy: mapBy as ClientCertificateRule, tenants: Object.freeze(tenants) };
+}
+
+/** Longest `auth.failure_limits` window: a count held longer locks out more than it slows. */
+const MAX_FAILURE_WINDOW_MS = 86_400_000;
+
+/** Validates `auth.failure_limits`; absent, the safe defaults apply (on: 20 per address, 50 per key id, per minute). */
+function failureLimitsConfig(raw: Record<string, Json>, problems: Problems): AuthFailureLimitsConfig {
+  checkKeys(raw, 'auth.failure_limits', ['enabled', 'per_address', 'per_key'], problems);
+  const limit = (key: string, fallback: { max: number; windowMs: number }) => {
+    const path = `auth.failure_limits.${key}`;
+    const r = section(raw, key, 'auth.failure_limits', problems);
+    checkKeys(r, path, ['max', 'window'], problems);
+    const windowMs = duration(r['window'], `${path}.window`, fallback.windowMs, problems);
+    if (windowMs > MAX_FAILURE_WINDOW_MS) problems.add(`${path}.window`, 'must be at most 24h');
+    return Object.freeze({ max: positiveInt(r['max'], `${path}.max`, fallback.max, problems, 1_000_000), windowMs });
+  };
+  return Object.freeze({
+    enabled: bool(raw['enabled'], 'auth.failure_limits.enabled', true, problems),
+    perAddress: limit('per_address', { max: 20, windowMs: 60_000 }),
+    perKey: limit('per_key', { max: 50, windowMs: 60_000 }),
+  });
 }
 
 function duration(value: Json, path: string, fallback: number, problems: Problems): number {
@@ -483,8 +588,9 @@ export function validateConfig(doc: Json): { config?: GatewayConfig; problems: s
   checkKeys(doc, '', ['listen', 'store', 'admin', 'audit', 'auth', 'log', 'providers', 'models', 'tenants', 'server', 'shutdown', 'limits', 'prices', 'alerts', 'secrets', 'rotation', 'anomaly'], problems);
 
   const listen = section(doc, 'listen', '', problems);
-  checkKeys(listen, 'listen', ['public', 'admin'], problems);
+  checkKeys(listen, 'listen', ['public', 'admin', 'public_tls'], problems);
   const publicAddr = listenAddress(listen['public'], 'listen.public', { host: '127.0.0.1', port: 8080 }, problems);
+  const publicTls = listen['public_tls'] === undefined || listen['public_tls'] === null ? undefined : publicTlsConfig(listen['public_tls'], problems);
   const adminAddr = listenAddress(listen['admin'], 'listen.admin', { host: '127.0.0.1', port: 8081 }, problems);
 
   const store = doc['store'] ?? 'sqlite:./data/keywarden.db';
@@ -518,9 +624,19 @@ export function validateConfig(doc: Json): { config?: GatewayConfig; problems: s
   }
 
   const auth = section(doc, 'auth', '', problems);
-  checkKeys(auth, 'auth', ['key_hash_key', 'jwt'], problems);
+  checkKeys(auth, 'auth', ['key_hash_key', 'jwt', 'failure_limits', 'client_certificates'], problems);
   const keyHashKey = secretRef(auth['key_hash_key'], 'auth.key_hash_key', problems, false);
   const jwt = auth['jwt'] === undefined ? undefined : jwtConfig(auth['jwt'], problems);
+  const failureLimits = failureLimitsConfig(section(auth, 'failure_limits', 'auth', problems), problems);
+  const clientCertificates = auth['client_certificates'] === undefined || auth['client_certificates'] === null
+    ? undefined : clientCertificatesConfig(auth['client_certificates'], problems);
+  // a CA without a mapping would admit certificates that name no tenant; a mapping without a CA is never used
+  if (publicTls?.clientCa !== undefined && auth['client_certificates'] === undefined) {
+    problems.add('listen.public_tls.client_ca', 'needs auth.client_certificates (how a certificate maps to a tenant)');
+  }
+  if (auth['client_certificates'] !== undefined && publicTls?.clientCa === undefined) {
+    problems.add('auth.client_certificates', 'needs listen.public_tls with client_ca (the CA bundle client certificates are checked against)');
+  }
 
   const log = section(doc, 'log', '', problems);
   checkKeys(log, 'log', ['level'], problems);
@@ -648,11 +764,11 @@ export function validateConfig(doc: Json): { config?: GatewayConfig; problems: s
   };
 
   const config: GatewayConfig = {
-    listen: { public: publicAddr, admin: adminAddr },
+    listen: { public: publicAddr, admin: adminAddr, ...(publicTls ? { publicTls } : {}) },
     store: String(store),
     admin: { token: adminToken ?? '' },
     audit: { promptHmacKey: promptHmacKey ?? '', hashKeyIds, retentionMs: auditRetentionMs, checkpointKey, sampling },
-    auth: { keyHashKey, ...(jwt ? { jwt } : {}) },
+    auth: { keyHashKey, failureLimits, ...(jwt ? { jwt } : {}), ...(clientCertificates ? { clientCertificates } : {}) },
     log: { level: level as GatewayConfig['log']['level'] },
     providers: Object.freeze(providerMap),
     models: Object.freeze(modelMap),

@@ -457,6 +457,15 @@ export const RULES: readonly Rule[] = [
     entropySkip: 20,
   },
   {
+    id: 'keywarden-issued-admin-token',
+    title: 'keywarden admin token (issued)',
+    source: 'keywarden src/auth/admin-token.ts (kwa_ + 16 [a-z0-9] + _ + 43 base64url)',
+    anchors: ['kwa_'],
+    pattern: re(`${B}(kwa_[a-z0-9]{16}_[A-Za-z0-9_-]{43})${E}`),
+    minEntropy: 4.0,
+    entropySkip: 21,
+  },
+  {
     id: 'keywarden-admin-token',
     title: 'keywarden admin token',
     source: 'keywarden src/cli/demo.ts (kwadmin_ + 32 base64url)',

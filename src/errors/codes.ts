@@ -19,6 +19,12 @@ export const ERROR_CODES = {
   auth_jwt_algorithm: { status: 401, family: 'authentication' },
   auth_jwt_invalid: { status: 401, family: 'authentication' },
   auth_jwt_tenant_unknown: { status: 401, family: 'authentication' },
+  // too many failed authentications from this address or for this key id: refused unverified
+  auth_rate_limited: { status: 429, family: 'rate_limit' },
+  auth_cert_required: { status: 401, family: 'authentication' },
+  auth_cert_untrusted: { status: 401, family: 'authentication' },
+  auth_cert_expired: { status: 401, family: 'authentication' },
+  auth_cert_unknown: { status: 401, family: 'authentication' },
 
   // the HTTP request itself
   request_header_invalid: { status: 400, family: 'invalid_request' },
@@ -77,6 +83,8 @@ export const ERROR_CODES = {
 
   // admin API
   admin_unauthorized: { status: 401, family: 'authentication' },
+  admin_forbidden: { status: 403, family: 'permission' },
+  admin_auth_rate_limited: { status: 429, family: 'rate_limit' },
   admin_invalid_request: { status: 400, family: 'invalid_request' },
   admin_not_found: { status: 404, family: 'not_found' },
   admin_conflict: { status: 409, family: 'invalid_request' },

@@ -18,9 +18,9 @@ const REDACTED = '[REDACTED]';
 const MIN_REGISTERED_LENGTH = 8;
 const registered = new Set<string>();
 
-// key shapes: tenant keys, OpenAI/Anthropic-style keys, AWS access key ids, bearer credentials
+// key shapes: tenant keys and admin tokens, OpenAI/Anthropic-style keys, AWS access key ids, bearer credentials
 const KEY_PATTERN =
-  /kw_[A-Za-z0-9]{4,32}_[A-Za-z0-9_-]{8,}|sk-[A-Za-z0-9_-]{12,}|AKIA[0-9A-Z]{16}|(?<=Bearer\s+)[^\s"',]{8,}/g;
+  /kwa?_[A-Za-z0-9]{4,32}_[A-Za-z0-9_-]{8,}|sk-[A-Za-z0-9_-]{12,}|AKIA[0-9A-Z]{16}|(?<=Bearer\s+)[^\s"',]{8,}/g;
 
 /** Adds a secret value to the set scrubbed from every log line. Short values are ignored (too common to mask). */
 export function registerSecret(value: string): void {

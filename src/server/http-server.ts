@@ -1,4 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { createSecureContext } from 'node:tls';
 import type { Socket } from 'node:net';
 import { randomUUID } from 'node:crypto';
 import { GatewayError, errorBody } from '../errors/index.js';
@@ -25,26 +27,56 @@ export interface HttpServerLimits {
   maxHeaderBytes: number;
 }
 
+/** TLS material of a listener, loaded (PEM text, not paths or references). */
+export interface HttpServerTls {
+  cert: string;
+  key: string;
+  /** CA bundle for client certificates: when set, the server asks each client for one. */
+  clientCa?: string;
+}
+
+/**
+ * Checks TLS material at start-up, so a wrong key, a key that does not match the certificate or
+ * an unreadable CA bundle stops the gateway with a clear message (never the key's content).
+ */
+export function checkServerTls(tls: HttpServerTls): void {
+  try {
+    createSecureContext({ cert: tls.cert, key: tls.key, ...(tls.clientCa !== undefined ? { ca: tls.clientCa } : {}) });
+  } catch (err) {
+    const reason = (err as { code?: string }).code ?? 'unreadable';
+    throw new Error(`listen.public_tls: the certificate, key or client CA bundle could not be used (${reason})`);
+  }
+}
+
 /**
  * Creates the Node HTTP server under a listener with strict parsing: Node's llhttp refuses
  * `Content-Length` together with `Transfer-Encoding`, duplicate `Content-Length` and obfuscated
  * `Transfer-Encoding` (the lenient parser stays off). Parse failures answer a coded 400 in the
  * OpenAI error shape instead of Node's bare one.
+ *
+ * With `tls` the server speaks HTTPS (TLS 1.2 at least). With `tls.clientCa` it requests a client
+ * certificate but does not refuse a bad one in the handshake: the route's authentication reads
+ * the verdict (`socket.authorized`) and answers a coded 401 the client can act on.
  */
-export function createHttpServer(limits: HttpServerLimits, handler: (req: IncomingMessage, res: ServerResponse) => void): Server {
-  const server = createServer(
-    {
-      maxHeaderSize: limits.maxHeaderBytes,
-      insecureHTTPParser: false,
-      // the listener answers a missing Host itself, with a coded error (Node's answer is a bare 400)
-      requireHostHeader: false,
-      requestTimeout: 300_000,
-      headersTimeout: 30_000,
-      keepAliveTimeout: 65_000,
-      noDelay: true,
-    },
-    handler,
-  );
+export function createHttpServer(limits: HttpServerLimits, handler: (req: IncomingMessage, res: ServerResponse) => void, tls?: HttpServerTls): Server {
+  const httpOptions = {
+    maxHeaderSize: limits.maxHeaderBytes,
+    insecureHTTPParser: false,
+    // the listener answers a missing Host itself, with a coded error (Node's answer is a bare 400)
+    requireHostHeader: false,
+    requestTimeout: 300_000,
+    headersTimeout: 30_000,
+    keepAliveTimeout: 65_000,
+    noDelay: true,
+  };
+  if (tls) checkServerTls(tls);
+  const server = tls
+    ? createHttpsServer({
+      ...httpOptions, cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2',
+      // rejectUnauthorized false: every certificate is judged per request, never silently accepted
+      ...(tls.clientCa !== undefined ? { ca: tls.clientCa, requestCert: true, rejectUnauthorized: false } : {}),
+    }, handler) as unknown as Server
+    : createServer(httpOptions, handler);
   const counter = { count: 0 };
   inFlight.set(server, counter);
   server.on('request', (_req: IncomingMessage, res: ServerResponse) => {

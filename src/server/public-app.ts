@@ -3,6 +3,7 @@ import type { IncomingMessage, Server } from 'node:http';
 import { GatewayError, errorBody, type ErrorDialect } from '../errors/index.js';
 import type { Authenticator } from '../auth/authenticate.js';
 import { credentialHeaders, extractCredential } from '../auth/credentials.js';
+import { tenantKeyIdOf, type AuthFailureLimiter } from '../auth/failure-limiter.js';
 import type { Principal } from '../auth/types.js';
 import type { ModelRoute } from '../config/types.js';
 import type { Logger } from '../log/logger.js';
@@ -10,7 +11,8 @@ import { readJsonBody } from './body-reader.js';
 import { requestIdFrom } from './request-id.js';
 import { PROVIDER_ROUTES, dialectForPath, type ProviderRoute } from './routes.js';
 import { newRequestContext, type Proxy, type RequestContext } from './proxy.js';
-import { createHttpServer, refuseConnection } from './http-server.js';
+import { createHttpServer, refuseConnection, type HttpServerTls } from './http-server.js';
+import { presentedCertificate, type ClientCertAuthenticator } from '../auth/client-cert.js';
 import type { AdmissionStage } from '../quota/admission.js';
 import type { DlpStage } from '../dlp/stage.js';
 
@@ -32,12 +34,18 @@ export interface PublicAppOptions {
   admission?: AdmissionStage;
   /** The dlp stage (prompt DLP, between validate and admit); undefined when not wired (every request passes as sent). */
   dlp?: DlpStage;
+  /** Slows credential guessing (auth.failure_limits); undefined when turned off. */
+  authFailures?: AuthFailureLimiter;
   record(ctx: RequestContext): void;
   models: Readonly<Record<string, ModelRoute>>;
   readiness: readonly ReadinessCheck[];
   logger: Logger;
   maxHeaderBytes: number;
   maxHeaders: number;
+  /** TLS on this listener (PEM text); unset, plain HTTP. */
+  tls?: HttpServerTls;
+  /** Client certificate authentication (with `tls.clientCa`): `require` or `optional`, and the mapping to tenants. */
+  clientCertificates?: { mode: 'require' | 'optional'; authenticate: ClientCertAuthenticator };
 }
 
 /**
@@ -64,7 +72,7 @@ export function createPublicApp(options: PublicAppOptions): FastifyInstance {
   const record = settleAndRecord;
   const app = Fastify({
     logger: false,
-    serverFactory: (handler) => createHttpServer({ maxHeaderBytes: options.maxHeaderBytes }, handler),
+    serverFactory: (handler) => createHttpServer({ maxHeaderBytes: options.maxHeaderBytes }, handler, options.tls),
     genReqId: (req) => requestIdFrom(req.headers['x-request-id']),
     requestIdHeader: false,
     exposeHeadRoutes: false,
@@ -107,10 +115,39 @@ export function createPublicApp(options: PublicAppOptions): FastifyInstance {
     readJsonBody(request.raw, limit).then((body) => done(null, body), (err: Error) => done(err, undefined));
   });
 
+  /**
+   * Client certificates (mutual TLS) come first: in `require` mode the certificate is the only
+   * credential (a header is ignored for identity); in `optional` mode a presented certificate
+   * must verify (never a fallback to a header after a bad one) and without one the key or JWT decides.
+   */
+  async function authenticateRequest(request: FastifyRequest, credential: string | undefined): Promise<Principal> {
+    const certs = options.clientCertificates;
+    if (certs) {
+      const certificate = presentedCertificate(request.raw.socket);
+      if (certificate || certs.mode === 'require') return certs.authenticate(certificate);
+    }
+    return authenticate(credential);
+  }
+
   async function authHook(request: FastifyRequest): Promise<void> {
     const sent = credentialHeaders(request.raw.rawHeaders);
     const credential = extractCredential(sent.authorization, sent.apiKey);
-    request.kw.principal = await authenticate(credential);
+    const limiter = options.authFailures;
+    if (!limiter) {
+      request.kw.principal = await authenticateRequest(request, credential);
+      return;
+    }
+    // limited before verifying: a guesser gets no HMAC or store work and learns nothing of its guess
+    const address = request.raw.socket.remoteAddress ?? '';
+    const keyId = tenantKeyIdOf(credential);
+    limiter.check(address, keyId);
+    try {
+      request.kw.principal = await authenticateRequest(request, credential);
+    } catch (err) {
+      // every refused credential counts, none sent included (cheap probing); a store outage does not
+      if (err instanceof GatewayError && err.status === 401) limiter.fail(address, keyId);
+      throw err;
+    }
   }
 
   for (const route of PROVIDER_ROUTES) registerProviderRoute(app, route);

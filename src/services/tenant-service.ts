@@ -103,6 +103,16 @@ export function createTenantService(options: { store: Store; hashKey: Buffer; de
       return (await store.tenants.list()).map(tenantView);
     },
 
+    /** The id of the tenant with this name, if any (admin scope checks). */
+    async tenantIdOf(name: string): Promise<string | undefined> {
+      return (await store.tenants.getByName(name))?.id;
+    },
+
+    /** The id of the tenant owning this key, if the key exists (admin scope checks). */
+    async tenantIdOfKey(keyId: string): Promise<string | undefined> {
+      return /^[a-z0-9]{16}$/.test(keyId) ? (await store.keys.get(keyId))?.tenantId : undefined;
+    },
+
     async getTenant(name: string): Promise<TenantView> {
       return tenantView(await requireTenant(name));
     },

@@ -70,7 +70,7 @@ export interface UsageSumQuery {
 /** An audit event before it is chained. Details hold ids and counts, never content or secrets. */
 export interface AuditEvent {
   ts: number;
-  /** Who acted: `tenant-key:<id>`, `admin-api`, `cli`, `system`. */
+  /** Who acted: `tenant-key:<id>`, `admin:<owner>` (admin API), `cli`, `system`. */
   actor: string;
   /** What happened: `request`, `tenant.create`, `key.issue`, `key.revoke`, … */
   action: string;
@@ -175,6 +175,13 @@ export interface RecordRepository {
   append(usage: readonly UsageRecord[], audit: readonly AuditEvent[]): Promise<void>;
   listUsage(filter: { tenantId?: string; limit: number }): Promise<UsageRecord[]>;
   listAudit(filter: { afterSeq?: number; limit: number }): Promise<AuditRow[]>;
+  /**
+   * Audit rows in a time range, oldest first; with `tenantIds`, only rows about those tenants
+   * (a request or key row whose `details.tenant` is one of them, or a tenant row targeting one).
+   */
+  queryAudit(filter: { tenantIds?: readonly string[]; since: number; until: number; afterSeq: number; limit: number }): Promise<AuditRow[]>;
+  /** Usage per tenant and model in [since, until); with `tenantIds`, those tenants only. */
+  summarizeUsage(filter: { tenantIds?: readonly string[]; since: number; until: number }): Promise<UsageSummaryRow[]>;
   /** Requests (not refused), tokens or nano-USD of a tenant or key in [since, until). */
   sumUsage(query: UsageSumQuery): Promise<number>;
 }
@@ -291,8 +298,42 @@ export interface IncidentRepository {
   usageWindow(query: UsageWindowQuery): Promise<UsageRecord[]>;
 }
 
+export type AdminRole = 'viewer' | 'operator' | 'admin';
+
+/** An issued admin token: only a keyed hash of its secret is kept. */
+export interface AdminTokenRecord {
+  id: string;
+  /** The person or automation it was issued to; named in every audit row of its calls. */
+  owner: string;
+  role: AdminRole;
+  /** Tenant ids it is limited to; null for every tenant. */
+  tenantIds: string[] | null;
+  secretHash: string;
+  createdAt: number;
+  expiresAt: number | null;
+  revokedAt: number | null;
+}
+
+export interface AdminTokenRepository {
+  create(token: AdminTokenRecord, audit: AuditEvent): Promise<void>;
+  get(id: string): Promise<AdminTokenRecord | undefined>;
+  list(): Promise<AdminTokenRecord[]>;
+  revoke(id: string, at: number, audit: AuditEvent): Promise<void>;
+}
+
+/** Usage over a time range, summed per tenant and model (the admin API's usage report). */
+export interface UsageSummaryRow {
+  tenantId: string;
+  model: string | null;
+  requests: number;
+  inputTokens: number;
+  outputTokens: number;
+  costNanoUsd: number;
+}
+
 export interface Store {
   readonly kind: string;
+  adminTokens: AdminTokenRepository;
   incidents: IncidentRepository;
   tenants: TenantRepository;
   keys: TenantKeyRepository;

@@ -91,6 +91,9 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     },
     tenants: { defaults: { policy: { ...CONTRACT_POLICY, ...(options.policy ?? {}) } } },
     ...(options.config ?? {}),
+    // most suites send many wrong credentials on purpose: the failed-authentication limit is
+    // raised out of their way unless a test sets its own (test/auth-rate-limit.test.ts does)
+    auth: { failure_limits: { per_address: { max: 100_000, window: '1m' }, per_key: { max: 100_000, window: '1m' } }, ...((options.config?.['auth'] as Record<string, unknown> | undefined) ?? {}) },
   };
   const config = configFromDocument(doc, 'test', {});
   const logs = new LogCapture();

@@ -2,7 +2,7 @@ import { loadConfigFile } from '../../config/load.js';
 import { createConfiguredResolver } from '../../secrets/from-config.js';
 import { SecretError } from '../../secrets/types.js';
 import type { SecretResolver } from '../../secrets/resolver.js';
-import { openStore } from '../../main.js';
+import { loadPublicTls, openStore } from '../../main.js';
 import { createProviderAdapter } from '../../providers/registry.js';
 import { createUpstreamClient } from '../../upstream/client.js';
 import { EXIT_FAILURE, EXIT_OK } from '../output.js';
@@ -52,6 +52,16 @@ export async function doctorCommand(configPath: string, online: boolean, env: No
       failures += 1;
       const reason = err instanceof SecretError ? ` [${err.reason}]` : '';
       process.stdout.write(`FAIL  ${path}: ${(err as Error).message}${reason}\n`);
+    }
+  }
+  if (config.listen.publicTls) {
+    // the files are read and the key resolved as serve would, and checked to work together
+    try {
+      await loadPublicTls(config.listen.publicTls, resolver);
+      process.stdout.write(`ok    listen.public_tls (certificate and key${config.listen.publicTls.clientCa !== undefined ? ', client CA bundle' : ''})\n`);
+    } catch (err) {
+      failures += 1;
+      process.stdout.write(`FAIL  ${(err as Error).message}\n`);
     }
   }
   try {

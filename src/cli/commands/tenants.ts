@@ -1,16 +1,19 @@
 import { readFileSync } from 'node:fs';
 import { parse } from 'yaml';
-import type { GatewayConfig } from '../../config/types.js';
 import { openServices } from '../../main.js';
 import { parseDuration } from '../../config/duration.js';
 import { CliError, EXIT_USAGE, printTable } from '../output.js';
+import { createRemoteTenantOperations, type TenantOperations } from '../remote-services.js';
+import type { CommandTarget } from '../target.js';
 
 const ACTOR = 'cli';
 
-async function withServices<T>(config: GatewayConfig, run: (services: Awaited<ReturnType<typeof openServices>>) => Promise<T>): Promise<T> {
-  const services = await openServices(config);
+/** Runs `run` with the store's tenant service, or with the same operations over the admin API. */
+async function withTenants<T>(target: CommandTarget, run: (tenants: TenantOperations) => Promise<T>): Promise<T> {
+  if (target.kind === 'api') return run(createRemoteTenantOperations(target.client));
+  const services = await openServices(target.config);
   try {
-    return await run(services);
+    return await run(services.tenants);
   } finally {
     await services.store.close();
   }
@@ -22,9 +25,9 @@ function emit(value: unknown, json: boolean, human: () => void): void {
 }
 
 /** `keywarden tenants create|list|disable|enable|set-policy …` */
-export async function tenantsCommand(config: GatewayConfig, action: string | undefined, args: readonly string[],
+export async function tenantsCommand(target: CommandTarget, action: string | undefined, args: readonly string[],
   opts: { json: boolean; policyFile?: string; limits?: Record<string, number | null>; perKey?: boolean }): Promise<void> {
-  await withServices(config, async ({ tenants }) => {
+  await withTenants(target, async (tenants) => {
     switch (action) {
       case 'create': {
         const name = requireArg(args[0], 'tenants create NAME');
@@ -70,9 +73,9 @@ export async function tenantsCommand(config: GatewayConfig, action: string | und
 }
 
 /** `keywarden keys issue|list|revoke …` */
-export async function keysCommand(config: GatewayConfig, action: string | undefined, args: readonly string[],
+export async function keysCommand(target: CommandTarget, action: string | undefined, args: readonly string[],
   opts: { json: boolean; tenant?: string; expires?: string; label?: string; limits?: Record<string, number | null>; clear?: boolean }): Promise<void> {
-  await withServices(config, async ({ tenants }) => {
+  await withTenants(target, async (tenants) => {
     switch (action) {
       case 'issue': {
         const tenant = requireArg(opts.tenant, 'keys issue --tenant NAME [--expires 30d]');

@@ -4,7 +4,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import Database from 'better-sqlite3';
 import type {
   AuditCheckpoint, AuditEvent, AuditRow, ContentSample, IncidentKind, IncidentRecord, KeyWithTenant, ProviderKeyRecord, ProviderKeyRotation, ProviderKeyState, Store, TenantKeyRecord, TenantRecord,
-  TenantStatus, UsageRecord,
+  TenantStatus, UsageRecord, AdminTokenRecord, AdminRole, UsageSummaryRow,
 } from '../types.js';
 import { StoreConflictError } from '../types.js';
 import { AUDIT_GENESIS, chainHash } from '../audit-chain.js';
@@ -12,6 +12,8 @@ import { SQLITE_MIGRATIONS } from './migrations.js';
 
 interface TenantRow { id: string; name: string; status: string; policy: string | null; created_at: number }
 interface KeyRow { id: string; tenant_id: string; secret_hash: string; label: string | null; created_at: number; expires_at: number | null; revoked_at: number | null; limits: string | null }
+interface AdminTokenRow { id: string; owner: string; role: string; tenant_ids: string | null; secret_hash: string; created_at: number; expires_at: number | null; revoked_at: number | null }
+interface UsageSummaryDbRow { tenant_id: string; model: string | null; requests: number; input_tokens: number; output_tokens: number; cost_nano_usd: number }
 interface AuditDbRow { seq: number; ts: number; actor: string; action: string; target: string | null; outcome: string; request_id: string | null; details: string; prev_hash: string; hash: string }
 interface UsageDbRow {
   ts: number; request_id: string; tenant_id: string; key_id: string; provider: string | null; model: string | null; endpoint: string;
@@ -81,6 +83,13 @@ function toTenant(row: TenantRow): TenantRecord {
     status: row.status as TenantStatus,
     policy: row.policy === null ? null : (JSON.parse(row.policy) as Record<string, unknown>),
     createdAt: row.created_at,
+  };
+}
+
+function toAdminToken(r: AdminTokenRow): AdminTokenRecord {
+  return {
+    id: r.id, owner: r.owner, role: r.role as AdminRole, tenantIds: r.tenant_ids === null ? null : (JSON.parse(r.tenant_ids) as string[]),
+    secretHash: r.secret_hash, createdAt: r.created_at, expiresAt: r.expires_at, revokedAt: r.revoked_at,
   };
 }
 
@@ -163,6 +172,19 @@ export function openSqliteStore(url: string): Store {
       `INSERT INTO audit_log (seq, ts, actor, action, target, outcome, request_id, details, prev_hash, hash)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
     audit: db.prepare<[number, number], AuditDbRow>('SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?'),
+    // the tenant an audit row is about: `details.tenant` of request and key rows, the target of tenant rows
+    auditQuery: db.prepare<[number, number, number, string | null, string | null, number], AuditDbRow>(
+      `SELECT * FROM audit_log WHERE seq > ? AND ts >= ? AND ts < ?
+       AND (? IS NULL OR COALESCE(json_extract(details, '$.tenant'), CASE WHEN action LIKE 'tenant.%' THEN target END) IN (SELECT value FROM json_each(?)))
+       ORDER BY seq LIMIT ?`),
+    usageSummary: db.prepare<[number, number, string | null, string | null], UsageSummaryDbRow>(
+      `SELECT tenant_id, model, COUNT(*) AS requests, SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens, SUM(cost_nano_usd) AS cost_nano_usd
+       FROM usage_ledger WHERE ts >= ? AND ts < ? AND (? IS NULL OR tenant_id IN (SELECT value FROM json_each(?)))
+       GROUP BY tenant_id, model ORDER BY tenant_id, model`),
+    adminTokenInsert: db.prepare('INSERT INTO admin_tokens (id, owner, role, tenant_ids, secret_hash, created_at, expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
+    adminTokenGet: db.prepare<[string], AdminTokenRow>('SELECT * FROM admin_tokens WHERE id = ?'),
+    adminTokenAll: db.prepare<[], AdminTokenRow>('SELECT * FROM admin_tokens ORDER BY created_at, id'),
+    adminTokenRevoke: db.prepare('UPDATE admin_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL'),
     auditRange: db.prepare<[number, number, number, number], AuditDbRow>('SELECT * FROM audit_log WHERE seq > ? AND ts >= ? AND ts < ? ORDER BY seq LIMIT ?'),
     lastCheckpoint: db.prepare<[], CheckpointRow>('SELECT * FROM audit_checkpoints ORDER BY up_to_seq DESC, id DESC LIMIT 1'),
     firstAuditFrom: db.prepare<[number], { seq: number }>('SELECT MIN(seq) AS seq FROM audit_log WHERE ts >= ?'),
@@ -243,6 +265,22 @@ export function openSqliteStore(url: string): Store {
 
   const store: Store = {
     kind: 'sqlite',
+    adminTokens: {
+      async create(t, audit) {
+        withAudit(audit, () => q.adminTokenInsert.run(t.id, t.owner, t.role, t.tenantIds === null ? null : JSON.stringify(t.tenantIds), t.secretHash,
+          t.createdAt, t.expiresAt, t.revokedAt));
+      },
+      async get(id) {
+        const row = q.adminTokenGet.get(id);
+        return row ? toAdminToken(row) : undefined;
+      },
+      async list() {
+        return q.adminTokenAll.all().map(toAdminToken);
+      },
+      async revoke(id, at, audit) {
+        withAudit(audit, () => q.adminTokenRevoke.run(at, id));
+      },
+    },
     tenants: {
       async create(name, policy, audit) {
         const tenant: TenantRecord = { id: `t_${randomUUID().replaceAll('-', '').slice(0, 16)}`, name, status: 'active', policy, createdAt: Date.now() };
@@ -328,6 +366,16 @@ export function openSqliteStore(url: string): Store {
       },
       async listAudit({ afterSeq = 0, limit }): Promise<AuditRow[]> {
         return q.audit.all(afterSeq, limit).map(toAuditRow);
+      },
+      async queryAudit({ tenantIds, since, until, afterSeq, limit }): Promise<AuditRow[]> {
+        const scope = tenantIds === undefined ? null : JSON.stringify(tenantIds);
+        return q.auditQuery.all(afterSeq, since, until, scope, scope, limit).map(toAuditRow);
+      },
+      async summarizeUsage({ tenantIds, since, until }): Promise<UsageSummaryRow[]> {
+        const scope = tenantIds === undefined ? null : JSON.stringify(tenantIds);
+        return q.usageSummary.all(since, until, scope, scope).map((r) => ({
+          tenantId: r.tenant_id, model: r.model, requests: r.requests, inputTokens: r.input_tokens, outputTokens: r.output_tokens, costNanoUsd: r.cost_nano_usd,
+        }));
       },
     },
     auditTrail: {

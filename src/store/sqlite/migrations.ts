@@ -160,4 +160,17 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
   CREATE INDEX incidents_kind ON incidents(kind, provider);
   CREATE INDEX usage_ledger_ts ON usage_ledger(ts);
   `,
+  // 6: admin tokens issued per person or automation, with a role and an optional tenant scope
+  `
+  CREATE TABLE admin_tokens (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    role TEXT NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
+    tenant_ids TEXT,
+    secret_hash TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER,
+    revoked_at INTEGER
+  );
+  `,
 ];

@@ -1,0 +1,170 @@
+import { isIP } from 'node:net';
+import { BoundedMap } from '../anomaly/bounded-map.js';
+import { GatewayError } from '../errors/index.js';
+import { parseTenantKey } from './tenant-key.js';
+
+/** At most `max` failed authentications per `windowMs`. */
+export interface FailureWindow {
+  max: number;
+  windowMs: number;
+}
+
+/** The code a limited request answers with: one per listener, so clients and metrics can tell them apart. */
+export type AuthRateLimitCode = 'auth_rate_limited' | 'admin_auth_rate_limited';
+
+export interface AuthFailureLimiterOptions {
+  /** Failures per client address (IPv4 address, or IPv6 /64). */
+  perAddress: FailureWindow;
+  /** Failures per tenant-key id, from any address. */
+  perKey: FailureWindow;
+  /** Most addresses, and separately most key ids, tracked at once (least recently seen forgotten first); default 100 000. */
+  maxTracked?: number;
+  /** The refusal's code; default `auth_rate_limited` (the public listener). */
+  code?: AuthRateLimitCode;
+  /** Milliseconds clock; tests inject one. */
+  now?: () => number;
+}
+
+export interface AuthFailureLimiter {
+  /**
+   * Throws a 429 GatewayError (with `retryAfterSeconds`) when the address or the key id already
+   * has `max` failures in its window. Call it before verifying, so a limited client costs no
+   * HMAC or store lookup.
+   */
+  check(address: string, keyId?: string): void;
+  /** Counts one failed authentication against the address and, when known, the key id. */
+  fail(address: string, keyId?: string): void;
+}
+
+/** One fixed window, anchored at its first failure. */
+interface WindowCount {
+  start: number;
+  count: number;
+}
+
+const DEFAULT_MAX_TRACKED = 100_000;
+
+/**
+ * Slows credential guessing: counts failed authentications per client address and per key id,
+ * and refuses further attempts (429) once either reaches its limit within its window.
+ *
+ * - Fails closed: while an address or key id is limited, even a correct credential is refused
+ *   unverified, so the answer tells a guesser nothing about the guess.
+ * - A success never resets a count: otherwise an attacker holding one valid key could
+ *   interleave it with guesses at other keys and never be limited.
+ * - Memory is bounded: addresses and key ids sit in two LRU maps of `maxTracked` entries each,
+ *   separate so that a flood of made-up key ids cannot push an address out (and vice versa).
+ * - Windows are fixed and start at an entry's first failure: O(1) per call, an exact
+ *   `Retry-After`, at most `2 × max − 1` failures in any span of one window. No timers: expired
+ *   entries are replaced when next touched or forgotten when the map is full.
+ * - Check and count are two steps: requests already being verified when the limit is reached
+ *   still finish (and count). Reserving a slot per attempt would close that, but would also
+ *   refuse a busy client's valid concurrent requests; verification is quick, so the overshoot is small.
+ * - Only the key id (public: it is part of the key) and the address are stored, never a credential.
+ *
+ * @example
+ * const limiter = createAuthFailureLimiter({ perAddress: { max: 20, windowMs: 60_000 }, perKey: { max: 50, windowMs: 60_000 } });
+ * limiter.check(address, keyId);           // throws auth_rate_limited when limited
+ * try { await authenticate(credential); } catch (err) { limiter.fail(address, keyId); throw err; }
+ */
+export function createAuthFailureLimiter(options: AuthFailureLimiterOptions): AuthFailureLimiter {
+  checkWindow(options.perAddress, 'perAddress');
+  checkWindow(options.perKey, 'perKey');
+  const maxTracked = options.maxTracked ?? DEFAULT_MAX_TRACKED;
+  const addresses = new BoundedMap<string, WindowCount>(maxTracked);
+  const keys = new BoundedMap<string, WindowCount>(maxTracked);
+  const now = options.now ?? Date.now;
+  const code = options.code ?? 'auth_rate_limited';
+
+  /** Milliseconds until the entry's window ends when it is at its limit, else 0. */
+  function blockedFor(map: BoundedMap<string, WindowCount>, key: string, limit: FailureWindow, at: number): number {
+    const entry = map.peek(key);
+    if (entry === undefined || entry.count < limit.max) return 0;
+    const left = entry.start + limit.windowMs - at;
+    if (left <= 0) return 0;
+    // a limited client that keeps trying stays the most recently seen: it is not the one forgotten
+    map.get(key);
+    return left;
+  }
+
+  function count(map: BoundedMap<string, WindowCount>, key: string, limit: FailureWindow, at: number): void {
+    const entry = map.get(key);
+    if (entry === undefined || at - entry.start >= limit.windowMs) map.set(key, { start: at, count: 1 });
+    else entry.count++;
+  }
+
+  return {
+    check(address, keyId) {
+      const at = now();
+      const waitMs = Math.max(
+        blockedFor(addresses, addressGroup(address), options.perAddress, at),
+        keyId === undefined ? 0 : blockedFor(keys, keyId, options.perKey, at),
+      );
+      if (waitMs > 0) {
+        // says nothing about the credential: it was not even looked at
+        throw new GatewayError(code, 'too many failed authentication attempts; retry later', { retryAfterSeconds: Math.max(1, Math.ceil(waitMs / 1000)) });
+      }
+    },
+    fail(address, keyId) {
+      const at = now();
+      count(addresses, addressGroup(address), options.perAddress, at);
+      if (keyId !== undefined) count(keys, keyId, options.perKey, at);
+    },
+  };
+}
+
+function checkWindow(limit: FailureWindow, name: string): void {
+  if (!Number.isInteger(limit.max) || limit.max < 1) throw new RangeError(`${name}.max must be a whole number of at least 1`);
+  if (!Number.isFinite(limit.windowMs) || limit.windowMs <= 0) throw new RangeError(`${name}.windowMs must be a positive number of milliseconds`);
+}
+
+/**
+ * The key id of a presented credential when it is shaped like a tenant key (`kw_<id>_<secret>`),
+ * else undefined (JWTs, garbage, nothing sent): those are limited per address only. The id is
+ * public; the secret is dropped here and never stored.
+ */
+export function tenantKeyIdOf(credential: string | undefined): string | undefined {
+  return credential === undefined ? undefined : parseTenantKey(credential)?.id;
+}
+
+/**
+ * The unit an address is limited as: an IPv4 address as it is (an IPv4-mapped IPv6 address as
+ * its IPv4 address, as in the audit trail), an IPv6 address by its /64, because one host
+ * commonly holds a whole /64 and could otherwise change address on every guess.
+ *
+ * @example addressGroup('2001:db8:1:2::7') // '2001:db8:1:2::/64'
+ * @example addressGroup('::ffff:10.0.0.1') // '10.0.0.1'
+ */
+export function addressGroup(address: string): string {
+  // a zone (`fe80::1%eth0`) names the local interface, not the peer
+  const bare = address.includes('%') ? address.slice(0, address.indexOf('%')) : address;
+  if (isIP(bare) !== 6) return bare;
+  const groups = expandIpv6(bare);
+  if (groups === undefined) return bare.toLowerCase();
+  // IPv4-mapped (`::ffff:a.b.c.d`, in either notation): the IPv4 address
+  if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff) {
+    const high = groups[6] as number;
+    const low = groups[7] as number;
+    return `${high >> 8}.${high & 0xff}.${low >> 8}.${low & 0xff}`;
+  }
+  return `${groups.slice(0, 4).map((g) => g.toString(16)).join(':')}::/64`;
+}
+
+/** The eight 16-bit groups of a valid IPv6 address (embedded IPv4 tail included). */
+function expandIpv6(address: string): number[] | undefined {
+  let text = address.toLowerCase();
+  const v4 = /(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(text);
+  if (v4) {
+    const [a, b, c, d] = v4.slice(1).map(Number) as [number, number, number, number];
+    text = `${text.slice(0, v4.index)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+  const halves = text.split('::');
+  if (halves.length > 2) return undefined;
+  const parse = (part: string | undefined): number[] => (part ? part.split(':').map((g) => Number.parseInt(g, 16)) : []);
+  const head = parse(halves[0]);
+  const tail = parse(halves[1]);
+  const missing = 8 - head.length - tail.length;
+  if (halves.length === 1 ? missing !== 0 : missing < 0) return undefined;
+  const groups = [...head, ...new Array<number>(missing).fill(0), ...tail];
+  return groups.every((g) => Number.isInteger(g) && g >= 0 && g <= 0xffff) ? groups : undefined;
+}
