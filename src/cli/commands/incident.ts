@@ -153,6 +153,9 @@ export async function runDrill(opts: { workers?: number; print?: (line: string) 
       },
       models: { 'gpt-4o-mini': { provider: 'openai' } },
       tenants: { defaults: { policy: { ...DEMO_POLICY, models: ['gpt-4o-mini'] } } },
+      // all drill traffic comes from one loopback address: after the leaked key's refusals the
+      // failure limiter would answer the bystander 429, hiding the provider key containment
+      auth: { failure_limits: { enabled: false } },
     }, 'drill configuration', {});
     const sink = new Writable({ write(_c, _e, cb) { cb(); } });
     const gw = await timed('start gateway', async () => {

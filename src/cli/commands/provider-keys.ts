@@ -36,12 +36,14 @@ function crashHook(): ((step: number) => void) | undefined {
   };
 }
 
-async function withService<T>(config: GatewayConfig, fn: (service: ProviderKeyService) => Promise<T>): Promise<T> {
+async function withService<T>(config: GatewayConfig, json: boolean, fn: (service: ProviderKeyService) => Promise<T>): Promise<T> {
   const resolver = await createConfiguredResolver(config.secrets);
   const store = openStore(config);
   try {
     const hook = crashHook();
-    const service = createProviderKeyService({ config, store, resolver, actor: 'cli', print: out, ...(hook ? { afterStep: hook } : {}) });
+    // with --json, stdout carries the JSON alone: progress and housekeeping lines go to stderr
+    const print = json ? (line: string) => process.stderr.write(`${line}\n`) : out;
+    const service = createProviderKeyService({ config, store, resolver, actor: 'cli', print, ...(hook ? { afterStep: hook } : {}) });
     return await fn(service);
   } finally {
     await store.close();
@@ -68,7 +70,7 @@ async function confirm(question: string, yes: boolean): Promise<boolean> {
 export async function providerKeysCommand(config: GatewayConfig, action: string | undefined, args: readonly string[], flags: ProviderKeysFlags): Promise<number> {
   switch (action) {
     case 'list':
-      return withService(config, async (service) => {
+      return withService(config, flags.json, async (service) => {
         const rows = await service.list();
         if (flags.json) {
           out(JSON.stringify(rows.map((k) => ({
@@ -93,7 +95,7 @@ export async function providerKeysCommand(config: GatewayConfig, action: string 
         out('not rotated');
         return EXIT_FAILURE;
       }
-      return withService(config, async (service) => {
+      return withService(config, flags.json, async (service) => {
         try {
           const result = await service.rotate(provider, { ...(flags.from ? { from: flags.from } : {}), ...(flags.logs ? { logs: flags.logs } : {}) });
           out(result.ok ? `rotated ${provider}: ${result.oldKeyId ?? '(none)'} → ${result.newKeyId}` : `rotation of ${provider} stopped after step ${result.step}/6`);
@@ -107,7 +109,7 @@ export async function providerKeysCommand(config: GatewayConfig, action: string 
     case 'revoke': {
       const id = args[0];
       if (!id) throw new CliError('usage: keywarden provider-keys revoke KEY_ID [--provider-side]', EXIT_USAGE);
-      return withService(config, async (service) => {
+      return withService(config, flags.json, async (service) => {
         const result = await service.revoke(id);
         if (!result) throw new CliError(`no provider key ${id.slice(0, 64)}`, EXIT_FAILURE);
         const { key, changed } = result;
@@ -144,7 +146,7 @@ export async function providerKeysCommand(config: GatewayConfig, action: string 
     case 'due': {
       const withinMs = flags.within === undefined ? 7 * 86_400_000 : parseDuration(flags.within);
       if (withinMs === undefined) throw new CliError('--within must be a duration such as 7d', EXIT_USAGE);
-      return withService(config, async (service) => {
+      return withService(config, flags.json, async (service) => {
         const due = await service.due(withinMs);
         if (flags.json) {
           out(JSON.stringify(due.map((e) => ({ id: e.key.id, provider: e.key.provider, owner: e.key.owner, fingerprint: e.key.fingerprint, status: e.status, due_at: new Date(e.dueAt).toISOString(), age_days: e.ageDays }))));
@@ -159,7 +161,7 @@ export async function providerKeysCommand(config: GatewayConfig, action: string 
         throw new CliError('usage: keywarden provider-keys set-owner KEY_ID --owner NAME [--purpose TEXT] [--rotate-every 60d]', EXIT_USAGE);
       }
       const rotateEveryDays = flags.rotateEvery === undefined ? undefined : days(flags.rotateEvery, '--rotate-every');
-      return withService(config, async (service) => {
+      return withService(config, flags.json, async (service) => {
         const key = await service.setOwner(id, {
           ...(flags.owner !== undefined ? { owner: flags.owner } : {}), ...(flags.purpose !== undefined ? { purpose: flags.purpose } : {}),
           ...(rotateEveryDays !== undefined ? { rotateEveryDays } : {}),
@@ -178,7 +180,7 @@ export async function providerKeysCommand(config: GatewayConfig, action: string 
 export async function offboardCommand(config: GatewayConfig, flags: ProviderKeysFlags): Promise<number> {
   if (!flags.owner || (!flags.to && !flags.dryRun)) throw new CliError('usage: keywarden offboard --owner NAME --to NAME [--dry-run]', EXIT_USAGE);
   const owner = flags.owner;
-  return withService(config, async (service) => {
+  return withService(config, flags.json, async (service) => {
     const keys = await service.ownedBy(owner);
     if (keys.length === 0) {
       out(`${owner} owns no provider key`);
