@@ -60,22 +60,22 @@ export async function loadKeyHashKey(config: GatewayConfig, store: Store, resolv
  * private key through the secret resolver; then checks they work together. Errors name the
  * config path and file, never the key.
  */
-export async function loadPublicTls(tls: PublicTlsConfig, resolver: SecretResolver): Promise<HttpServerTls> {
-  const read = (path: string, field: string): string => {
+export async function loadPublicTls(tls: PublicTlsConfig, resolver: SecretResolver, path: 'listen.public_tls' | 'listen.admin_tls' = 'listen.public_tls'): Promise<HttpServerTls> {
+  const read = (file: string, field: string): string => {
     try {
-      return readFileSync(path, 'utf8');
+      return readFileSync(file, 'utf8');
     } catch (err) {
-      throw new Error(`listen.public_tls.${field}: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+      throw new Error(`${path}.${field}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
     }
   };
   const loaded: HttpServerTls = {
     cert: read(tls.cert, 'cert'),
     key: await resolver.resolve(tls.key).then((secret) => secret.value, (err: unknown) => {
-      throw new Error(`listen.public_tls.key: ${(err as Error).message}`);
+      throw new Error(`${path}.key: ${(err as Error).message}`);
     }),
     ...(tls.clientCa !== undefined ? { clientCa: read(tls.clientCa, 'client_ca') } : {}),
   };
-  checkServerTls(loaded);
+  checkServerTls(loaded, path);
   return loaded;
 }
 
@@ -157,6 +157,7 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
   const configuredCheckpointKey = config.audit.checkpointKey ? (await resolver.resolve(config.audit.checkpointKey)).value : undefined;
   // TLS of the public listener: files read, key resolved and checked now, so a bad one stops the gateway
   const publicTls = config.listen.publicTls ? await loadPublicTls(config.listen.publicTls, resolver) : undefined;
+  const adminTls = config.listen.adminTls ? await loadPublicTls(config.listen.adminTls, resolver, 'listen.admin_tls') : undefined;
   const secretCache = createSecretCache({
     resolver, ttlMs: config.secrets.cacheTtlMs, refreshMs: config.secrets.refreshMs,
     onEvent: (event) => {
@@ -305,7 +306,7 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
   const adminApp = createAdminApp({
     adminTokens: createAdminTokenService({ store, hashKey, bootstrapToken: adminToken }),
     tenants, activity: createActivityService({ store }), audit: (event) => writer.audit(event), logger, metrics,
-    ...(authFailures ? { authFailures: authFailures.admin } : {}),
+    ...(authFailures ? { authFailures: authFailures.admin } : {}), ...(adminTls ? { tls: adminTls } : {}),
     // the gateway re-reads the provider key register at once after a containment made here
     incidents: createIncidentService({ store, afterContain: () => keys.poll() }),
     ...(sampleKey ? { readSample: sampling.createSampleReader({ key: sampleKey, trail: store.auditTrail, records: store.records }) } : {}),
@@ -318,7 +319,10 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
       const publicUrl = await publicApp.listen({ host: config.listen.public.host, port: config.listen.public.port });
       const adminUrl = await adminApp.listen({ host: config.listen.admin.host, port: config.listen.admin.port });
       // Fastify names the scheme from its own https option, which the server factory bypasses
-      return { publicUrl: normaliseUrl(publicTls ? publicUrl.replace(/^http:/, 'https:') : publicUrl), adminUrl: normaliseUrl(adminUrl) };
+      return {
+        publicUrl: normaliseUrl(publicTls ? publicUrl.replace(/^http:/, 'https:') : publicUrl),
+        adminUrl: normaliseUrl(adminTls ? adminUrl.replace(/^http:/, 'https:') : adminUrl),
+      };
     },
     async close() {
       if (closed) return;

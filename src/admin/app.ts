@@ -5,7 +5,7 @@ import { ServiceError } from '../services/tenant-service.js';
 import type { Logger } from '../log/logger.js';
 import { parseDuration } from '../config/duration.js';
 import { requestIdFrom } from '../server/request-id.js';
-import { createHttpServer } from '../server/http-server.js';
+import { createHttpServer, type HttpServerTls } from '../server/http-server.js';
 import type { Metrics } from '../metrics/registry.js';
 import type { SampleReader } from '../audit/sampling.js';
 import type { IncidentService } from '../services/incident-service.js';
@@ -29,6 +29,8 @@ export interface AdminAppOptions {
   readSample?: SampleReader;
   /** Incident response: contain, investigate, report (the same service as `keywarden incident`). */
   incidents?: IncidentService;
+  /** TLS on the admin listener (PEM text, no client certificates); unset, plain HTTP. */
+  tls?: HttpServerTls;
   /** Slows admin-token guessing: checked before verifying, fed every refused token. */
   authFailures?: AuthFailureGate;
 }
@@ -72,7 +74,7 @@ export function createAdminApp(options: AdminAppOptions): FastifyInstance {
   const { tenants, activity, adminTokens, logger, metrics, authFailures } = options;
   const app = Fastify({
     logger: false,
-    serverFactory: (handler) => createHttpServer({ maxHeaderBytes: 16_384 }, handler),
+    serverFactory: (handler) => createHttpServer({ maxHeaderBytes: 16_384 }, handler, options.tls),
     genReqId: (req) => requestIdFrom(req.headers['x-request-id']),
     requestIdHeader: false,
     exposeHeadRoutes: false,

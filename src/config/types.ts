@@ -107,7 +107,8 @@ export interface AuthFailureLimitsConfig {
 /** A validated, frozen configuration. Field names in YAML are snake_case; here camelCase. */
 export interface GatewayConfig {
   /** `publicTls`: TLS (and client certificates) on the public listener; unset, it speaks plain HTTP. */
-  listen: { public: ListenAddress; admin: ListenAddress; publicTls?: PublicTlsConfig };
+  /** `adminTls`: TLS on the admin listener (server certificate only), for `--admin-url https://…` from another host. */
+  listen: { public: ListenAddress; admin: ListenAddress; publicTls?: PublicTlsConfig; adminTls?: PublicTlsConfig };
   /** `sqlite:PATH` (or `sqlite::memory:` for tests). */
   store: string;
   admin: { token: string };

@@ -193,13 +193,14 @@ export function normaliseCertFingerprint(value: string): string | undefined {
   return /^[0-9a-f]{64}$/.test(hex) ? hex : undefined;
 }
 
-function publicTlsConfig(value: Json, problems: Problems): PublicTlsConfig | undefined {
-  const path = 'listen.public_tls';
+/** `listen.public_tls` (client certificates allowed) or `listen.admin_tls` (server certificate only). */
+function listenerTlsConfig(value: Json, problems: Problems, path: 'listen.public_tls' | 'listen.admin_tls'): PublicTlsConfig | undefined {
   if (!isRecord(value)) {
     problems.add(path, 'must be a mapping with cert and key');
     return undefined;
   }
-  checkKeys(value, path, ['cert', 'key', 'client_ca', 'client_auth'], problems);
+  // admin tokens authenticate admins; client certificates map only tenants
+  checkKeys(value, path, path === 'listen.public_tls' ? ['cert', 'key', 'client_ca', 'client_auth'] : ['cert', 'key'], problems);
   const filePath = (key: string, required: boolean): string | undefined => {
     const v = value[key];
     if (v === undefined || v === null) {
@@ -588,9 +589,10 @@ export function validateConfig(doc: Json): { config?: GatewayConfig; problems: s
   checkKeys(doc, '', ['listen', 'store', 'admin', 'audit', 'auth', 'log', 'providers', 'models', 'tenants', 'server', 'shutdown', 'limits', 'prices', 'alerts', 'secrets', 'rotation', 'anomaly'], problems);
 
   const listen = section(doc, 'listen', '', problems);
-  checkKeys(listen, 'listen', ['public', 'admin', 'public_tls'], problems);
+  checkKeys(listen, 'listen', ['public', 'admin', 'public_tls', 'admin_tls'], problems);
   const publicAddr = listenAddress(listen['public'], 'listen.public', { host: '127.0.0.1', port: 8080 }, problems);
-  const publicTls = listen['public_tls'] === undefined || listen['public_tls'] === null ? undefined : publicTlsConfig(listen['public_tls'], problems);
+  const publicTls = listen['public_tls'] === undefined || listen['public_tls'] === null ? undefined : listenerTlsConfig(listen['public_tls'], problems, 'listen.public_tls');
+  const adminTls = listen['admin_tls'] === undefined || listen['admin_tls'] === null ? undefined : listenerTlsConfig(listen['admin_tls'], problems, 'listen.admin_tls');
   const adminAddr = listenAddress(listen['admin'], 'listen.admin', { host: '127.0.0.1', port: 8081 }, problems);
 
   const store = doc['store'] ?? 'sqlite:./data/keywarden.db';
@@ -764,7 +766,7 @@ export function validateConfig(doc: Json): { config?: GatewayConfig; problems: s
   };
 
   const config: GatewayConfig = {
-    listen: { public: publicAddr, admin: adminAddr, ...(publicTls ? { publicTls } : {}) },
+    listen: { public: publicAddr, admin: adminAddr, ...(publicTls ? { publicTls } : {}), ...(adminTls ? { adminTls } : {}) },
     store: String(store),
     admin: { token: adminToken ?? '' },
     audit: { promptHmacKey: promptHmacKey ?? '', hashKeyIds, retentionMs: auditRetentionMs, checkpointKey, sampling },

@@ -39,12 +39,12 @@ export interface HttpServerTls {
  * Checks TLS material at start-up, so a wrong key, a key that does not match the certificate or
  * an unreadable CA bundle stops the gateway with a clear message (never the key's content).
  */
-export function checkServerTls(tls: HttpServerTls): void {
+export function checkServerTls(tls: HttpServerTls, path = 'listen.public_tls'): void {
   try {
     createSecureContext({ cert: tls.cert, key: tls.key, ...(tls.clientCa !== undefined ? { ca: tls.clientCa } : {}) });
   } catch (err) {
     const reason = (err as { code?: string }).code ?? 'unreadable';
-    throw new Error(`listen.public_tls: the certificate, key or client CA bundle could not be used (${reason})`);
+    throw new Error(`${path}: the certificate, key or client CA bundle could not be used (${reason})`);
   }
 }
 

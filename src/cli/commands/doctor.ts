@@ -54,11 +54,12 @@ export async function doctorCommand(configPath: string, online: boolean, env: No
       process.stdout.write(`FAIL  ${path}: ${(err as Error).message}${reason}\n`);
     }
   }
-  if (config.listen.publicTls) {
+  for (const [path, tls] of [['listen.public_tls', config.listen.publicTls], ['listen.admin_tls', config.listen.adminTls]] as const) {
+    if (!tls) continue;
     // the files are read and the key resolved as serve would, and checked to work together
     try {
-      await loadPublicTls(config.listen.publicTls, resolver);
-      process.stdout.write(`ok    listen.public_tls (certificate and key${config.listen.publicTls.clientCa !== undefined ? ', client CA bundle' : ''})\n`);
+      await loadPublicTls(tls, resolver, path);
+      process.stdout.write(`ok    ${path} (certificate and key${tls.clientCa !== undefined ? ', client CA bundle' : ''})\n`);
     } catch (err) {
       failures += 1;
       process.stdout.write(`FAIL  ${(err as Error).message}\n`);
