@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { FAKE_ADMIN_TOKEN, postJson, startHarness, type Harness } from './helpers/harness.js';
 import type { AuditRow } from '../src/store/types.js';
+import { findSecrets } from '../src/detect/detector.js';
 
 /*
  * Role-based admin tokens: viewer < operator < admin, each issued to a named owner, optionally
@@ -69,7 +70,7 @@ describe('admin tokens', () => {
   it('are stored only as a keyed hash', async () => {
     const db = readFileSync(join(h.dir, 'keywarden.db')).toString('latin1') + readFileSync(join(h.dir, 'keywarden.db-wal')).toString('latin1');
     for (const { token, id } of Object.values(tokens)) {
-      const secret = token.split('_')[2] as string;
+      const secret = token.slice(21);
       assert.ok(!db.includes(secret), 'an admin token secret is in the database file');
       assert.ok(db.includes(id), 'the token id should be stored');
     }
@@ -88,7 +89,7 @@ describe('admin tokens', () => {
     assert.equal(res.status, 200);
     const scoped = res.json.data.find((t: any) => t.id === tokens['scopedViewer']!.id);
     assert.deepEqual({ owner: scoped.owner, role: scoped.role, tenants: scoped.tenants, status: scoped.status }, { owner: 'acme-dashboard', role: 'viewer', tenants: ['acme'], status: 'active' });
-    for (const { token } of Object.values(tokens)) assert.ok(!res.text.includes(token.split('_')[2] as string));
+    for (const { token } of Object.values(tokens)) assert.ok(!res.text.includes(token.slice(21)));
   });
 
   it('refuses bad issue requests with a clear 400 or 404', async () => {
@@ -295,7 +296,22 @@ describe('admin audit', () => {
     const issuedByAdmin = (await auditRows()).filter((r) => r.action === 'admin_token.issue' && r.actor === 'admin:admin.token');
     assert.ok(issuedByAdmin.length >= 6);
     const text = JSON.stringify(await auditRows()) + h.logs.text();
-    for (const { token } of Object.values(tokens)) assert.ok(!text.includes(token.split('_')[2] as string), 'an admin token secret reached the audit trail or logs');
+    for (const [holder, { token }] of Object.entries(tokens)) {
+      const secret = token.slice(21);
+      const at = text.indexOf(secret);
+      assert.ok(at < 0, `the ${holder} token's secret reached the audit trail or logs: …${text.slice(Math.max(0, at - 120), at).replaceAll(secret, '<secret>')}`);
+    }
     assert.ok(!text.includes(FAKE_ADMIN_TOKEN));
+    // and the project's own detectors find no admin token there either (not only the exact strings)
+    assert.deepEqual(findSecrets(text).filter((f) => f.ruleId.startsWith('keywarden-')).map((f) => f.ruleId), []);
+  });
+
+  it('the detectors recognise an issued admin token, so scans and the log scrubber catch one', () => {
+    const token = tokens['viewer']!.token;
+    assert.deepEqual(findSecrets(`export KEYWARDEN_ADMIN_TOKEN=${token}`).map((f) => f.ruleId), ['keywarden-issued-admin-token']);
+    h.gateway.logger.info({ note: `pasted ${token}` }, 'a careless line');
+    h.gateway.logger.flush();
+    assert.ok(h.logs.text().includes('a careless line'), 'the line was not written');
+    assert.ok(!h.logs.text().includes(token.slice(21)), 'the logger let an admin token through');
   });
 });

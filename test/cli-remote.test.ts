@@ -238,7 +238,7 @@ describe('keywarden admin-tokens on the store', () => {
     assert.deepEqual({ ...row, created_at: undefined, expires_at: undefined }, {
       id, owner: 'ci-bot', role: 'viewer', tenants: ['acme'], status: 'active', revoked_at: null, created_at: undefined, expires_at: undefined,
     });
-    assert.ok(!listed.stdout.includes(token.split('_')[2] as string), 'a list never shows a secret');
+    assert.ok(!listed.stdout.includes(token.slice(21)), 'a list never shows a secret');
 
     // issued on the store, verified by the running gateway: a viewer scoped to acme sees acme only
     const asScoped = (...args: string[]) => cli({ KEYWARDEN_ADMIN_TOKEN: token }, '--admin-url', h.adminUrl, ...args);
