@@ -5,6 +5,7 @@ import type { Store } from './store/types.js';
 import { openSqliteStore } from './store/sqlite/index.js';
 import { createSecretResolver, type SecretResolver } from './secrets/resolver.js';
 import type { ProviderKeyPool } from './secrets/provider-keys.js';
+import type { VerifiedKey } from './auth/authenticate.js';
 import type { Logger } from './log/logger.js';
 import type { ProviderTarget } from './server/proxy.js';
 import type { RecordWriter } from './audit/record-writer.js';
@@ -215,7 +216,10 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
   // JWT (OIDC) tenants: keys and secrets are resolved at start, so a bad reference stops the gateway
   const jwtIssuers = config.auth.jwt?.issuers;
   const jwt = jwtIssuers ? await import('./auth/jwt.js').then(async (m) => m.createJwtVerifier({ issuers: await m.resolveJwtIssuers(jwtIssuers, resolver), tenants: store.tenants, policyFor })) : undefined;
-  const authenticate = createAuthenticator({ keys: store.keys, hashKey, policyFor, ...(jwt ? { jwt } : {}) });
+  // verified tenant keys by the hash of the whole key; emptied whenever tenants or keys change (here or in another process)
+  const { createCredentialCache } = await import('./auth/credential-cache.js');
+  const credentialCache = createCredentialCache<VerifiedKey>({ changeStamp: () => store.changeStamp() });
+  const authenticate = createAuthenticator({ keys: store.keys, hashKey, policyFor, cache: credentialCache, ...(jwt ? { jwt } : {}) });
   // mutual TLS: verified client certificates map to tenants (auth.client_certificates)
   const certMapping = config.auth.clientCertificates;
   const clientCertificates = publicTls?.clientCa !== undefined && certMapping && config.listen.publicTls
@@ -303,12 +307,17 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
     ],
   });
   const { createIncidentService } = await import('./services/incident-service.js');
+  const { createAdminProviderKeys } = await import('./admin/provider-keys.js');
+  // a poll already in flight may have read the register before the change: read it once more
+  const repollKeys = async () => { await keys.poll(); await keys.poll(); };
   const adminApp = createAdminApp({
     adminTokens: createAdminTokenService({ store, hashKey, bootstrapToken: adminToken }),
     tenants, activity: createActivityService({ store }), audit: (event) => writer.audit(event), logger, metrics,
     ...(authFailures ? { authFailures: authFailures.admin } : {}), ...(adminTls ? { tls: adminTls } : {}),
     // the gateway re-reads the provider key register at once after a containment made here
     incidents: createIncidentService({ store, afterContain: () => keys.poll() }),
+    // provider key rotation and revocation through the API switch this gateway at once
+    providerKeys: createAdminProviderKeys({ config, store, resolver, afterChange: repollKeys }),
     ...(sampleKey ? { readSample: sampling.createSampleReader({ key: sampleKey, trail: store.auditTrail, records: store.records }) } : {}),
   });
 

@@ -7,6 +7,7 @@ import type { Limits } from '../quota/types.js';
 import { parseLimits } from '../config/validate.js';
 import { hashKeySecret, hashesEqual, parseTenantKey } from './tenant-key.js';
 import { looksLikeJwt, type JwtVerifier } from './jwt.js';
+import type { CredentialCache } from './credential-cache.js';
 
 export interface AuthenticatorOptions {
   keys: TenantKeyRepository;
@@ -16,6 +17,14 @@ export interface AuthenticatorOptions {
   now?: () => number;
   /** Verifies JWT bearer tokens (auth.jwt); unset, a JWT-shaped credential is an invalid tenant key. */
   jwt?: JwtVerifier;
+  /** Verified tenant keys by the hash of the whole key; unset, every request looks its key up. */
+  cache?: CredentialCache<VerifiedKey>;
+}
+
+/** What the cache keeps for a verified tenant key: the principal, and when the key expires. */
+export interface VerifiedKey {
+  principal: Principal;
+  expiresAt: number | null;
 }
 
 // a key's own limits were validated when set; should a stored value not parse, fail closed
@@ -49,6 +58,13 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
     if (credential === undefined) throw new GatewayError('auth_missing_credentials', 'missing credentials: send Authorization: Bearer <key> or x-api-key');
     // a credential shaped like a JWT (never a `kw_` key) goes to the JWT verifier when one is configured
     if (options.jwt && looksLikeJwt(credential)) return options.jwt(credential);
+    const { cache } = options;
+    const cached = cache?.get(credential);
+    if (cached) {
+      if (cached.expiresAt !== null && cached.expiresAt <= now()) throw new GatewayError('auth_key_expired', 'this key has expired');
+      return cached.principal;
+    }
+    const stampBefore = cache?.stamp();
     const parsed = parseTenantKey(credential);
     const found = parsed ? await keys.findWithTenant(parsed.id) : undefined;
     const presentedHash = hashKeySecret(hashKey, parsed?.secret ?? 'decoy-mismatch');
@@ -60,6 +76,8 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
     if (key.expiresAt !== null && key.expiresAt <= now()) throw new GatewayError('auth_key_expired', 'this key has expired');
     if (tenant.status !== 'active') throw new GatewayError('auth_tenant_disabled', 'this tenant is disabled');
     const policy = policyFor(tenant.id, tenant.policy);
-    return { tenantId: tenant.id, tenantName: tenant.name, keyId: key.id, policy, keyLimits: key.limits === null ? policy.keyLimits : keyLimitsOf(key.limits) };
+    const principal: Principal = { tenantId: tenant.id, tenantName: tenant.name, keyId: key.id, policy, keyLimits: key.limits === null ? policy.keyLimits : keyLimitsOf(key.limits) };
+    if (cache && stampBefore !== undefined) cache.set(credential, { principal, expiresAt: key.expiresAt }, stampBefore);
+    return principal;
   };
 }

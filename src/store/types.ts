@@ -333,6 +333,12 @@ export interface UsageSummaryRow {
 
 export interface Store {
   readonly kind: string;
+  /**
+   * A number that changes once any change to tenants or keys has committed, by this process or
+   * another one sharing the store. Cheap enough to read on every request: caches of verified
+   * credentials drop their entries when it moves, so a revocation applies to the next request.
+   */
+  changeStamp(): number;
   adminTokens: AdminTokenRepository;
   incidents: IncidentRepository;
   tenants: TenantRepository;

@@ -256,15 +256,26 @@ export function openSqliteStore(url: string): Store {
 
   // A write plus its audit event commit together or not at all.
   function withAudit<T>(audit: AuditEvent, write: () => T): T {
-    return db.transaction(() => {
-      const result = write();
+    const result = db.transaction(() => {
+      const r = write();
       appendAudit([audit]);
-      return result;
+      return r;
     }).immediate();
+    localChanges += 1;
+    return result;
   }
+
+  // changeStamp: this connection's own audited writes, plus SQLite's data_version, which moves
+  // when another connection (the CLI, another process) commits
+  let localChanges = 0;
+  const dataVersion = db.prepare('PRAGMA data_version').pluck();
 
   const store: Store = {
     kind: 'sqlite',
+    changeStamp() {
+      // both counters only grow, so their sum changes whenever either does
+      return localChanges + (dataVersion.get() as number);
+    },
     adminTokens: {
       async create(t, audit) {
         withAudit(audit, () => q.adminTokenInsert.run(t.id, t.owner, t.role, t.tenantIds === null ? null : JSON.stringify(t.tenantIds), t.secretHash,
@@ -335,7 +346,9 @@ export function openSqliteStore(url: string): Store {
         withAudit(audit, () => q.setKeyLimits.run(limits === null ? null : JSON.stringify(limits), keyId));
       },
       async revokeByLabel(tenantId, label, at) {
-        return q.revokeByLabel.run(at, tenantId, label).changes;
+        const changed = q.revokeByLabel.run(at, tenantId, label).changes;
+        localChanges += 1;
+        return changed;
       },
     },
     records: {
