@@ -198,6 +198,7 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
   // the audit trail: identifiers as HMACs under the store's salt, optional sealed content samples,
   // and the daily retention job (prune with a signed checkpoint, expired samples deleted)
   const hashIdentifier = trail.createIdentifierHasher(await store.instanceSecret(trail.AUDIT_SALT_SECRET));
+  const hashAddress = trail.createAddressHasher(hashIdentifier);
   const sampler = sampleKey && config.audit.sampling
     ? sampling.createContentSampler({ key: sampleKey, rate: config.audit.sampling.rate, retentionMs: config.audit.sampling.retentionMs, trail: store.auditTrail })
     : undefined;
@@ -257,13 +258,13 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
   const anomalyAlerts = createAnomalyAlertSink({ logger, writer, metrics, webhookUrl: config.alerts.webhookUrl, webhookSecret });
   const anomaly = config.anomaly.enabled
     ? createAnomalyDetector({
-      config: config.anomaly, hashClient: (address) => hashIdentifier(trail.normaliseAddress(address)), onAlert: (alert) => anomalyAlerts.alert(alert),
+      config: config.anomaly, hashClient: hashAddress, onAlert: (alert) => anomalyAlerts.alert(alert),
       ...(options.anomalyClock ? { now: options.anomalyClock } : {}),
       onError: (err) => logger.error({ event: 'anomaly_detector_failed', err }, 'anomaly detection failed for a request'),
     })
     : undefined;
   const record = createRequestRecorder({
-    writer, logger, metrics, hashIdentifier, hashKeyIds: config.audit.hashKeyIds, ...(sampler ? { sampler } : {}), ...(anomaly ? { anomaly } : {}),
+    writer, logger, metrics, hashIdentifier, hashAddress, hashKeyIds: config.audit.hashKeyIds, ...(sampler ? { sampler } : {}), ...(anomaly ? { anomaly } : {}),
   });
   const counters = await openCounterStore(config, store, resolver);
   const alerts = createAlertSink({ logger, writer, metrics, webhookUrl: config.alerts.webhookUrl, webhookSecret });
@@ -315,7 +316,7 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
     tenants, activity: createActivityService({ store }), audit: (event) => writer.audit(event), logger, metrics,
     ...(authFailures ? { authFailures: authFailures.admin } : {}), ...(adminTls ? { tls: adminTls } : {}),
     // the gateway re-reads the provider key register at once after a containment made here
-    incidents: createIncidentService({ store, afterContain: () => keys.poll() }),
+    incidents: createIncidentService({ store, afterContain: repollKeys }),
     // provider key rotation and revocation through the API switch this gateway at once
     providerKeys: createAdminProviderKeys({ config, store, resolver, afterChange: repollKeys }),
     ...(sampleKey ? { readSample: sampling.createSampleReader({ key: sampleKey, trail: store.auditTrail, records: store.records }) } : {}),

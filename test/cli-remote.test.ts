@@ -174,7 +174,7 @@ describe('admin token handling on the command line', () => {
     const [noToken, both, localOnly, twoTenants] = await Promise.all([
       cli({}, '--admin-url', h.adminUrl, 'tenants', 'list'),
       cli({ KEYWARDEN_ADMIN_TOKEN: FAKE_ADMIN_TOKEN }, '--admin-url', h.adminUrl, '--config', localConfig, 'tenants', 'list'),
-      cli({ KEYWARDEN_ADMIN_TOKEN: FAKE_ADMIN_TOKEN }, '--admin-url', h.adminUrl, 'provider-keys', 'list'),
+      cli({ KEYWARDEN_ADMIN_TOKEN: FAKE_ADMIN_TOKEN }, '--admin-url', h.adminUrl, 'offboard', '--owner', 'someone', '--dry-run'),
       remote('keys', 'list', '--tenant', 'acme', '--tenant', 'remote-co'),
     ]);
     assert.equal(noToken.code, 2);
@@ -182,7 +182,7 @@ describe('admin token handling on the command line', () => {
     assert.equal(both.code, 2);
     assert.match(both.stderr, /either --config .* or --admin-url/);
     assert.equal(localOnly.code, 2);
-    assert.match(localOnly.stderr, /"provider-keys" works on the store only/);
+    assert.match(localOnly.stderr, /"offboard" works on the store only/);
     assert.equal(twoTenants.code, 2);
     assert.match(twoTenants.stderr, /takes one --tenant/);
   });

@@ -13,6 +13,7 @@ import { roleAtLeast, type AdminIdentity, type AdminTokenService } from '../serv
 import type { ActivityService } from '../services/activity-service.js';
 import type { AdminRole, AuditEvent } from '../store/types.js';
 import { parseAdminToken } from '../auth/admin-token.js';
+import type { AdminProviderKeys } from './provider-keys.js';
 
 export interface AdminAppOptions {
   /** Verifies admin tokens (issued ones and the configured bootstrap token). */
@@ -29,6 +30,8 @@ export interface AdminAppOptions {
   readSample?: SampleReader;
   /** Incident response: contain, investigate, report (the same service as `keywarden incident`). */
   incidents?: IncidentService;
+  /** The provider key register (list, due, rotate, revoke, set-owner): unscoped admin tokens only. */
+  providerKeys?: AdminProviderKeys;
   /** TLS on the admin listener (PEM text, no client certificates); unset, plain HTTP. */
   tls?: HttpServerTls;
   /** Slows admin-token guessing: checked before verifying, fed every refused token. */
@@ -312,6 +315,54 @@ export function createAdminApp(options: AdminAppOptions): FastifyInstance {
     });
   }
 
+  // ── provider keys (shared by every tenant: unscoped admin tokens only) ───────────────────
+  const { providerKeys } = options;
+  if (providerKeys) {
+    app.get('/admin/provider-keys', { config: { access: global(admin) } }, async (request) => ({ data: await providerKeys.list(actorOf(request)) }));
+    app.get<{ Querystring: { within?: string } }>('/admin/provider-keys/due', { config: { access: global(admin) } }, async (request) => {
+      const within = request.query.within;
+      const withinMs = within === undefined ? 7 * 86_400_000 : parseDuration(within);
+      if (withinMs === undefined) throw new GatewayError('admin_invalid_request', '"within" must be a duration such as 7d', { param: 'within' });
+      return { data: await providerKeys.due(actorOf(request), withinMs) };
+    });
+    app.post('/admin/provider-keys/rotate', { config: { access: global(admin) } }, async (request, reply) => {
+      const body = objectBody(request.body);
+      // security: never read files a client names (log scanning is for the CLI on the host)
+      if (body['logs'] !== undefined) throw new GatewayError('admin_invalid_request', '"logs" is not accepted through the admin API: scan logs with the CLI on the host that holds them', { param: 'logs' });
+      const provider = body['provider'];
+      if (typeof provider !== 'string' || provider === '') throw new GatewayError('admin_invalid_request', '"provider" is required', { param: 'provider' });
+      const from = optionalText(body, 'from', 4096);
+      const owner = optionalText(body, 'owner', 256);
+      const answer = await providerKeys.rotate(actorOf(request), provider, { ...(from !== undefined ? { from } : {}), ...(owner !== undefined ? { owner } : {}) });
+      return reply.header('cache-control', 'no-store').send(answer);
+    });
+    app.post<{ Params: { id: string } }>('/admin/provider-keys/:id/revoke', { config: { access: global(admin) } }, async (request) => {
+      const body = request.body === undefined ? {} : objectBody(request.body);
+      const providerSide = body['provider_side'] ?? false;
+      if (typeof providerSide !== 'boolean') throw new GatewayError('admin_invalid_request', '"provider_side" must be true or false', { param: 'provider_side' });
+      const result = await providerKeys.revoke(actorOf(request), request.params.id, providerSide);
+      if (!result) throw new GatewayError('admin_not_found', 'no provider key with this id');
+      return result;
+    });
+    app.put<{ Params: { id: string } }>('/admin/provider-keys/:id/owner', { config: { access: global(admin) } }, async (request) => {
+      const body = objectBody(request.body);
+      const owner = optionalText(body, 'owner', 256);
+      const purpose = optionalText(body, 'purpose', 1024);
+      let rotateEveryDays: number | undefined;
+      const every = durationField(body, 'rotate_every');
+      if (every !== undefined) {
+        if (every < 86_400_000 || every % 86_400_000 !== 0) throw new GatewayError('admin_invalid_request', '"rotate_every" must be a whole number of days such as 60d', { param: 'rotate_every' });
+        rotateEveryDays = every / 86_400_000;
+      }
+      if (owner === undefined && purpose === undefined && rotateEveryDays === undefined) throw new GatewayError('admin_invalid_request', 'give "owner", "purpose" and/or "rotate_every"');
+      const key = await providerKeys.setOwner(actorOf(request), request.params.id, {
+        ...(owner !== undefined ? { owner } : {}), ...(purpose !== undefined ? { purpose } : {}), ...(rotateEveryDays !== undefined ? { rotateEveryDays } : {}),
+      });
+      if (!key) throw new GatewayError('admin_not_found', 'no provider key with this id');
+      return key;
+    });
+  }
+
   const { readSample } = options;
   if (readSample) {
     app.get<{ Params: { request_id: string } }>('/admin/samples/:request_id', { config: { access: global(admin) } }, async (request, reply) => {
@@ -345,6 +396,17 @@ function durationField(body: Record<string, unknown>, field: string): number | u
   const ms = typeof value === 'string' ? parseDuration(value) : undefined;
   if (ms === undefined) throw new GatewayError('admin_invalid_request', `"${field}" must be a duration such as 30d`, { param: field });
   return ms;
+}
+
+/** An optional one-line text field of a body, at most `max` characters. */
+function optionalText(body: Record<string, unknown>, field: string, max: number): string | undefined {
+  const value = body[field];
+  if (value === undefined) return undefined;
+  // control characters would let a value forge lines in the operator output and audit views
+  if (typeof value !== 'string' || value === '' || value.length > max || /[\u0000-\u001f\u007f]/.test(value)) {
+    throw new GatewayError('admin_invalid_request', `"${field}" must be a non-empty one-line string of at most ${max} characters`, { param: field });
+  }
+  return value;
 }
 
 /** A query time: an ISO date-time, or a duration back from now (`24h`). */

@@ -12,6 +12,8 @@ export interface RequestRecorderDeps {
   metrics?: Pick<Metrics, 'observeRequest'>;
   /** HMAC of identifiers under the audit store's salt (`createIdentifierHasher`); without it no client address is recorded. */
   hashIdentifier?: (value: string) => string;
+  /** The identifier HMAC of a client address (normalised); defaults to hashIdentifier over the normalised address. */
+  hashAddress?: (address: string) => string;
   /** `audit.hash_key_ids`: audit rows name the tenant key by its HMAC instead of its id. */
   hashKeyIds?: boolean;
   /** Content sampling (`audit.sampling`), off when absent. */
@@ -33,6 +35,7 @@ export interface RequestRecorderDeps {
 export function createRequestRecorder(deps: RequestRecorderDeps) {
   const { writer, logger, metrics, hashIdentifier, sampler, anomaly } = deps;
   const hashKeyIds = deps.hashKeyIds === true && hashIdentifier !== undefined;
+  const hashAddress = deps.hashAddress ?? (hashIdentifier ? (address: string) => hashIdentifier(normaliseAddress(address)) : undefined);
   return function record(ctx: RequestContext): void {
     // take the content off the context first, so nothing after this point can carry it on
     const sample = ctx.sample;
@@ -64,7 +67,7 @@ export function createRequestRecorder(deps: RequestRecorderDeps) {
     else logger.info(line, 'request');
     if (!principal || ctx.endpoint === null) return;
     const ts = Date.now();
-    const clientHmac = hashIdentifier && ctx.clientAddress !== '' ? hashIdentifier(normaliseAddress(ctx.clientAddress)) : null;
+    const clientHmac = hashAddress && ctx.clientAddress !== '' ? hashAddress(ctx.clientAddress) : null;
     let sampled = false;
     if (sampler && sample?.answer && ctx.outcome === 'success' && ctx.status === 200) {
       sampled = true;

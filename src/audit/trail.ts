@@ -32,6 +32,24 @@ export function createIdentifierHasher(salt: Buffer): (value: string) => string 
   return (value) => `hmac-sha256:${createHmac('sha256', key).update(value, 'utf8').digest('hex')}`;
 }
 
+/**
+ * The identifier HMAC of a client address (normalised first), remembered for the most recent
+ * `max` addresses: every request hashes its caller's address for the audit row and anomaly
+ * detection, and most traffic comes from few addresses.
+ */
+export function createAddressHasher(hashIdentifier: (value: string) => string, max = 4_096): (address: string) => string {
+  const seen = new Map<string, string>();
+  return (address) => {
+    let hashed = seen.get(address);
+    if (hashed === undefined) {
+      hashed = hashIdentifier(normaliseAddress(address));
+      if (seen.size >= max) seen.delete(seen.keys().next().value as string);
+      seen.set(address, hashed);
+    }
+    return hashed;
+  };
+}
+
 /** The key that signs retention checkpoints: `audit.checkpoint_key` when configured, else the store's own secret. */
 export async function loadCheckpointKey(store: Pick<Store, 'instanceSecret'>, resolveConfigured: (() => Promise<string>) | undefined): Promise<Buffer> {
   if (resolveConfigured) return Buffer.from(await resolveConfigured(), 'utf8');

@@ -23,7 +23,7 @@ commands:
   scan --install-hook [--force] [PATH]  install a git pre-commit hook that scans staged changes
   mock-provider [--port N] [--host H] [--api-key REF]   serve the mock OpenAI/Anthropic provider
   provider-keys list [--json] | due [--within 7d]       the provider key register (fingerprints only); due exits 1 when one is overdue
-  provider-keys rotate PROVIDER [--from REF] [--logs PATH]... [--yes]   verify, promote and retire (6 resumable steps)
+  provider-keys rotate PROVIDER [--from REF] [--logs PATH]... [--owner NAME] [--yes]   verify, promote, retire (6 resumable steps)
   provider-keys revoke KEY_ID [--provider-side] | set-owner KEY_ID --owner NAME [--purpose TEXT] [--rotate-every 60d]
   offboard --owner NAME --to NAME [--dry-run]           rotate every key a person owns and hand them over
   audit verify [--json]                 walk the audit hash chain; exit 1 naming the first altered, removed or reordered row
@@ -39,11 +39,12 @@ commands:
   usage [--tenant NAME] [--since 24h|DATE] [--until DATE] [--json]   requests, tokens and cost per tenant and model
 
 Every command takes --config FILE (or KEYWARDEN_CONFIG); without one, store commands use the demo store.
-tenants, keys, incident (not drill), admin-tokens and usage also work through a running gateway's admin API,
-so every replica sees a change at once:
+tenants, keys, incident (not drill), admin-tokens, usage and provider-keys also work through a running
+gateway's admin API, so every replica sees a change at once:
   --admin-url URL (or KEYWARDEN_ADMIN_URL)   https://… (plain http only to a loopback address)
   --admin-token-file PATH (mode 0600) or KEYWARDEN_ADMIN_TOKEN   the admin token (never printed)
-provider-keys, offboard, secrets, audit and doctor work on the store or vault only.
+provider-keys through the API needs an unscoped admin token, and rotate takes no --logs there (the gateway
+reads no file a client names). offboard, secrets, audit and doctor work on the store or vault only.
 `;
 
 /** The `keywarden` CLI. Sets process.exitCode; prints operator-readable errors, never stack traces. */
@@ -71,7 +72,7 @@ export async function main(argv: readonly string[]): Promise<void> {
 }
 
 /** The commands that can work through a running gateway's admin API (`--admin-url`). */
-const REMOTE_COMMANDS: ReadonlySet<string> = new Set(['tenants', 'keys', 'incident', 'admin-tokens', 'usage']);
+const REMOTE_COMMANDS: ReadonlySet<string> = new Set(['tenants', 'keys', 'incident', 'admin-tokens', 'usage', 'provider-keys']);
 
 /** `--tenant` may repeat for `admin-tokens issue` only; elsewhere a second one is a usage error, not silently dropped. */
 function oneTenant(values: readonly string[] | undefined, command: string): string | undefined {
@@ -225,12 +226,11 @@ async function run(argv: readonly string[]): Promise<number | void> {
         ...(values.purpose !== undefined ? { purpose: values.purpose } : {}), ...(values['rotate-every'] !== undefined ? { rotateEvery: values['rotate-every'] } : {}),
         ...(values.to !== undefined ? { to: values.to } : {}),
       };
-      const { config } = configFor(values.config);
       if (command === 'offboard') {
         if (action !== undefined) throw new CliError('usage: keywarden offboard --owner NAME --to NAME [--dry-run]', EXIT_USAGE);
-        return offboardCommand(config, flags);
+        return offboardCommand(configFor(values.config).config, flags);
       }
-      return providerKeysCommand(config, action, rest, flags);
+      return providerKeysCommand(commandTarget(adminFlags), action, rest, flags);
     }
     case 'audit': {
       const { auditCommand } = await import('./commands/audit.js');

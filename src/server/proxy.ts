@@ -1,4 +1,5 @@
 import type { ServerResponse } from 'node:http';
+import type { AbortSignalLike, RequestAbort } from './request-abort.js';
 import { StringDecoder } from 'node:string_decoder';
 import { GatewayError, errorBody, type ErrorDialect } from '../errors/index.js';
 import type { Principal } from '../auth/types.js';
@@ -133,7 +134,7 @@ export function createProxy(deps: ProxyDeps) {
   }
 
   /** Forward: build the provider request with the server-held key and send it. */
-  async function forward(ctx: RequestContext, target: ProviderTarget, request: NormalisedRequest, forwarded: Record<string, string>, signal: AbortSignal) {
+  async function forward(ctx: RequestContext, target: ProviderTarget, request: NormalisedRequest, forwarded: Record<string, string>, signal: AbortSignalLike) {
     const apiKey = keys.current(target.id);
     if (apiKey === undefined) {
       if (keys.contained?.(target.id)) throw new GatewayError('provider_key_contained', 'this provider\'s key was contained after an incident and no other key is current');
@@ -169,7 +170,7 @@ export function createProxy(deps: ProxyDeps) {
     validate,
 
     /** Runs forward and relay for a whole answer. */
-    async whole(ctx: RequestContext, prepared: PreparedRequest, signal: AbortSignal): Promise<WholeAnswer> {
+    async whole(ctx: RequestContext, prepared: PreparedRequest, signal: AbortSignalLike): Promise<WholeAnswer> {
       const { target, request, forwarded } = prepared;
       const endpoint = request.endpoint;
       const { response, sentAt } = await forward(ctx, target, request, forwarded, signal);
@@ -197,7 +198,7 @@ export function createProxy(deps: ProxyDeps) {
      * Runs forward and relay for a stream, writing to `res`. Errors before the first byte are
      * thrown (the caller answers them normally); after it, they end the stream with an error event.
      */
-    async stream(ctx: RequestContext, prepared: PreparedRequest, res: ServerResponse, abort: AbortController, onHeaders: () => void): Promise<void> {
+    async stream(ctx: RequestContext, prepared: PreparedRequest, res: ServerResponse, abort: RequestAbort, onHeaders: () => void): Promise<void> {
       const { target, request, forwarded } = prepared;
       const { response, sentAt } = await forward(ctx, target, request, forwarded, abort.signal);
       const contentType = response.headers['content-type'];

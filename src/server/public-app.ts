@@ -11,6 +11,7 @@ import { readJsonBody } from './body-reader.js';
 import { requestIdFrom } from './request-id.js';
 import { PROVIDER_ROUTES, dialectForPath, type ProviderRoute } from './routes.js';
 import { newRequestContext, type Proxy, type RequestContext } from './proxy.js';
+import { RequestAbort } from './request-abort.js';
 import { createHttpServer, refuseConnection, type HttpServerTls } from './http-server.js';
 import { presentedCertificate, type ClientCertAuthenticator } from '../auth/client-cert.js';
 import type { AdmissionStage } from '../quota/admission.js';
@@ -179,7 +180,7 @@ export function createPublicApp(options: PublicAppOptions): FastifyInstance {
           });
           void reply.headers(ctx.admission.headers);
         }
-        const abort = new AbortController();
+        const abort = new RequestAbort();
         // a client that goes away cancels the upstream call
         const onClose = () => {
           if (!reply.raw.writableFinished) abort.abort();

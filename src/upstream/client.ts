@@ -3,6 +3,7 @@ import type { Dispatcher } from 'undici';
 import { GatewayError } from '../errors/index.js';
 import type { ProviderConfig } from '../config/types.js';
 import type { UpstreamRequest } from '../providers/types.js';
+import type { AbortSignalLike } from '../server/request-abort.js';
 
 export interface UpstreamResponse {
   statusCode: number;
@@ -12,7 +13,8 @@ export interface UpstreamResponse {
 
 export interface UpstreamClient {
   /** Sends a request to the provider's configured base URL; throws GatewayError on transport failure. */
-  send(request: UpstreamRequest, signal?: AbortSignal): Promise<UpstreamResponse>;
+  /** `signal`: an AbortSignal, or an EventEmitter with `aborted` that emits `abort` (see server/request-abort.ts). */
+  send(request: UpstreamRequest, signal?: AbortSignal | AbortSignalLike): Promise<UpstreamResponse>;
   close(): Promise<void>;
 }
 

@@ -3,7 +3,10 @@ import type { GatewayConfig } from '../../config/types.js';
 import { parseDuration } from '../../config/duration.js';
 import { openStore } from '../../main.js';
 import { createConfiguredResolver } from '../../secrets/from-config.js';
-import { createProviderKeyService, PROVIDER_CONSOLES, RotationRefusedError, type ProviderKeyService } from '../../services/provider-key-service.js';
+import { createProviderKeyService, RotationRefusedError, type ProviderKeyService } from '../../services/provider-key-service.js';
+import { createProviderKeyOperations, type ProviderKeyOperations } from '../../services/provider-key-views.js';
+import { createRemoteProviderKeyOperations } from '../remote-provider-keys.js';
+import type { CommandTarget } from '../target.js';
 import { CliError, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, printTable } from '../output.js';
 
 export interface ProviderKeysFlags {
@@ -21,7 +24,8 @@ export interface ProviderKeysFlags {
 }
 
 const out = (line: string) => process.stdout.write(`${line}\n`);
-const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString().slice(0, 10));
+/** The date part of an ISO date-time, for tables. */
+const day = (text: string | null) => (text === null ? null : text.slice(0, 10));
 
 /** The crash hook of the rotation workflow: honoured only under NODE_ENV=test (the crash-resume tests). */
 function crashHook(): ((step: number) => void) | undefined {
@@ -66,39 +70,51 @@ async function confirm(question: string, yes: boolean): Promise<boolean> {
   }
 }
 
-/** `keywarden provider-keys list|rotate|revoke|due|set-owner`. Prints ids and fingerprints, never key values. */
-export async function providerKeysCommand(config: GatewayConfig, action: string | undefined, args: readonly string[], flags: ProviderKeysFlags): Promise<number> {
+/** Runs `fn` over the register where the target points: the store (and vault) here, or a gateway's admin API. */
+async function withOperations<T>(target: CommandTarget, json: boolean, fn: (ops: ProviderKeyOperations) => Promise<T>): Promise<T> {
+  // with --json, stdout carries the JSON alone: progress and housekeeping lines go to stderr
+  const print = json ? (line: string) => process.stderr.write(`${line}\n`) : out;
+  if (target.kind === 'api') return fn(createRemoteProviderKeyOperations(target.client, print));
+  return withService(target.config, json, (service) => fn(createProviderKeyOperations(service, target.config)));
+}
+
+/**
+ * `keywarden provider-keys list|rotate|revoke|due|set-owner`, on the store or (`--admin-url`)
+ * through a running gateway, with the same output either way. Prints ids and fingerprints,
+ * never key values.
+ */
+export async function providerKeysCommand(target: CommandTarget, action: string | undefined, args: readonly string[], flags: ProviderKeysFlags): Promise<number> {
   switch (action) {
     case 'list':
-      return withService(config, flags.json, async (service) => {
-        const rows = await service.list();
+      return withOperations(target, flags.json, async (ops) => {
+        const rows = await ops.list();
         if (flags.json) {
-          out(JSON.stringify(rows.map((k) => ({
-            id: k.id, provider: k.provider, state: k.state, fingerprint: k.fingerprint, reference_backend: k.reference.slice(0, k.reference.indexOf(':')),
-            version: k.version, owner: k.owner, purpose: k.purpose, created_at: new Date(k.createdAt).toISOString(),
-            rotated_at: k.rotatedAt === null ? null : new Date(k.rotatedAt).toISOString(), rotate_every_days: k.rotateEveryDays,
-            due_at: new Date(k.dueAt).toISOString(), previous_until: k.previousUntil === null ? null : new Date(k.previousUntil).toISOString(),
-            revoked_at: k.revokedAt === null ? null : new Date(k.revokedAt).toISOString(), age_days: k.ageDays,
-          })), null, 2));
+          out(JSON.stringify(rows, null, 2));
         } else {
           printTable(rows.map((k) => ({
             id: k.id, provider: k.provider, state: k.state, fingerprint: k.fingerprint, owner: k.owner, purpose: k.purpose,
-            created: iso(k.createdAt), rotated: iso(k.rotatedAt), every: `${k.rotateEveryDays}d`, due: k.state === 'current' ? iso(k.dueAt) : null, age: `${k.ageDays}d`,
+            created: day(k.created_at), rotated: day(k.rotated_at), every: `${k.rotate_every_days}d`, due: k.state === 'current' ? day(k.due_at) : null, age: `${k.age_days}d`,
           })), ['id', 'provider', 'state', 'fingerprint', 'owner', 'purpose', 'created', 'rotated', 'every', 'due', 'age']);
         }
         return EXIT_OK;
       });
     case 'rotate': {
       const provider = args[0];
-      if (!provider) throw new CliError('usage: keywarden provider-keys rotate PROVIDER [--from REF] [--logs PATH…] [--yes]', EXIT_USAGE);
+      if (!provider) throw new CliError('usage: keywarden provider-keys rotate PROVIDER [--from REF] [--logs PATH…] [--owner NAME] [--yes]', EXIT_USAGE);
+      if (target.kind === 'api' && flags.logs !== undefined) {
+        // security: the gateway never reads files a client names; the CLI has no access to the gateway's files either
+        throw new CliError('--logs cannot be used with --admin-url: the gateway does not read files a client names; rotate through the API, then scan the logs on their host (keywarden scan PATH, or provider-keys rotate --config … --logs there)', EXIT_USAGE);
+      }
       if (!(await confirm(`Rotate the ${provider} provider key?`, flags.yes))) {
         out('not rotated');
         return EXIT_FAILURE;
       }
-      return withService(config, flags.json, async (service) => {
+      return withOperations(target, flags.json, async (ops) => {
         try {
-          const result = await service.rotate(provider, { ...(flags.from ? { from: flags.from } : {}), ...(flags.logs ? { logs: flags.logs } : {}) });
-          out(result.ok ? `rotated ${provider}: ${result.oldKeyId ?? '(none)'} → ${result.newKeyId}` : `rotation of ${provider} stopped after step ${result.step}/6`);
+          const result = await ops.rotate(provider, {
+            ...(flags.from ? { from: flags.from } : {}), ...(flags.logs ? { logs: flags.logs } : {}), ...(flags.owner ? { owner: flags.owner } : {}),
+          });
+          out(result.ok ? `rotated ${provider}: ${result.old_key_id ?? '(none)'} → ${result.new_key_id}` : `rotation of ${provider} stopped after step ${result.step}/6`);
           return result.ok ? EXIT_OK : EXIT_FAILURE;
         } catch (err) {
           if (err instanceof RotationRefusedError) throw new CliError(err.message, EXIT_FAILURE);
@@ -109,30 +125,29 @@ export async function providerKeysCommand(config: GatewayConfig, action: string 
     case 'revoke': {
       const id = args[0];
       if (!id) throw new CliError('usage: keywarden provider-keys revoke KEY_ID [--provider-side]', EXIT_USAGE);
-      return withService(config, flags.json, async (service) => {
-        const result = await service.revoke(id);
+      return withOperations(target, flags.json, async (ops) => {
+        const result = await ops.revoke(id, flags.providerSide);
         if (!result) throw new CliError(`no provider key ${id.slice(0, 64)}`, EXIT_FAILURE);
         const { key, changed } = result;
         out(changed ? `revoked ${key.id} (${key.provider}, ${key.fingerprint}); gateways stop using it within a second` : `${key.id} was already revoked`);
-        if (changed && key.state === 'current') out(`warning: ${key.provider} has no current key now; its requests fail with 503 until: keywarden provider-keys rotate ${key.provider} --from REF`);
-        const consoleUrl = PROVIDER_CONSOLES[config.providers[key.provider]?.type ?? ''] ?? 'the provider console';
-        const manual = `MANUAL STEP: delete the key with fingerprint ${key.fingerprint} at ${consoleUrl}`;
-        if (!flags.providerSide) {
-          out(`the key keeps working at the provider until it is deleted there: ${consoleUrl}`);
+        if (changed && result.was === 'current') out(`warning: ${key.provider} has no current key now; its requests fail with 503 until: keywarden provider-keys rotate ${key.provider} --from REF`);
+        const manual = `MANUAL STEP: delete the key with fingerprint ${key.fingerprint} at ${result.console}`;
+        const side = result.provider_side;
+        if (!flags.providerSide || side === undefined) {
+          out(`the key keeps working at the provider until it is deleted there: ${result.console}`);
           return EXIT_OK;
         }
         // exit 0: revoked (or already inactive) at the provider, or provider-side revocation is not
         // set up (manual step); exit 1: it was tried and failed (manual step printed)
-        const side = await service.revokeProviderSide(key);
         switch (side.status) {
           case 'revoked':
-            out(`provider-side: revoked key ${side.providerKeyId} at ${key.provider} (${side.scope})`);
-            if (side.stillAccepted === false) out(`provider-side: checked: ${key.provider} now refuses the key`);
-            else if (side.stillAccepted === true) out(`provider-side: warning: ${key.provider} still accepted the key a moment later (it can take a short while to apply); check ${consoleUrl}`);
-            else out(`provider-side: could not check that ${key.provider} now refuses the key; check ${consoleUrl}`);
+            out(`provider-side: revoked key ${side.provider_key_id} at ${key.provider} (${side.scope})`);
+            if (side.still_accepted === false) out(`provider-side: checked: ${key.provider} now refuses the key`);
+            else if (side.still_accepted === true) out(`provider-side: warning: ${key.provider} still accepted the key a moment later (it can take a short while to apply); check ${result.console}`);
+            else out(`provider-side: could not check that ${key.provider} now refuses the key; check ${result.console}`);
             return EXIT_OK;
           case 'already_inactive':
-            out(`provider-side: key ${side.providerKeyId} at ${key.provider} (${side.scope}) is already inactive`);
+            out(`provider-side: key ${side.provider_key_id} at ${key.provider} (${side.scope}) is already inactive`);
             return EXIT_OK;
           case 'manual':
             out(`provider-side revocation is not automated for ${key.provider} (${side.reason}); ${manual}`);
@@ -146,12 +161,11 @@ export async function providerKeysCommand(config: GatewayConfig, action: string 
     case 'due': {
       const withinMs = flags.within === undefined ? 7 * 86_400_000 : parseDuration(flags.within);
       if (withinMs === undefined) throw new CliError('--within must be a duration such as 7d', EXIT_USAGE);
-      return withService(config, flags.json, async (service) => {
-        const due = await service.due(withinMs);
-        if (flags.json) {
-          out(JSON.stringify(due.map((e) => ({ id: e.key.id, provider: e.key.provider, owner: e.key.owner, fingerprint: e.key.fingerprint, status: e.status, due_at: new Date(e.dueAt).toISOString(), age_days: e.ageDays }))));
-        } else if (due.length === 0) out('no provider key is due for rotation');
-        else printTable(due.map((e) => ({ id: e.key.id, provider: e.key.provider, owner: e.key.owner, fingerprint: e.key.fingerprint, status: e.status, due: iso(e.dueAt), age: `${e.ageDays}d` })), ['id', 'provider', 'owner', 'fingerprint', 'status', 'due', 'age']);
+      return withOperations(target, flags.json, async (ops) => {
+        const due = await ops.due(withinMs);
+        if (flags.json) out(JSON.stringify(due));
+        else if (due.length === 0) out('no provider key is due for rotation');
+        else printTable(due.map((e) => ({ id: e.id, provider: e.provider, owner: e.owner, fingerprint: e.fingerprint, status: e.status, due: day(e.due_at), age: `${e.age_days}d` })), ['id', 'provider', 'owner', 'fingerprint', 'status', 'due', 'age']);
         return due.some((e) => e.status === 'overdue') ? EXIT_FAILURE : EXIT_OK;
       });
     }
@@ -161,18 +175,18 @@ export async function providerKeysCommand(config: GatewayConfig, action: string 
         throw new CliError('usage: keywarden provider-keys set-owner KEY_ID --owner NAME [--purpose TEXT] [--rotate-every 60d]', EXIT_USAGE);
       }
       const rotateEveryDays = flags.rotateEvery === undefined ? undefined : days(flags.rotateEvery, '--rotate-every');
-      return withService(config, flags.json, async (service) => {
-        const key = await service.setOwner(id, {
+      return withOperations(target, flags.json, async (ops) => {
+        const key = await ops.setOwner(id, {
           ...(flags.owner !== undefined ? { owner: flags.owner } : {}), ...(flags.purpose !== undefined ? { purpose: flags.purpose } : {}),
           ...(rotateEveryDays !== undefined ? { rotateEveryDays } : {}),
         });
         if (!key) throw new CliError(`no provider key ${id.slice(0, 64)}`, EXIT_FAILURE);
-        out(`${key.id}: owner ${key.owner ?? '-'}, purpose ${key.purpose ?? '-'}, rotate every ${key.rotateEveryDays}d`);
+        out(`${key.id}: owner ${key.owner ?? '-'}, purpose ${key.purpose ?? '-'}, rotate every ${key.rotate_every_days}d`);
         return EXIT_OK;
       });
     }
     default:
-      throw new CliError('usage: keywarden provider-keys list [--json] | rotate PROVIDER [--from REF] [--logs PATH…] [--yes] | revoke KEY_ID [--provider-side] | due [--within 7d] | set-owner KEY_ID --owner NAME [--purpose TEXT] [--rotate-every 60d]', EXIT_USAGE);
+      throw new CliError('usage: keywarden provider-keys list [--json] | rotate PROVIDER [--from REF] [--logs PATH…] [--owner NAME] [--yes] | revoke KEY_ID [--provider-side] | due [--within 7d] | set-owner KEY_ID --owner NAME [--purpose TEXT] [--rotate-every 60d]', EXIT_USAGE);
   }
 }
 

@@ -117,6 +117,9 @@ function migrate(db: Database.Database): void {
   }
 }
 
+/** How stale another process's commit may be when the gateway next checks its credential cache. */
+const DATA_VERSION_RECHECK_MS = 5;
+
 /**
  * The embedded store: one SQLite file in WAL mode, safe to share between the gateway and CLI
  * processes on the same machine. Every statement is prepared with parameters, never concatenated.
@@ -269,12 +272,21 @@ export function openSqliteStore(url: string): Store {
   // when another connection (the CLI, another process) commits
   let localChanges = 0;
   const dataVersion = db.prepare('PRAGMA data_version').pluck();
+  // reading data_version is a statement (~10 µs here); on a busy gateway it is re-read at most
+  // every DATA_VERSION_RECHECK_MS, so another process's change applies within that time
+  let knownDataVersion = dataVersion.get() as number;
+  let dataVersionReadAt = Date.now();
 
   const store: Store = {
     kind: 'sqlite',
     changeStamp() {
+      const at = Date.now();
+      if (at - dataVersionReadAt >= DATA_VERSION_RECHECK_MS || at < dataVersionReadAt) {
+        knownDataVersion = dataVersion.get() as number;
+        dataVersionReadAt = at;
+      }
       // both counters only grow, so their sum changes whenever either does
-      return localChanges + (dataVersion.get() as number);
+      return localChanges + knownDataVersion;
     },
     adminTokens: {
       async create(t, audit) {
