@@ -226,8 +226,10 @@ export function createPublicApp(options: PublicAppOptions): FastifyInstance {
           .header('content-type', 'application/json')
           .header('x-keywarden-input-tokens', String(answer.usage.inputTokens))
           .header('x-keywarden-output-tokens', String(answer.usage.outputTokens));
+        // answer first: settling, logging and queueing the records need not delay the client
+        reply.send(answer.body);
         record(ctx);
-        return reply.send(answer.body);
+        return reply;
       },
     });
     // the right path with the wrong method: say so, without authenticating
