@@ -401,3 +401,33 @@ describe('a provider that rejects the gateway’s own key', () => {
     });
   }
 });
+
+describe('a provider answer larger than server.max_upstream_response_bytes', () => {
+  let h: Harness;
+  before(async () => {
+    h = await startHarness({ config: { server: { max_upstream_response_bytes: 2048 } } });
+  });
+  after(async () => {
+    await h.close();
+  });
+
+  it('is refused with 502 upstream_invalid_response, never relayed in part; a small answer still passes', async () => {
+    const big = await fetch(`${h.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${h.key}` },
+      body: JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'long please [[mock:tokens=2000]]' }] }),
+    });
+    const text = await big.text();
+    assert.equal(big.status, 502, text);
+    assert.equal(JSON.parse(text).error.code, 'upstream_invalid_response');
+    assert.ok(text.length < 1024, 'the answer is the gateway error alone');
+    const small = await fetch(`${h.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${h.key}` },
+      body: JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'short [[mock:tokens=3]]' }] }),
+    });
+    assert.equal(small.status, 200);
+    // the gateway keeps serving: the connection to the provider was dropped, not poisoned
+    assert.equal((await fetch(`${h.url}/healthz`)).status, 200);
+  });
+});

@@ -30,6 +30,8 @@ export interface RequestContext {
   outcome: 'success' | 'refused' | 'upstream_error' | 'client_aborted' | 'stream_broken';
   errorCode: string | null;
   promptFingerprint: string | null;
+  /** What the fingerprint is computed from, until it is (while the provider works, or when recorded). */
+  fingerprintInput: { endpoint: Endpoint; body: Record<string, unknown> } | null;
   /** Settled cost in nano-USD (set by the settle stage). */
   costNanoUsd: number;
   /** True once the provider answered 2xx: from then on the input is billed even if the answer breaks. */
@@ -54,7 +56,7 @@ export interface RequestContext {
 export function newRequestContext(requestId: string, dialect: ErrorDialect, startedAt: number, clientAddress = ''): RequestContext {
   return {
     requestId, startedAt, clientAddress, endpoint: null, dialect, principal: undefined, model: null, provider: null, stream: false,
-    usage: { inputTokens: 0, outputTokens: 0 }, upstreamMs: 0, status: 0, outcome: 'success', errorCode: null, promptFingerprint: null,
+    usage: { inputTokens: 0, outputTokens: 0 }, upstreamMs: 0, status: 0, outcome: 'success', errorCode: null, promptFingerprint: null, fingerprintInput: null,
     costNanoUsd: 0, upstreamAccepted: false, upstreamModel: null, admission: undefined, sample: undefined,
   };
 }
@@ -117,7 +119,8 @@ export function createProxy(deps: ProxyDeps) {
       throw new GatewayError('request_invalid', `model "${checked.model}" is not served on this endpoint`, { param: 'model' });
     }
     const json = body as Record<string, unknown>;
-    ctx.promptFingerprint = deps.fingerprint(endpoint, json);
+    // the fingerprint (an HMAC over the whole prompt) is computed once the provider has the request, off the critical path
+    ctx.fingerprintInput = { endpoint, body: json };
     // streamed answers are relayed as they come, never buffered: only whole answers can be sampled
     if (!checked.stream && deps.pickSample?.()) ctx.sample = { request: json, answer: null };
     const request: NormalisedRequest = {
@@ -144,7 +147,9 @@ export function createProxy(deps: ProxyDeps) {
     const sentAt = performance.now();
     let response;
     try {
-      response = await target.client.send(upstream, signal);
+      const sending = target.client.send(upstream, signal);
+      fingerprint(ctx);
+      response = await sending;
     } catch (err) {
       // time spent waiting on a provider that never answered is upstream time, not gateway time
       ctx.upstreamMs = performance.now() - sentAt;
@@ -166,8 +171,17 @@ export function createProxy(deps: ProxyDeps) {
     return { response, sentAt };
   }
 
+  /** Fills `ctx.promptFingerprint` from the validated body, once (the original body, before DLP masking). */
+  function fingerprint(ctx: RequestContext): void {
+    const input = ctx.fingerprintInput;
+    if (input === null) return;
+    ctx.fingerprintInput = null;
+    ctx.promptFingerprint = deps.fingerprint(input.endpoint, input.body);
+  }
+
   return {
     validate,
+    fingerprint,
 
     /** Runs forward and relay for a whole answer. */
     async whole(ctx: RequestContext, prepared: PreparedRequest, signal: AbortSignalLike): Promise<WholeAnswer> {
@@ -305,17 +319,34 @@ function waitForDrain(res: ServerResponse): Promise<void> {
 }
 
 /** Reads a body fully, refusing one larger than `limit`. */
-async function readCapped(body: AsyncIterable<unknown> & { destroy?: (err?: Error) => void }, limit: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of body) {
-    const buf = chunk as Buffer;
-    size += buf.length;
-    if (size > limit) {
-      body.destroy?.();
-      throw new GatewayError('upstream_invalid_response', 'the provider answer is larger than the gateway accepts');
-    }
-    chunks.push(buf);
-  }
-  return chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size);
+function readCapped(body: NodeJS.ReadableStream & { destroy(err?: Error): unknown }, limit: number): Promise<Buffer> {
+  // 'data' events rather than for-await: an async iterator per answer costs more than the read
+  return new Promise<Buffer>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let settled = false;
+    const fail = (err: unknown) => {
+      if (settled) return;
+      settled = true;
+      reject(err);
+    };
+    body.on('data', (chunk: Buffer) => {
+      if (settled) return;
+      size += chunk.length;
+      if (size > limit) {
+        fail(new GatewayError('upstream_invalid_response', 'the provider answer is larger than the gateway accepts'));
+        body.destroy();
+        return;
+      }
+      chunks.push(chunk);
+    });
+    body.once('end', () => {
+      if (settled) return;
+      settled = true;
+      resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size));
+    });
+    body.once('error', fail);
+    // destroyed without an error (an abort): never leave the caller waiting
+    body.once('close', () => fail(new GatewayError('upstream_unreachable', 'the provider answer ended early')));
+  });
 }

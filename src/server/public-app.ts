@@ -61,6 +61,7 @@ export function createPublicApp(options: PublicAppOptions): FastifyInstance {
 
   /** Settle (reservation → real usage and cost), then record: the last two stages, once per request. */
   function settleAndRecord(ctx: RequestContext): void {
+    proxy.fingerprint(ctx);
     if (ctx.admission) {
       const billed = ctx.admission.settle(ctx.usage, ctx.upstreamAccepted);
       // the ledger holds what the counters were charged, so a restart rebuilds the same totals
