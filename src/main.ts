@@ -3,6 +3,7 @@ import type { DestinationStream } from 'pino';
 import type { GatewayConfig, PublicTlsConfig } from './config/types.js';
 import type { Store } from './store/types.js';
 import { openSqliteStore } from './store/sqlite/index.js';
+import { isPostgresUrl, openPostgresStore } from './store/postgres/index.js';
 import { createSecretResolver, type SecretResolver } from './secrets/resolver.js';
 import type { ProviderKeyPool } from './secrets/provider-keys.js';
 import type { VerifiedKey } from './auth/authenticate.js';
@@ -45,9 +46,25 @@ export async function openCounterStore(config: GatewayConfig, store: Store, reso
   return createRedisCounterStore({ url: config.quota.store, ...(password ? { password } : {}) });
 }
 
-/** Opens the store a config names (SQLite today; PostgreSQL joins here). */
+/**
+ * Opens the store a config names: an SQLite file, or PostgreSQL shared by replicas. The
+ * PostgreSQL store connects and migrates on first use, so a database that is down or refuses
+ * the login is reported by the first call (at start-up, the key-hash secret), not here.
+ */
 export function openStore(config: GatewayConfig): Store {
-  return openSqliteStore(config.store);
+  if (!isPostgresUrl(config.store)) return openSqliteStore(config.store);
+  const reference = config.storePassword;
+  if (reference === undefined) return openPostgresStore(config.store);
+  // read through the configured secret backends when a connection opens (their cache applies)
+  let resolver: Promise<SecretResolver> | undefined;
+  const password = async (): Promise<string> => {
+    resolver ??= import('./secrets/from-config.js').then(({ createConfiguredResolver }) => createConfiguredResolver(config.secrets)).catch((err: unknown) => {
+      resolver = undefined;
+      throw err;
+    });
+    return (await (await resolver).resolve(reference)).value;
+  };
+  return openPostgresStore(config.store, { password });
 }
 
 /** The key that hashes tenant-key secrets: from config when set, else the store's own random one. */

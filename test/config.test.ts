@@ -270,7 +270,7 @@ describe('environment overrides', () => {
   });
 
   it('are validated like the file, under the path they override', () => {
-    assert.throws(() => configFromDocument(minimal(), 'test', { KEYWARDEN_LOG_LEVEL: 'loud', KEYWARDEN_LISTEN_PUBLIC: 'nope', KEYWARDEN_STORE: 'postgres://x' }),
+    assert.throws(() => configFromDocument(minimal(), 'test', { KEYWARDEN_LOG_LEVEL: 'loud', KEYWARDEN_LISTEN_PUBLIC: 'nope', KEYWARDEN_STORE: 'mysql://x' }),
       (err: unknown) => {
         assert.ok(err instanceof ConfigError);
         assert.ok(err.problems.some((p) => p.startsWith('log.level:')));
@@ -278,6 +278,27 @@ describe('environment overrides', () => {
         assert.ok(err.problems.some((p) => p.startsWith('store:')));
         return true;
       });
+  });
+});
+
+describe('a PostgreSQL store', () => {
+  it('accepts postgres:// and postgresql:// URLs, with the password as a secret reference', () => {
+    for (const store of ['postgres://keywarden@db.internal:5432/keywarden', 'postgresql://keywarden@10.0.0.5/kw?sslmode=require']) {
+      const { config, problems } = validateConfig(minimal({ store, store_password: 'env:KW_TEST_PG_PASSWORD' }));
+      assert.deepEqual(problems, []);
+      assert.equal(config?.store, store);
+      assert.equal(config?.storePassword, 'env:KW_TEST_PG_PASSWORD');
+    }
+  });
+
+  it('refuses a password in the URL, a literal store_password, and store_password without postgres', () => {
+    const inUrl = validateConfig(minimal({ store: 'postgres://keywarden:hunter2-TEST-ONLY@db:5432/kw' })).problems;
+    assert.ok(inUrl.some((p) => p.startsWith('store: must not carry a password')));
+    assert.ok(!inUrl.join('\n').includes('hunter2'), 'the password is not echoed');
+    const literal = validateConfig(minimal({ store: 'postgres://keywarden@db/kw', store_password: 'hunter2-TEST-ONLY' })).problems;
+    assert.ok(literal.some((p) => p.startsWith('store_password: must be a secret reference')));
+    const onSqlite = validateConfig(minimal({ store_password: 'env:KW_TEST_PG_PASSWORD' })).problems;
+    assert.ok(onSqlite.some((p) => p.startsWith('store_password: applies only to a postgres:// store')));
   });
 });
 

@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { openSqliteStore } from '../src/store/sqlite/index.js';
 import type { Store, TenantKeyRepository } from '../src/store/types.js';
 import { createTenantService } from '../src/services/tenant-service.js';
@@ -108,10 +109,13 @@ describe('verified credential cache', () => {
     await authenticate(one.key);
     await authenticate(two.key);
     await fromCli.revokeKey(one.id, 'cli');
+    // another process's commit is seen within DATA_VERSION_RECHECK_MS (2 ms)
+    await sleep(5);
     assert.equal(await refusal(authenticate(one.key)), 'auth_key_revoked');
     assert.equal((await authenticate(two.key)).tenantName, 'cache-d');
     await other.tenants.setStatus((await other.tenants.getByName('cache-d'))!.id, 'disabled',
       { ts: Date.now(), actor: 'cli', action: 'tenant.disable', target: null, outcome: 'success', requestId: null, details: {} });
+    await sleep(5);
     assert.equal(await refusal(authenticate(two.key)), 'auth_tenant_disabled');
   });
 

@@ -109,8 +109,10 @@ export interface GatewayConfig {
   /** `publicTls`: TLS (and client certificates) on the public listener; unset, it speaks plain HTTP. */
   /** `adminTls`: TLS on the admin listener (server certificate only), for `--admin-url https://…` from another host. */
   listen: { public: ListenAddress; admin: ListenAddress; publicTls?: PublicTlsConfig; adminTls?: PublicTlsConfig };
-  /** `sqlite:PATH` (or `sqlite::memory:` for tests). */
+  /** `sqlite:PATH` (or `sqlite::memory:` for tests), or `postgres://user@host:port/db` (also `postgresql://`) shared by replicas. */
   store: string;
+  /** `store_password`: secret reference for the PostgreSQL password (never in the URL); unset, PGPASSWORD or ~/.pgpass apply. */
+  storePassword: string | undefined;
   admin: { token: string };
   audit: {
     promptHmacKey: string;

@@ -586,7 +586,7 @@ const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'
 export function validateConfig(doc: Json): { config?: GatewayConfig; problems: string[] } {
   const problems = new Problems();
   if (!isRecord(doc)) return { problems: ['(root): must be a mapping'] };
-  checkKeys(doc, '', ['listen', 'store', 'admin', 'audit', 'auth', 'log', 'providers', 'models', 'tenants', 'server', 'shutdown', 'limits', 'prices', 'alerts', 'secrets', 'rotation', 'anomaly'], problems);
+  checkKeys(doc, '', ['listen', 'store', 'store_password', 'admin', 'audit', 'auth', 'log', 'providers', 'models', 'tenants', 'server', 'shutdown', 'limits', 'prices', 'alerts', 'secrets', 'rotation', 'anomaly'], problems);
 
   const listen = section(doc, 'listen', '', problems);
   checkKeys(listen, 'listen', ['public', 'admin', 'public_tls', 'admin_tls'], problems);
@@ -596,7 +596,15 @@ export function validateConfig(doc: Json): { config?: GatewayConfig; problems: s
   const adminAddr = listenAddress(listen['admin'], 'listen.admin', { host: '127.0.0.1', port: 8081 }, problems);
 
   const store = doc['store'] ?? 'sqlite:./data/keywarden.db';
-  if (typeof store !== 'string' || !/^sqlite:.+/.test(store)) problems.add('store', 'must be sqlite:PATH');
+  const postgresStore = typeof store === 'string' && /^postgres(ql)?:\/\/[^\s]+$/.test(store);
+  if (typeof store !== 'string' || !(/^sqlite:.+/.test(store) || postgresStore)) {
+    problems.add('store', 'must be sqlite:PATH or a postgres://user@host:port/db (or postgresql://) URL');
+  } else if (postgresStore && /^postgres(ql)?:\/\/[^/@]*:[^/@]*@/.test(store)) {
+    // a password in the URL would sit in a config file and in doctor's output: use a reference
+    problems.add('store', 'must not carry a password; set store_password to a secret reference (or use PGPASSWORD or ~/.pgpass)');
+  }
+  const storePassword = secretRef(doc['store_password'], 'store_password', problems, false);
+  if (storePassword !== undefined && typeof store === 'string' && !postgresStore) problems.add('store_password', 'applies only to a postgres:// store');
 
   const admin = section(doc, 'admin', '', problems);
   checkKeys(admin, 'admin', ['token'], problems);
@@ -768,6 +776,7 @@ export function validateConfig(doc: Json): { config?: GatewayConfig; problems: s
   const config: GatewayConfig = {
     listen: { public: publicAddr, admin: adminAddr, ...(publicTls ? { publicTls } : {}), ...(adminTls ? { adminTls } : {}) },
     store: String(store),
+    storePassword,
     admin: { token: adminToken ?? '' },
     audit: { promptHmacKey: promptHmacKey ?? '', hashKeyIds, retentionMs: auditRetentionMs, checkpointKey, sampling },
     auth: { keyHashKey, failureLimits, ...(jwt ? { jwt } : {}), ...(clientCertificates ? { clientCertificates } : {}) },

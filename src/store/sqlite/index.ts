@@ -118,7 +118,7 @@ function migrate(db: Database.Database): void {
 }
 
 /** How stale another process's commit may be when the gateway next checks its credential cache. */
-const DATA_VERSION_RECHECK_MS = 5;
+const DATA_VERSION_RECHECK_MS = 2;
 
 /**
  * The embedded store: one SQLite file in WAL mode, safe to share between the gateway and CLI
