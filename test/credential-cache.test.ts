@@ -141,6 +141,24 @@ describe('verified credential cache', () => {
     assert.equal(await refusal(authenticate(key)), 'auth_key_expired');
   });
 
+  it('a cached JWT still expires at its exp, answering auth_jwt_expired', async () => {
+    let clock = Date.now();
+    const policyFor = createPolicyResolver(DEMO_POLICY as never);
+    let verifications = 0;
+    const principal = { tenantId: 't_x', tenantName: 'x', keyId: 'jwt:0', policy: policyFor('t_x', null), keyLimits: {} } as never;
+    const cache = createCredentialCache<VerifiedKey>({ changeStamp: () => store.changeStamp(), now: () => clock });
+    const authenticate = createAuthenticator({
+      keys: store.keys, hashKey: HASH_KEY, policyFor, cache, now: () => clock,
+      jwt: async () => { verifications += 1; return { principal, expiresAt: clock + 1_000 }; },
+    });
+    const token = 'eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ0ZXN0In0.c2lnbmF0dXJlLVRFU1QtT05MWQ'; // fake, TEST ONLY
+    await authenticate(token);
+    await authenticate(token);
+    assert.equal(verifications, 1, 'the second use is a cache hit');
+    clock += 1_001;
+    assert.equal(await refusal(authenticate(token)), 'auth_jwt_expired');
+  });
+
   it('keeps no failure, holds at most maxEntries and ages entries out', async () => {
     let clock = 1_000_000;
     let stamp = 1;

@@ -182,6 +182,25 @@ describe('JWT (OIDC) tenants', () => {
     await refused(await sign(rsa.privateKey, { kid: 'rsa-1', claims: { tenant: 'globex' } }), 'auth_tenant_disabled');
   });
 
+  it('a verified token is reused from the cache, which a tenant change empties at once', async () => {
+    await h.tenantKey('jwt-cached');
+    const token = await sign(rsa.privateKey, { kid: 'rsa-1', claims: { tenant: 'jwt-cached' } });
+    assert.equal((await send(token)).status, 200);
+    assert.equal((await send(token)).status, 200);
+    await h.gateway.tenants.setTenantStatus('jwt-cached', 'disabled', 'test');
+    await refused(token, 'auth_tenant_disabled');
+    await h.gateway.tenants.setTenantStatus('jwt-cached', 'active', 'test');
+    assert.equal((await send(token)).status, 200);
+  });
+
+  it('the cache is keyed by the whole token: a cached token with its signature altered is refused', async () => {
+    const token = await sign(rsa.privateKey, { kid: 'rsa-1' });
+    assert.equal((await send(token)).status, 200);
+    const [head, payload, sig] = token.split('.') as [string, string, string];
+    const flipped = `${head}.${payload}.${sig.slice(0, -2)}${sig.endsWith('AA') ? 'BB' : 'AA'}`;
+    await refused(flipped, 'auth_jwt_invalid');
+  });
+
   it('a flood of unknown kids does not refetch the JWKS within the cooldown', async () => {
     const before = jwks.fetches;
     assert.ok(before >= 1);

@@ -17,14 +17,16 @@ export interface AuthenticatorOptions {
   now?: () => number;
   /** Verifies JWT bearer tokens (auth.jwt); unset, a JWT-shaped credential is an invalid tenant key. */
   jwt?: JwtVerifier;
-  /** Verified tenant keys by the hash of the whole key; unset, every request looks its key up. */
+  /** Verified tenant keys and JWTs by the hash of the whole credential; unset, every request verifies in full. */
   cache?: CredentialCache<VerifiedKey>;
 }
 
-/** What the cache keeps for a verified tenant key: the principal, and when the key expires. */
+/** What the cache keeps for a verified tenant key or JWT: the principal, and when the credential expires. */
 export interface VerifiedKey {
   principal: Principal;
   expiresAt: number | null;
+  /** A JWT (its expiry answers `auth_jwt_expired`). */
+  jwt?: boolean;
 }
 
 // a key's own limits were validated when set; should a stored value not parse, fail closed
@@ -57,14 +59,21 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
   return async function authenticate(credential) {
     if (credential === undefined) throw new GatewayError('auth_missing_credentials', 'missing credentials: send Authorization: Bearer <key> or x-api-key');
     // a credential shaped like a JWT (never a `kw_` key) goes to the JWT verifier when one is configured
-    if (options.jwt && looksLikeJwt(credential)) return options.jwt(credential);
     const { cache } = options;
     const cached = cache?.get(credential);
     if (cached) {
-      if (cached.expiresAt !== null && cached.expiresAt <= now()) throw new GatewayError('auth_key_expired', 'this key has expired');
+      if (cached.expiresAt !== null && cached.expiresAt <= now()) {
+        throw cached.jwt ? new GatewayError('auth_jwt_expired', 'the token has expired') : new GatewayError('auth_key_expired', 'this key has expired');
+      }
       return cached.principal;
     }
     const stampBefore = cache?.stamp();
+    if (options.jwt && looksLikeJwt(credential)) {
+      // a verified token is kept until its exp (at most the cache's ttl): the signature is not checked again
+      const verified = await options.jwt(credential);
+      if (cache && stampBefore !== undefined) cache.set(credential, { principal: verified.principal, expiresAt: verified.expiresAt, jwt: true }, stampBefore);
+      return verified.principal;
+    }
     const parsed = parseTenantKey(credential);
     const found = parsed ? await keys.findWithTenant(parsed.id) : undefined;
     const presentedHash = hashKeySecret(hashKey, parsed?.secret ?? 'decoy-mismatch');

@@ -33,7 +33,8 @@ export interface JwtVerifierOptions {
   policyFor(tenantId: string, override: Record<string, unknown> | null): TenantPolicy;
 }
 
-export type JwtVerifier = (token: string) => Promise<Principal>;
+/** The principal of a verified token, and when the token expires (epoch ms, from `exp`). */
+export type JwtVerifier = (token: string) => Promise<{ principal: Principal; expiresAt: number }>;
 
 /** Resolves the secret references of the configured issuers (file: PEM keys, HMAC secrets). */
 export async function resolveJwtIssuers(configs: readonly JwtIssuerConfig[], resolver: SecretResolver): Promise<ResolvedJwtIssuer[]> {
@@ -171,9 +172,11 @@ export async function createJwtVerifier(options: JwtVerifierOptions): Promise<Jw
     if (tenant.status !== 'active') refuse('auth_tenant_disabled', 'this tenant is disabled');
     const policy = options.policyFor(tenant.id, tenant.policy);
     const subject = cfg.subjectClaim !== undefined ? sanitiseSubject(payload[cfg.subjectClaim]) : undefined;
-    return {
+    const principal: Principal = {
       tenantId: tenant.id, tenantName: tenant.name, keyId: `jwt:${entry.index}`, policy, keyLimits: policy.keyLimits,
       ...(subject !== undefined ? { subject } : {}),
     };
+    // exp is a required claim, checked by jwtVerify above with the same clock skew allowed
+    return { principal, expiresAt: (payload['exp'] as number) * 1000 + Math.round(cfg.clockSkewMs / 1000) * 1000 };
   };
 }
