@@ -317,7 +317,7 @@ async function startGateway(name: string, configPath: string, log: string, url: 
 // ---------------------------------------------------------------- the request
 
 interface Target {
-  name: 'direct' | 'gateway';
+  name: 'direct' | 'gateway' | 'passthrough';
   origin: string;
   path: string;
   headers: Record<string, string>;
@@ -332,7 +332,7 @@ function requestBody(stream: boolean): string {
   });
 }
 
-function targets(s: Setup): { direct: Target; gateway: Target } {
+function targets(s: Setup): { direct: Target & { name: 'direct' }; gateway: Target & { name: 'gateway' } } {
   return {
     direct: { name: 'direct', origin: s.mockUrl, path: '/v1/chat/completions', headers: { 'content-type': 'application/json', authorization: `Bearer ${FAKE_PROVIDER_KEY}` } },
     gateway: { name: 'gateway', origin: s.gatewayUrl, path: '/v1/chat/completions', headers: { 'content-type': 'application/json', authorization: `Bearer ${s.tenantKey}` } },
@@ -359,10 +359,40 @@ async function sanityCheck(t: { direct: Target; gateway: Target }): Promise<void
   }
 }
 
+/** Starts the bare pass-through (bench/passthrough.ts) in front of the mock provider. */
+async function startPassthrough(s: Setup): Promise<{ url: string; proc: ChildProcess }> {
+  const log = join(s.dir, 'passthrough.log');
+  const fd = openSync(log, 'a', 0o600);
+  const proc = spawn(process.execPath, [join(ROOT, 'dist', 'bench', 'passthrough.js'), s.mockUrl, FAKE_PROVIDER_KEY], {
+    cwd: ROOT, env: childEnv(), stdio: ['ignore', 'pipe', fd],
+  });
+  closeSync(fd);
+  children.push({ name: 'passthrough', proc, log });
+  const url = await new Promise<string>((resolveUrl, reject) => {
+    let seen = '';
+    const timer = setTimeout(() => reject(new BenchError('the pass-through did not report its address within 15 s')), 15_000);
+    proc.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new BenchError(`the pass-through exited early (code ${code}):\n${tail(log)}`));
+    });
+    proc.stdout?.setEncoding('utf8');
+    proc.stdout?.on('data', (chunk: string) => {
+      seen += chunk;
+      const match = /passthrough listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(seen);
+      if (match) {
+        clearTimeout(timer);
+        proc.removeAllListeners('exit');
+        resolveUrl(match[1] as string);
+      }
+    });
+  });
+  return { url, proc };
+}
+
 // ---------------------------------------------------------------- throughput (autocannon)
 
 interface LoadResult {
-  target: 'direct' | 'gateway';
+  target: 'direct' | 'gateway' | 'passthrough';
   stream: boolean;
   seconds: number;
   completed: number;
@@ -388,14 +418,15 @@ function cannon(target: Target, stream: boolean, seconds: number, connections: n
 /** Gateway requests the load generator saw answered (to compare with the gateway's request log lines). */
 let gatewayAnswered = 0;
 
-async function loadRun(s: Setup, target: Target, stream: boolean, seconds: number, warmup: number, connections: number): Promise<LoadResult> {
+/** `cpuPid`: whose CPU the "gateway" column measures (the pass-through floor measures its own). */
+async function loadRun(s: Setup, target: Target, stream: boolean, seconds: number, warmup: number, connections: number, cpuPid = s.gatewayPid): Promise<LoadResult> {
   if (warmup > 0) {
     const warm = await cannon(target, stream, warmup, connections);
     if (target.name === 'gateway') gatewayAnswered += warm.requests.total;
   }
   await sleep(300); // let the warm-up's tail (aborted requests, record flushes) settle
   const latencies: number[] = [];
-  const g0 = cpuUs(s.gatewayPid, 'gateway');
+  const g0 = cpuUs(cpuPid, target.name);
   const m0 = cpuUs(s.mockPid, 'mock provider');
   const l0 = selfCpuUs();
   const t0 = nowNs();
@@ -403,7 +434,7 @@ async function loadRun(s: Setup, target: Target, stream: boolean, seconds: numbe
     if (status >= 200 && status < 300) latencies.push(ms);
   });
   const elapsed = nsToMs(nowNs() - t0) / 1000;
-  const g1 = cpuUs(s.gatewayPid, 'gateway');
+  const g1 = cpuUs(cpuPid, target.name);
   const m1 = cpuUs(s.mockPid, 'mock provider');
   const l1 = selfCpuUs();
   const completed = result.requests.total;
@@ -460,17 +491,17 @@ async function timedFirstByte(pool: Pool, target: Target, body: string): Promise
  * Sequential requests, alternating direct and gateway in blocks (and swapping which goes first
  * in every other pair of blocks) so that background noise hits both alike.
  */
-async function sequential(t: { direct: Target; gateway: Target }, count: number, measure: typeof timedWhole, body: string): Promise<SeqResult> {
+async function sequential(t: { direct: Target & { name: 'direct' }; gateway: Target & { name: 'gateway' } }, count: number, measure: typeof timedWhole, body: string): Promise<SeqResult> {
   const pools = { direct: new Pool(t.direct.origin, { connections: 1 }), gateway: new Pool(t.gateway.origin, { connections: 1 }) };
   const out: SeqResult = { direct: [], gateway: [], failures: 0 };
   const block = 100;
   const warm = Math.min(300, Math.max(20, Math.floor(count / 10)));
   try {
-    for (const target of [t.direct, t.gateway]) for (let i = 0; i < warm; i++) await measure(pools[target.name], target, body);
+    for (const target of [t.direct, t.gateway] as Array<Target & { name: 'direct' | 'gateway' }>) for (let i = 0; i < warm; i++) await measure(pools[target.name], target, body);
     gatewayAnswered += warm;
     for (let done = 0, pair = 0; done < count; done += block, pair++) {
       const n = Math.min(block, count - done);
-      const order = pair % 2 === 0 ? [t.direct, t.gateway] : [t.gateway, t.direct];
+      const order: Array<Target & { name: 'direct' | 'gateway' }> = pair % 2 === 0 ? [t.direct, t.gateway] : [t.gateway, t.direct];
       for (const target of order) {
         if (target.name === 'gateway') gatewayAnswered += n;
         for (let i = 0; i < n; i++) {
@@ -722,6 +753,15 @@ async function run(dir: string): Promise<number> {
     const gateway = await loadRun(s, t.gateway, stream, duration, warmup, connections);
     load[kind] = { direct, gateway };
   }
+  // the floor: the same relay with nothing else, in the same run
+  const passthrough = await startPassthrough(s);
+  const floorTarget: Target = { name: 'passthrough', origin: passthrough.url, path: '/v1/chat/completions', headers: { 'content-type': 'application/json' } };
+  const floor: Record<'whole' | 'stream', LoadResult> = {} as never;
+  for (const [kind, stream] of [['whole', false], ['stream', true]] as const) {
+    progress(`throughput ${kind === 'stream' ? 'streaming' : 'non-streaming'}: bare pass-through (node:http + undici, no checks)`);
+    floor[kind] = await loadRun(s, floorTarget, stream, duration, warmup, connections, passthrough.proc.pid as number);
+  }
+  await stopChild(passthrough.proc);
   progress(`latency at concurrency 1: ${seq} whole requests per target`);
   const seqWhole = await sequential(t, seq, timedWhole, requestBody(false));
   progress(`time to first byte at concurrency 1: ${seq} streamed requests per target`);
@@ -780,8 +820,13 @@ async function run(dir: string): Promise<number> {
     tp.push([`${label} gateway`, f0(gateway.rps), ratio(gateway.rps, direct.rps), f3(gateway.latencyMs.p50), f3(gateway.latencyMs.p99), String(gateway.non2xx), String(gateway.errors),
       f0(gateway.gatewayCpuUsPerReq), f0(gateway.mockCpuUsPerReq), f0(gateway.loadgenCpuUsPerReq)]);
     tp.push([`${label} added (gw - direct)`, '', '', f3(gateway.latencyMs.p50 - direct.latencyMs.p50), f3(gateway.latencyMs.p99 - direct.latencyMs.p99), '', '', '', '', '']);
+    const bare = floor[kind];
+    tp.push([`${label} bare pass-through`, f0(bare.rps), ratio(bare.rps, direct.rps), f3(bare.latencyMs.p50), f3(bare.latencyMs.p99), String(bare.non2xx), String(bare.errors),
+      f0(bare.gatewayCpuUsPerReq), f0(bare.mockCpuUsPerReq), f0(bare.loadgenCpuUsPerReq)]);
   }
   out(table(tp));
+  out(`  bare pass-through: node:http in, undici out, no checks or records (bench/passthrough.ts); the gateway's own work costs` +
+    ` ${f0(load.whole.gateway.gatewayCpuUsPerReq - floor.whole.gatewayCpuUsPerReq)} µs (whole) / ${f0(load.stream.gateway.gatewayCpuUsPerReq - floor.stream.gatewayCpuUsPerReq)} µs (streamed) of CPU per request above it`);
   out(`  (closed loop: at concurrency ${connections} latency is about ${connections} / req/s, so the added latency mostly mirrors the throughput gap)`);
   out();
   out('Concurrency 1 (sequential, alternating blocks of 100)');
@@ -845,6 +890,8 @@ async function run(dir: string): Promise<number> {
     throughput: {
       nonStreaming: { direct: strip(load.whole.direct), gateway: strip(load.whole.gateway), ratio: round3(load.whole.gateway.rps / load.whole.direct.rps) },
       streaming: { direct: strip(load.stream.direct), gateway: strip(load.stream.gateway), ratio: round3(load.stream.gateway.rps / load.stream.direct.rps) },
+      // node:http + undici with nothing else: the relay's own cost in this run
+      barePassthrough: { nonStreaming: strip(floor.whole), streaming: strip(floor.stream) },
     },
     concurrency50: {
       nonStreaming: { addedP50Ms: round3(load.whole.gateway.latencyMs.p50 - load.whole.direct.latencyMs.p50), addedP99Ms: round3(load.whole.gateway.latencyMs.p99 - load.whole.direct.latencyMs.p99) },
