@@ -761,6 +761,8 @@ async function run(dir: string): Promise<number> {
     progress(`throughput ${kind === 'stream' ? 'streaming' : 'non-streaming'}: bare pass-through (node:http + undici, no checks)`);
     floor[kind] = await loadRun(s, floorTarget, stream, duration, warmup, connections, passthrough.proc.pid as number);
   }
+  // its CPU counts as ours in the noise indicator below, not as other processes'
+  const floorCpuUs = cpuUs(passthrough.proc.pid as number, 'passthrough');
   await stopChild(passthrough.proc);
   progress(`latency at concurrency 1: ${seq} whole requests per target`);
   const seqWhole = await sequential(t, seq, timedWhole, requestBody(false));
@@ -770,7 +772,7 @@ async function run(dir: string): Promise<number> {
   const machine1 = machineCpuUs();
   const ours1 = ours();
   const machineTotal = machine1.total - machine0.total;
-  const othersShare = machineTotal > 0 ? Math.max(0, (machine1.busy - machine0.busy - (ours1 - ours0)) / machineTotal) : NaN;
+  const othersShare = machineTotal > 0 ? Math.max(0, (machine1.busy - machine0.busy - (ours1 - ours0) - floorCpuUs) / machineTotal) : NaN;
   const busyShare = machineTotal > 0 ? (machine1.busy - machine0.busy) / machineTotal : NaN;
   progress(`admission cost at concurrency 1: ${admissionSeq} whole requests per tenant, ${adm.series.length} tenant/gateway pairs`);
   const admSeq = await sequentialSeries(adm.series, admissionSeq);
