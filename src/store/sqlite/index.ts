@@ -3,103 +3,18 @@ import { dirname } from 'node:path';
 import { randomBytes, randomUUID } from 'node:crypto';
 import Database from 'better-sqlite3';
 import type {
-  AuditCheckpoint, AuditEvent, AuditRow, ContentSample, IncidentKind, IncidentRecord, KeyWithTenant, ProviderKeyRecord, ProviderKeyRotation, ProviderKeyState, Store, TenantKeyRecord, TenantRecord,
-  TenantStatus, UsageRecord, AdminTokenRecord, AdminRole, UsageSummaryRow,
+  AuditCheckpoint, AuditEvent, AuditRow, ContentSample, KeyWithTenant, Store, TenantRecord, UsageRecord, UsageSummaryRow,
 } from '../types.js';
 import { StoreConflictError } from '../types.js';
 import { AUDIT_GENESIS, chainHash } from '../audit-chain.js';
 import { SQLITE_MIGRATIONS } from './migrations.js';
+import {
+  toAdminToken, toAuditRow, toCheckpoint, toIncident, toKey, toProviderKey, toRotation, toTenant, toUsage,
+  type AdminTokenRow, type AuditDbRow, type CheckpointRow, type IncidentRow, type KeyRow, type ProviderKeyRow, type RotationRow, type SampleRow,
+  type TenantRow, type UsageDbRow,
+} from '../rows.js';
 
-interface TenantRow { id: string; name: string; status: string; policy: string | null; created_at: number }
-interface KeyRow { id: string; tenant_id: string; secret_hash: string; label: string | null; created_at: number; expires_at: number | null; revoked_at: number | null; limits: string | null }
-interface AdminTokenRow { id: string; owner: string; role: string; tenant_ids: string | null; secret_hash: string; created_at: number; expires_at: number | null; revoked_at: number | null }
 interface UsageSummaryDbRow { tenant_id: string; model: string | null; requests: number; input_tokens: number; output_tokens: number; cost_nano_usd: number }
-interface AuditDbRow { seq: number; ts: number; actor: string; action: string; target: string | null; outcome: string; request_id: string | null; details: string; prev_hash: string; hash: string }
-interface UsageDbRow {
-  ts: number; request_id: string; tenant_id: string; key_id: string; provider: string | null; model: string | null; endpoint: string;
-  status: number; outcome: string; error_code: string | null; input_tokens: number; output_tokens: number; cached_input_tokens: number;
-  stream: number; gateway_ms: number; upstream_ms: number; prompt_fingerprint: string | null; cost_nano_usd: number; client_hmac: string | null;
-}
-interface IncidentRow {
-  id: string; kind: string; target: string; target_ids: string; tenant_id: string | null; provider: string | null;
-  since: number; contained_at: number; actor: string; details: string;
-}
-interface CheckpointRow { id: number; up_to_seq: number; up_to_hash: string; removed_count: number; created_at: number; signature: string }
-interface SampleRow { request_id: string; tenant_id: string; created_at: number; expires_at: number; iv: Buffer; tag: Buffer; ciphertext: Buffer }
-
-function toUsage(r: UsageDbRow): UsageRecord {
-  return {
-    ts: r.ts, requestId: r.request_id, tenantId: r.tenant_id, keyId: r.key_id, provider: r.provider, model: r.model,
-    endpoint: r.endpoint, status: r.status, outcome: r.outcome, errorCode: r.error_code, inputTokens: r.input_tokens,
-    outputTokens: r.output_tokens, cachedInputTokens: r.cached_input_tokens, stream: r.stream === 1,
-    gatewayMs: r.gateway_ms, upstreamMs: r.upstream_ms, promptFingerprint: r.prompt_fingerprint, costNanoUsd: r.cost_nano_usd,
-    clientHmac: r.client_hmac,
-  };
-}
-
-function toIncident(r: IncidentRow): IncidentRecord {
-  return {
-    id: r.id, kind: r.kind as IncidentKind, target: r.target, targetIds: JSON.parse(r.target_ids) as string[], tenantId: r.tenant_id,
-    provider: r.provider, since: r.since, containedAt: r.contained_at, actor: r.actor, details: JSON.parse(r.details) as IncidentRecord['details'],
-  };
-}
-
-function toAuditRow(r: AuditDbRow): AuditRow {
-  return {
-    seq: r.seq, ts: r.ts, actor: r.actor, action: r.action, target: r.target, outcome: r.outcome as AuditRow['outcome'],
-    requestId: r.request_id, details: JSON.parse(r.details) as AuditRow['details'], prevHash: r.prev_hash, hash: r.hash,
-  };
-}
-
-function toCheckpoint(r: CheckpointRow): AuditCheckpoint {
-  return { id: r.id, upToSeq: r.up_to_seq, upToHash: r.up_to_hash, removedCount: r.removed_count, createdAt: r.created_at, signature: r.signature };
-}
-
-interface ProviderKeyRow {
-  id: string; provider: string; reference: string; fingerprint: string; version: string | null; state: string; owner: string | null;
-  purpose: string | null; created_at: number; rotated_at: number | null; rotate_every_days: number; previous_until: number | null; revoked_at: number | null;
-}
-interface RotationRow { provider: string; rotation_id: string; step: number; old_key_id: string | null; new_key_id: string | null; started_at: number; locked_by: string; heartbeat_at: number }
-
-function toProviderKey(r: ProviderKeyRow): ProviderKeyRecord {
-  return {
-    id: r.id, provider: r.provider, reference: r.reference, fingerprint: r.fingerprint, version: r.version, state: r.state as ProviderKeyState,
-    owner: r.owner, purpose: r.purpose, createdAt: r.created_at, rotatedAt: r.rotated_at, rotateEveryDays: r.rotate_every_days,
-    previousUntil: r.previous_until, revokedAt: r.revoked_at,
-  };
-}
-
-function toRotation(r: RotationRow): ProviderKeyRotation {
-  return {
-    provider: r.provider, rotationId: r.rotation_id, step: r.step, oldKeyId: r.old_key_id, newKeyId: r.new_key_id,
-    startedAt: r.started_at, lockedBy: r.locked_by, heartbeatAt: r.heartbeat_at,
-  };
-}
-
-function toTenant(row: TenantRow): TenantRecord {
-  return {
-    id: row.id,
-    name: row.name,
-    status: row.status as TenantStatus,
-    policy: row.policy === null ? null : (JSON.parse(row.policy) as Record<string, unknown>),
-    createdAt: row.created_at,
-  };
-}
-
-function toAdminToken(r: AdminTokenRow): AdminTokenRecord {
-  return {
-    id: r.id, owner: r.owner, role: r.role as AdminRole, tenantIds: r.tenant_ids === null ? null : (JSON.parse(r.tenant_ids) as string[]),
-    secretHash: r.secret_hash, createdAt: r.created_at, expiresAt: r.expires_at, revokedAt: r.revoked_at,
-  };
-}
-
-function toKey(row: KeyRow): TenantKeyRecord {
-  return {
-    id: row.id, tenantId: row.tenant_id, secretHash: row.secret_hash, label: row.label,
-    createdAt: row.created_at, expiresAt: row.expires_at, revokedAt: row.revoked_at,
-    limits: row.limits === null ? null : (JSON.parse(row.limits) as Record<string, unknown>),
-  };
-}
 
 /** Applies pending migrations inside one transaction each. */
 function migrate(db: Database.Database): void {
@@ -375,13 +290,7 @@ export function openSqliteStore(url: string): Store {
       },
       async listUsage({ tenantId, limit }) {
         const rows = tenantId === undefined ? q.usage.all(limit) : q.usageOfTenant.all(tenantId, limit);
-        return rows.map((r) => ({
-          ts: r.ts, requestId: r.request_id, tenantId: r.tenant_id, keyId: r.key_id, provider: r.provider, model: r.model,
-          endpoint: r.endpoint, status: r.status, outcome: r.outcome, errorCode: r.error_code, inputTokens: r.input_tokens,
-          outputTokens: r.output_tokens, cachedInputTokens: r.cached_input_tokens, stream: r.stream === 1,
-          gatewayMs: r.gateway_ms, upstreamMs: r.upstream_ms, promptFingerprint: r.prompt_fingerprint, costNanoUsd: r.cost_nano_usd,
-          clientHmac: r.client_hmac,
-        }));
+        return rows.map(toUsage);
       },
       async sumUsage({ scope, id, metric, since, until }) {
         const stmt = scope === 'tenant'
