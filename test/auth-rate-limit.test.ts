@@ -86,13 +86,15 @@ describe('failed authentication limits, per key id', () => {
   });
   after(() => h.close());
 
-  it('refuses a key id after max wrong secrets, while another key id still works', async () => {
+  it('answers wrong secrets for a limited key id with 429, lets its right secret in, and leaves other key ids alone', async () => {
     const other = await h.tenantKey('other-tenant');
     for (let i = 0; i < 3; i++) assert.equal((await models(h, wrongSecretOf(h.key))).status, 401);
-    const limited = await models(h, h.key);
-    assert.equal(limited.status, 429, 'the right secret of a limited key id is refused unverified');
+    const limited = await models(h, wrongSecretOf(h.key));
+    assert.equal(limited.status, 429, 'a wrong secret for a limited key id is answered as limited');
     assert.equal(limited.json['error'].code, 'auth_rate_limited');
     assert.ok(Number(limited.headers.get('retry-after')) >= 1);
+    // key ids are public: others' wrong guesses must not lock the key's owner out
+    assert.equal((await models(h, h.key)).status, 200, 'the right secret of a limited key id still gets in');
 
     const fine = await models(h, other.key);
     assert.equal(fine.status, 200, 'another key id is not limited');
@@ -175,6 +177,28 @@ describe('failed authentication limits, admin listener', () => {
   });
 });
 
+describe('failed authentication limits, admin token ids', () => {
+  it('wrong secrets sent for an issued token id cannot lock its owner out', async () => {
+    const h = await startHarness({ config: limits({ max: 1000, window: '1m' }, { max: 2, window: '1m' }) });
+    try {
+      const call = (token: string) => fetch(`${h.adminUrl}/admin/whoami`, { headers: { authorization: `Bearer ${token}` } });
+      const issued = await fetch(`${h.adminUrl}/admin/tokens`, {
+        method: 'POST', headers: { authorization: `Bearer ${FAKE_ADMIN_TOKEN}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ owner: 'lockout-target', role: 'admin' }),
+      }).then((r) => r.json() as Promise<{ id: string; token: string }>);
+      const forged = `kwa_${issued.id}_${'F'.repeat(43)}`; // fake, TEST ONLY
+      assert.equal((await call(forged)).status, 401);
+      assert.equal((await call(forged)).status, 401);
+      const limited = await call(forged);
+      assert.equal(limited.status, 429);
+      assert.equal(((await limited.json()) as Record<string, any>)['error'].code, 'admin_auth_rate_limited');
+      assert.equal((await call(issued.token)).status, 200, 'the owner still gets in');
+    } finally {
+      await h.close();
+    }
+  });
+});
+
 describe('createAuthFailureLimiter', () => {
   const window = (max: number, windowMs = 60_000) => ({ max, windowMs });
 
@@ -201,8 +225,11 @@ describe('createAuthFailureLimiter', () => {
     const limiter = createAuthFailureLimiter({ perAddress: window(100), perKey: window(2), code: 'admin_auth_rate_limited' });
     limiter.fail('10.0.0.1', 'abc');
     limiter.fail('10.0.0.2', 'abc');
-    assert.throws(() => limiter.check('10.0.0.3', 'abc'), { code: 'admin_auth_rate_limited' });
-    limiter.check('10.0.0.3', 'other');
+    const blocked = limiter.keyBlockedMs('abc');
+    assert.ok(blocked > 0 && blocked <= 60_000);
+    assert.equal(limiter.refusal(blocked).code, 'admin_auth_rate_limited');
+    assert.equal(limiter.keyBlockedMs('other'), 0);
+    assert.equal(limiter.keyBlockedMs(undefined), 0);
     limiter.check('10.0.0.3');
   });
 
@@ -212,7 +239,7 @@ describe('createAuthFailureLimiter', () => {
     // a flood of key ids does not push the address out
     for (const id of ['k2', 'k3', 'k4']) limiter.fail('10.0.0.9', id);
     assert.throws(() => limiter.check('10.0.0.1'), { code: 'auth_rate_limited' });
-    limiter.check('10.0.0.5', 'k1'); // k1 was forgotten: memory stays bounded
+    assert.equal(limiter.keyBlockedMs('k1'), 0); // k1 was forgotten: memory stays bounded
     limiter.fail('10.0.0.2');
     limiter.fail('10.0.0.3');
     limiter.check('10.0.0.1'); // now forgotten too

@@ -13,6 +13,7 @@ import { roleAtLeast, type AdminIdentity, type AdminTokenService } from '../serv
 import type { ActivityService } from '../services/activity-service.js';
 import type { AdminRole, AuditEvent } from '../store/types.js';
 import { parseAdminToken } from '../auth/admin-token.js';
+import type { AuthFailureLimiter } from '../auth/failure-limiter.js';
 import type { AdminProviderKeys } from './provider-keys.js';
 
 export interface AdminAppOptions {
@@ -39,11 +40,7 @@ export interface AdminAppOptions {
 }
 
 /** The part of the failed-authentication limiter the admin listener uses. */
-export interface AuthFailureGate {
-  /** Throws a 429 GatewayError when the address (or key id) has failed too often. */
-  check(address: string, keyId?: string): void;
-  fail(address: string, keyId?: string): void;
-}
+export type AuthFailureGate = Pick<AuthFailureLimiter, 'check' | 'keyBlockedMs' | 'fail' | 'refusal'>;
 
 /**
  * What a route needs: the least role, and whether a tenant-scoped token may call it at all
@@ -96,16 +93,19 @@ export function createAdminApp(options: AdminAppOptions): FastifyInstance {
     // the token id of an issued token is public: limit guessing per token id as well as per address
     const tokenId = presented === undefined ? undefined : parseAdminToken(presented)?.id;
     try {
-      authFailures?.check(address, tokenId);
+      authFailures?.check(address);
     } catch (err) {
       // a limited caller is still a refused admin authentication: count it like one
       metrics?.adminAuthFailed();
       throw err;
     }
+    const keyBlockedMs = authFailures?.keyBlockedMs(tokenId) ?? 0;
     const identity = await adminTokens.verify(presented);
     if (!identity) {
       authFailures?.fail(address, tokenId);
       metrics?.adminAuthFailed();
+      // a limited token id: wrong secrets get the 429; the right one is never locked out by others' guesses
+      if (keyBlockedMs > 0 && authFailures) throw authFailures.refusal(keyBlockedMs);
       throw new GatewayError('admin_unauthorized', 'a valid admin token is required');
     }
     request.admin = identity;

@@ -27,13 +27,20 @@ export interface AuthFailureLimiterOptions {
 
 export interface AuthFailureLimiter {
   /**
-   * Throws a 429 GatewayError (with `retryAfterSeconds`) when the address or the key id already
-   * has `max` failures in its window. Call it before verifying, so a limited client costs no
-   * HMAC or store lookup.
+   * Throws a 429 GatewayError (with `retryAfterSeconds`) when the address already has `max`
+   * failures in its window. Call it before verifying, so a limited client costs no HMAC or
+   * store lookup.
    */
-  check(address: string, keyId?: string): void;
+  check(address: string): void;
+  /**
+   * Milliseconds until the key id's window ends when it is at its limit, else 0. Read before
+   * verifying; when the credential then fails, answer `refusal(ms)` instead of the 401.
+   */
+  keyBlockedMs(keyId: string | undefined): number;
   /** Counts one failed authentication against the address and, when known, the key id. */
   fail(address: string, keyId?: string): void;
+  /** The 429 for a limited client (says nothing about the credential). */
+  refusal(waitMs: number): GatewayError;
 }
 
 /** One fixed window, anchored at its first failure. */
@@ -48,8 +55,13 @@ const DEFAULT_MAX_TRACKED = 100_000;
  * Slows credential guessing: counts failed authentications per client address and per key id,
  * and refuses further attempts (429) once either reaches its limit within its window.
  *
- * - Fails closed: while an address or key id is limited, even a correct credential is refused
- *   unverified, so the answer tells a guesser nothing about the guess.
+ * - Per address, it fails closed: while an address is limited, even a correct credential is
+ *   refused unverified, so the answer tells a guesser nothing about the guess.
+ * - Per key id, wrong secrets are answered 429 while the id is limited, but a correct one still
+ *   gets in: key ids are public (part of the key, and shown to admin viewers), so refusing the
+ *   right secret would let anyone lock a key or admin token out by sending wrong ones for its id.
+ *   A right guess of a 256-bit secret is not a risk to design for; the per-address limit still
+ *   bounds how often any one client can try.
  * - A success never resets a count: otherwise an attacker holding one valid key could
  *   interleave it with guesses at other keys and never be limited.
  * - Memory is bounded: addresses and key ids sit in two LRU maps of `maxTracked` entries each,
@@ -64,8 +76,12 @@ const DEFAULT_MAX_TRACKED = 100_000;
  *
  * @example
  * const limiter = createAuthFailureLimiter({ perAddress: { max: 20, windowMs: 60_000 }, perKey: { max: 50, windowMs: 60_000 } });
- * limiter.check(address, keyId);           // throws auth_rate_limited when limited
- * try { await authenticate(credential); } catch (err) { limiter.fail(address, keyId); throw err; }
+ * limiter.check(address);                  // throws auth_rate_limited when the address is limited
+ * const keyBlocked = limiter.keyBlockedMs(keyId);
+ * try { await authenticate(credential); } catch (err) {
+ *   limiter.fail(address, keyId);
+ *   throw keyBlocked > 0 ? limiter.refusal(keyBlocked) : err;
+ * }
  */
 export function createAuthFailureLimiter(options: AuthFailureLimiterOptions): AuthFailureLimiter {
   checkWindow(options.perAddress, 'perAddress');
@@ -87,6 +103,10 @@ export function createAuthFailureLimiter(options: AuthFailureLimiterOptions): Au
     return left;
   }
 
+  function refusal(waitMs: number): GatewayError {
+    return new GatewayError(code, 'too many failed authentication attempts; retry later', { retryAfterSeconds: Math.max(1, Math.ceil(waitMs / 1000)) });
+  }
+
   function count(map: BoundedMap<string, WindowCount>, key: string, limit: FailureWindow, at: number): void {
     const entry = map.get(key);
     if (entry === undefined || at - entry.start >= limit.windowMs) map.set(key, { start: at, count: 1 });
@@ -94,17 +114,15 @@ export function createAuthFailureLimiter(options: AuthFailureLimiterOptions): Au
   }
 
   return {
-    check(address, keyId) {
-      const at = now();
-      const waitMs = Math.max(
-        blockedFor(addresses, addressGroup(address), options.perAddress, at),
-        keyId === undefined ? 0 : blockedFor(keys, keyId, options.perKey, at),
-      );
-      if (waitMs > 0) {
-        // says nothing about the credential: it was not even looked at
-        throw new GatewayError(code, 'too many failed authentication attempts; retry later', { retryAfterSeconds: Math.max(1, Math.ceil(waitMs / 1000)) });
-      }
+    check(address) {
+      const waitMs = blockedFor(addresses, addressGroup(address), options.perAddress, now());
+      // says nothing about the credential: it was not even looked at
+      if (waitMs > 0) throw refusal(waitMs);
     },
+    keyBlockedMs(keyId) {
+      return keyId === undefined ? 0 : blockedFor(keys, keyId, options.perKey, now());
+    },
+    refusal,
     fail(address, keyId) {
       const at = now();
       count(addresses, addressGroup(address), options.perAddress, at);

@@ -142,12 +142,17 @@ export function createPublicApp(options: PublicAppOptions): FastifyInstance {
     // limited before verifying: a guesser gets no HMAC or store work and learns nothing of its guess
     const address = request.raw.socket.remoteAddress ?? '';
     const keyId = tenantKeyIdOf(credential);
-    limiter.check(address, keyId);
+    limiter.check(address);
+    const keyBlockedMs = limiter.keyBlockedMs(keyId);
     try {
       request.kw.principal = await authenticateRequest(request, credential);
     } catch (err) {
       // every refused credential counts, none sent included (cheap probing); a store outage does not
-      if (err instanceof GatewayError && err.status === 401) limiter.fail(address, keyId);
+      if (err instanceof GatewayError && err.status === 401) {
+        limiter.fail(address, keyId);
+        // a limited key id: wrong secrets get the 429, the right one still got in above
+        if (keyBlockedMs > 0) throw limiter.refusal(keyBlockedMs);
+      }
       throw err;
     }
   }
