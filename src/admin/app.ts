@@ -81,6 +81,16 @@ export function createAdminApp(options: AdminAppOptions): FastifyInstance {
     bodyLimit: 65_536,
     forceCloseConnections: 'idle',
     routerOptions: { caseSensitive: true, ignoreTrailingSlash: false, ignoreDuplicateSlashes: false, maxParamLength: 128 },
+    // a URL the router cannot read (bad %-encoding, an overlong id) is answered before any hook
+    // runs: answer it in the API's shape and audit it like any other unauthenticated call
+    frameworkErrors: (_err, request, reply) => {
+      const error = new GatewayError('admin_invalid_request', 'the request URL could not be read');
+      options.audit({
+        ts: Date.now(), actor: 'admin:unauthenticated', action: 'admin.call', target: null, outcome: 'failure', requestId: request.id,
+        details: { method: request.method, status: error.status, code: error.code, token_id: null, role: null },
+      });
+      void (reply as FastifyReply).code(error.status).header('x-request-id', request.id).send(errorBody(error, 'openai', request.id));
+    },
   });
   app.decorateRequest('admin', null);
   const errorCodes = new WeakMap<FastifyRequest, string>();
@@ -109,6 +119,10 @@ export function createAdminApp(options: AdminAppOptions): FastifyInstance {
       throw new GatewayError('admin_unauthorized', 'a valid admin token is required');
     }
     request.admin = identity;
+    // a repeated query parameter arrives as a list; every route reads single values
+    for (const [name, value] of Object.entries(request.query as Record<string, unknown>)) {
+      if (typeof value !== 'string') throw new GatewayError('admin_invalid_request', `give "${name.slice(0, 32)}" once`, { param: name.slice(0, 32) });
+    }
     const access = (request.routeOptions.config as { access?: Access } | undefined)?.access;
     // unknown routes have no access rule and fall through to the 404 handler
     if (request.routeOptions.url === undefined) return;

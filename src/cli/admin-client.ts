@@ -77,10 +77,11 @@ export function adminConnectionFrom(flags: AdminFlags, env: NodeJS.ProcessEnv = 
   return { baseUrl, token, timeoutMs: ADMIN_REQUEST_TIMEOUT_MS };
 }
 
-/** True for `localhost`, 127.0.0.0/8 and ::1: the only hosts a token may be sent to over plain http. */
+/** True for `localhost`, 127.0.0.0/8 and ::1 (literal addresses): the only hosts a token may be sent to over plain http. */
 export function isLoopbackHost(hostname: string): boolean {
   const host = hostname.startsWith('[') && hostname.endsWith(']') ? hostname.slice(1, -1) : hostname;
-  if (host === 'localhost' || host.endsWith('.localhost')) return true;
+  // exactly `localhost`: a `*.localhost` name may go to DNS here, and then off the machine
+  if (host === 'localhost') return true;
   if (isIP(host) === 4) return host.startsWith('127.');
   if (isIP(host) === 6) return host === '::1' || /^::ffff:127\./i.test(host);
   return false;

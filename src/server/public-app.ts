@@ -79,6 +79,12 @@ export function createPublicApp(options: PublicAppOptions): FastifyInstance {
     requestIdHeader: false,
     exposeHeadRoutes: false,
     routerOptions: { caseSensitive: true, ignoreTrailingSlash: false, ignoreDuplicateSlashes: false, maxParamLength: 128 },
+    // a URL the router cannot decode is answered before any hook: in the endpoint's shape, never echoing the path
+    frameworkErrors: (_err, request, reply) => {
+      const error = new GatewayError('request_invalid', 'the request URL could not be read');
+      void (reply as FastifyReply).code(error.status).header('x-request-id', request.id).header('content-type', 'application/json')
+        .send(JSON.stringify(errorBody(error, dialectForPath(request.url) as ErrorDialect, request.id)));
+    },
     return503OnClosing: true,
     forceCloseConnections: 'idle',
     bodyLimit: 64 * 1_048_576,
