@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
+import { connect as tlsConnect } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -198,6 +199,37 @@ describe('mutual TLS, certificates mapped by SAN URI (require)', () => {
     assert.equal(res.status, 200, res.text);
     await h.gateway.tenants.setTenantStatus('frozen', 'disabled', 'test');
     await refused(frozen, 'auth_tenant_disabled');
+  });
+
+  it('refuses TLS renegotiation, so a verified connection cannot swap in another certificate', async () => {
+    // TLS 1.2 (1.3 has no renegotiation); a raw TLS socket speaking HTTP/1.1 by hand
+    const socket = tlsConnect({ host: '127.0.0.1', port: Number(new URL(h.url).port), ca: pki.ca.cert, cert: billing.cert, key: billing.key, maxVersion: 'TLSv1.2', servername: 'localhost' });
+    await new Promise<void>((resolve, reject) => { socket.once('secureConnect', () => resolve()); socket.once('error', reject); });
+    const firstAnswer = new Promise<string>((resolve) => {
+      let text = '';
+      const onData = (chunk: Buffer) => {
+        text += chunk.toString('utf8');
+        if (/\r\n\r\n[\s\S]*"object"/.test(text)) {
+          socket.off('data', onData);
+          resolve(text);
+        }
+      };
+      socket.on('data', onData);
+    });
+    const body = JSON.stringify(CHAT);
+    socket.write(`POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+    assert.match(await firstAnswer, /^HTTP\/1\.1 200/, 'the verified certificate is served');
+    // the server must refuse to renegotiate: the callback errs or the connection goes away, never a new handshake
+    const outcome = await new Promise<string>((resolve) => {
+      socket.once('close', () => resolve('closed'));
+      socket.once('error', () => resolve('error'));
+      const started = socket.renegotiate({ rejectUnauthorized: false }, (err) => resolve(err ? 'refused' : 'renegotiated'));
+      if (!started) resolve('refused');
+      setTimeout(() => resolve('timeout'), 3_000).unref();
+    });
+    socket.destroy();
+    assert.notEqual(outcome, 'renegotiated');
+    assert.notEqual(outcome, 'timeout');
   });
 
   it('the official OpenAI SDK works over mutual TLS through an undici Agent', async () => {

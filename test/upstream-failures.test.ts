@@ -4,6 +4,10 @@ import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
 import { FAKE_PROVIDER_KEY, startHarness, type Harness } from './helpers/harness.js';
 import { newRequestId, parseSse, usageRow, type ClientSseEvent } from './helpers/upstream-ledger.js';
+import { createServer } from 'node:http';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 /**
  * Every fault the mock provider can inject, through the gateway, on the OpenAI and the
@@ -429,5 +433,59 @@ describe('a provider answer larger than server.max_upstream_response_bytes', () 
     assert.equal(small.status, 200);
     // the gateway keeps serving: the connection to the provider was dropped, not poisoned
     assert.equal((await fetch(`${h.url}/healthz`)).status, 200);
+  });
+});
+
+describe('a provider that answers a stream request with an endless non-stream body', () => {
+  it('answers 502 and stops reading the provider at once (found in review: the body was drained forever)', async () => {
+    let upstreamClosed = false;
+    let sent = 0;
+    // a provider that ignores `stream: true` and sends JSON chunks without end
+    const provider = createServer((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'application/json' });
+      const chunk = Buffer.alloc(16_384, 0x20);
+      const timer = setInterval(() => {
+        if (res.writableLength < 1_048_576) {
+          res.write(chunk);
+          sent += chunk.length;
+        }
+      }, 1);
+      res.once('close', () => {
+        upstreamClosed = true;
+        clearInterval(timer);
+      });
+    });
+    await new Promise<void>((resolve) => provider.listen(0, '127.0.0.1', resolve));
+    const port = (provider.address() as { port: number }).port;
+    const keyDir = mkdtempSync(join(tmpdir(), 'keywarden-endless-'));
+    const keyFile = join(keyDir, 'openai-key');
+    writeFileSync(keyFile, FAKE_PROVIDER_KEY, { mode: 0o600 });
+    const h = await startHarness({
+      config: {
+        providers: {
+          openai: { type: 'openai', base_url: `http://127.0.0.1:${port}/v1`, api_key: `file:${keyFile}`, timeout: '5s' },
+        },
+        models: { 'gpt-4o-mini': { provider: 'openai' } },
+        tenants: { defaults: { policy: { models: ['gpt-4o-mini'], params: ['stream'], tools: false, files: false } } },
+      },
+    });
+    try {
+      const res = await fetch(`${h.url}/v1/chat/completions`, {
+        method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${h.key}` },
+        body: JSON.stringify({ model: 'gpt-4o-mini', stream: true, messages: [{ role: 'user', content: 'hi' }] }),
+      });
+      const body = await res.json() as { error: { code: string } };
+      assert.equal(res.status, 502);
+      assert.equal(body.error.code, 'upstream_invalid_response');
+      const deadline = Date.now() + 2_000;
+      while (!upstreamClosed && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      assert.ok(upstreamClosed, `the gateway kept reading the provider (${sent} bytes sent)`);
+    } finally {
+      await h.close();
+      provider.closeAllConnections();
+      await new Promise((resolve) => provider.close(resolve));
+      rmSync(keyDir, { recursive: true, force: true });
+    }
   });
 });

@@ -32,13 +32,32 @@ export function presentedCertificate(socket: unknown): PresentedCertificate | un
   if (!peer || !Buffer.isBuffer(peer.raw) || peer.raw.length === 0) return undefined;
   const cn = peer.subject?.CN as string | string[] | undefined;
   const authError = socket.authorizationError as unknown;
+  const fingerprint = createHash('sha256').update(peer.raw).digest('hex');
+  // defence in depth behind disabled renegotiation: Node keeps `authorized` from the first
+  // handshake, so a certificate that is not the one verified then is never trusted
+  const pinned = handshakeCertificates.get(socket);
+  const changed = pinned !== undefined && pinned !== fingerprint;
   return {
-    authorized: socket.authorized === true,
-    verifyError: authError === null || authError === undefined ? null : String((authError as { code?: string }).code ?? authError),
+    authorized: socket.authorized === true && !changed,
+    verifyError: changed ? 'CERTIFICATE_CHANGED' : authError === null || authError === undefined ? null : String((authError as { code?: string }).code ?? authError),
     commonNames: cn === undefined ? [] : Array.isArray(cn) ? cn : [cn],
     sanUris: parseSubjectAltNames(peer.subjectaltname ?? '').filter((n) => n.type === 'URI').map((n) => n.value),
-    fingerprint: createHash('sha256').update(peer.raw).digest('hex'),
+    fingerprint,
   };
+}
+
+/** The fingerprint of the certificate each TLS connection presented in its handshake. */
+const handshakeCertificates = new WeakMap<TLSSocket, string>();
+
+/**
+ * Called once a TLS connection is established: refuses renegotiation on it (a TLS 1.2
+ * renegotiation could swap in another certificate after the first one was verified; Node does
+ * not reset `authorized` when the new one fails) and remembers the handshake's certificate.
+ */
+export function secureClientConnection(socket: TLSSocket): void {
+  socket.disableRenegotiation();
+  const peer = socket.getPeerCertificate(false) as Partial<ReturnType<TLSSocket['getPeerCertificate']>> | null;
+  if (peer && Buffer.isBuffer(peer.raw) && peer.raw.length > 0) handshakeCertificates.set(socket, createHash('sha256').update(peer.raw).digest('hex'));
 }
 
 /**

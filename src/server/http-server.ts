@@ -1,4 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { TLSSocket } from 'node:tls';
+import { secureClientConnection } from '../auth/client-cert.js';
 import { createServer as createHttpsServer } from 'node:https';
 import { createSecureContext } from 'node:tls';
 import type { Socket } from 'node:net';
@@ -77,6 +79,8 @@ export function createHttpServer(limits: HttpServerLimits, handler: (req: Incomi
       ...(tls.clientCa !== undefined ? { ca: tls.clientCa, requestCert: true, rejectUnauthorized: false } : {}),
     }, handler) as unknown as Server
     : createServer(httpOptions, handler);
+  // no renegotiation on any TLS connection; the handshake's client certificate is the only one trusted
+  if (tls) server.on('secureConnection', (socket: TLSSocket) => secureClientConnection(socket));
   const counter = { count: 0 };
   inFlight.set(server, counter);
   server.on('request', (_req: IncomingMessage, res: ServerResponse) => {

@@ -217,7 +217,8 @@ export function createProxy(deps: ProxyDeps) {
       const { response, sentAt } = await forward(ctx, target, request, forwarded, abort.signal);
       const contentType = response.headers['content-type'];
       if (typeof contentType !== 'string' || !contentType.startsWith('text/event-stream')) {
-        response.body.resume();
+        // never drain an answer we refuse: a provider could keep sending forever
+        response.body.destroy();
         throw new GatewayError('upstream_invalid_response', 'the provider did not answer with a stream');
       }
       onHeaders();

@@ -53,7 +53,8 @@ export function startChangeFeed(config: ClientConfig): ChangeFeed {
 
   async function connect(): Promise<void> {
     if (closed) return;
-    const c = new pg.Client(config);
+    // TCP keepalive: a silently dropped connection must end (and fail safe) instead of looking alive
+    const c = new pg.Client({ ...config, keepAlive: true, keepAliveInitialDelayMillis: 10_000 });
     client = c;
     c.on('error', () => lost(c));
     c.on('end', () => lost(c));
