@@ -1,6 +1,6 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startHarness, postJson, FAKE_ADMIN_TOKEN, FAKE_PROMPT_HMAC_KEY, FAKE_PROVIDER_KEY, type Harness } from './helpers/harness.js';
@@ -140,6 +140,21 @@ describe('provider keys through the admin API', () => {
       assert.equal(r.json['error'].param, param, r.text);
       assertNoKeyValues(r.text, allKeys());
     }
+    // the same secret by another path (a symlink, a /proc detour): caught by its value (review finding)
+    symlinkSync(encPath, join(dir, 'alias.enc.json'));
+    for (const from of [`enc-file:${join(dir, 'alias.enc.json')}#prompt`, `enc-file:/proc/self/root${encPath}#prompt`]) {
+      const r = await admin('POST', '/admin/provider-keys/rotate', { provider: 'openai', from });
+      assert.equal(r.status, 400, `${from}: ${r.text}`);
+      assert.match(r.json['error'].message, /the gateway uses for audit/);
+    }
+    // files the configuration does not use are never opened: one answer whatever is there (no filesystem oracle)
+    const answers = new Set<string>();
+    for (const from of ['enc-file:/etc/passwd#x', 'enc-file:/nonexistent/file#x', 'enc-file:/root#x', `enc-file:${join(h.dir, 'admin-token')}#x`]) {
+      const r = await admin('POST', '/admin/provider-keys/rotate', { provider: 'openai', from });
+      assert.equal(r.status, 400, `${from}: ${r.text}`);
+      answers.add(r.json['error'].message as string);
+    }
+    assert.equal(answers.size, 1, [...answers].join(' | '));
     const refused = await admin('POST', '/admin/provider-keys/rotate', { provider: 'openai', from: `enc-file:${encPath}#prompt` });
     assert.match(refused.json['error'].message, /audit\.promptHmacKey|audit/);
     // nothing was read or registered: the register still has one openai key, and no rotation is held

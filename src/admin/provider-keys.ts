@@ -1,3 +1,4 @@
+import { realpathSync } from 'node:fs';
 import { resolve as resolvePath } from 'node:path';
 import type { GatewayConfig } from '../config/types.js';
 import type { Store } from '../store/types.js';
@@ -47,6 +48,19 @@ function normaliseReference(reference: string): string {
   return hash === -1 ? `${scheme}:${resolvePath(locator)}` : `${scheme}:${resolvePath(locator.slice(0, hash))}${locator.slice(hash)}`;
 }
 
+/** The real path (symlinks and `/proc/self/root` detours resolved) of an `enc-file:` reference's file, if it exists. */
+function encFilePath(reference: string): string | undefined {
+  if (!isSecretReference(reference)) return undefined;
+  const { scheme, locator } = splitReference(reference);
+  if (scheme !== 'enc-file') return undefined;
+  const hash = locator.lastIndexOf('#');
+  try {
+    return realpathSync(hash === -1 ? locator : locator.slice(0, hash));
+  } catch {
+    return undefined;
+  }
+}
+
 /** Every secret reference the configuration names, with the path it sits at (`admin.token`). */
 function configReferences(value: unknown, path: string, out: Map<string, string>): Map<string, string> {
   if (typeof value === 'string') {
@@ -72,11 +86,28 @@ export function createAdminProviderKeys(options: AdminProviderKeysOptions): Admi
   const reserved = configReferences(config, '', new Map());
   for (const provider of Object.values(config.providers)) reserved.delete(normaliseReference(provider.apiKey));
 
+  // encrypted secrets files the configuration already uses: the only ones a rotation through the
+  // API may read (so `from` cannot probe the filesystem, or open a FIFO and hold the rotation lock)
+  const encFiles = new Set<string>();
+  for (const reference of configReferences(config, '', new Map()).keys()) {
+    const real = encFilePath(reference);
+    if (real !== undefined) encFiles.add(real);
+  }
+  for (const provider of Object.values(config.providers)) {
+    const real = encFilePath(provider.apiKey);
+    if (real !== undefined) encFiles.add(real);
+  }
+
   const operations = (actor: string, print: (line: string) => void) =>
     createProviderKeyOperations(createProviderKeyService({ config, store, resolver, actor, print }), config);
 
-  /** Throws a 400 unless `from` is a well-formed reference of a backend the API allows. */
-  function checkFrom(from: string): void {
+  /**
+   * Throws a 400 unless `from` is a well-formed reference of a backend the API allows, names no
+   * secret the gateway holds for another purpose (compared by reference and then by value, so an
+   * alias, a symlink or another spelling of the same secret is caught), and can be read. Every
+   * read failure gets the same answer: the API is not a way to learn what exists where.
+   */
+  async function checkFrom(from: string): Promise<void> {
     const bad = (message: string) => new GatewayError('admin_invalid_request', message, { param: 'from' });
     if (!isSecretReference(from)) throw bad('"from" must be a secret reference such as vault:MOUNT/PATH#field');
     const { scheme } = splitReference(from);
@@ -85,6 +116,21 @@ export function createAdminProviderKeys(options: AdminProviderKeysOptions): Admi
     }
     const usedFor = reserved.get(normaliseReference(from));
     if (usedFor !== undefined) throw bad(`"from" names the secret the gateway uses for ${usedFor}, not a provider key`);
+    const unreadable = bad('"from" cannot be used: the gateway could not read a key there');
+    if (scheme === 'enc-file') {
+      const real = encFilePath(from);
+      if (real === undefined || !encFiles.has(real)) throw bad('"from" may name only an encrypted secrets file the configuration already uses (or rotate with the CLI on the gateway host)');
+    }
+    let value: string;
+    try {
+      value = (await resolver.resolve(from)).value;
+    } catch {
+      throw unreadable;
+    }
+    for (const [reference, path] of reserved) {
+      const held = await resolver.resolve(reference).then((r) => r.value, () => undefined);
+      if (held !== undefined && held === value) throw bad(`"from" holds the secret the gateway uses for ${path}, not a provider key`);
+    }
   }
 
   /** Hides full references the caller did not give (the current key's path or vault location). */
@@ -101,7 +147,7 @@ export function createAdminProviderKeys(options: AdminProviderKeysOptions): Admi
       if (!Object.hasOwn(config.providers, provider)) {
         throw new GatewayError('admin_invalid_request', `unknown provider "${provider.slice(0, 64)}" (configured: ${Object.keys(config.providers).join(', ')})`, { param: 'provider' });
       }
-      if (from !== undefined) checkFrom(from);
+      if (from !== undefined) await checkFrom(from);
       const hidden = await hiddenReferences(from);
       const lines: string[] = [];
       const print = (line: string) => {
