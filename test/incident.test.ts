@@ -119,6 +119,42 @@ describe('incident contain of a provider key', () => {
   });
 });
 
+describe('a provider-key incident counts only the requests that key served', () => {
+  let h: Harness;
+  before(async () => { h = await startHarness(); });
+  after(async () => { await h.close(); });
+
+  it('the ledger names the provider key of each forwarded request, and investigate counts only the contained key', async () => {
+    const row = (await h.gateway.store.providerKeys.list()).find((r) => r.provider === 'openai' && r.state === 'current');
+    assert.ok(row);
+    const served: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const res = await postJson(`${h.url}/v1/chat/completions`, h.key, chat('gpt-4o-mini'));
+      assert.equal(res.status, 200);
+      served.push(res.headers.get('x-request-id') as string);
+    }
+    // refused before reaching the provider: no provider key, and not part of the blast radius
+    const refused = await postJson(`${h.url}/v1/chat/completions`, h.key, { ...chat('gpt-4o-mini'), logprobs: true });
+    assert.equal(refused.status, 400);
+    await h.gateway.writer.flush();
+    const ledger = await h.gateway.store.records.listUsage({ limit: 100 });
+    for (const id of served) assert.equal(ledger.find((u) => u.requestId === id)?.providerKeyId, row.id, 'a served request names its provider key');
+    assert.equal(ledger.find((u) => u.requestId === refused.headers.get('x-request-id'))?.providerKeyId ?? null, null);
+    const audit = (await h.gateway.store.records.listAudit({ limit: 1000 })).filter((r) => r.action === 'request' && r.requestId === served[0]);
+    assert.equal(audit[0]?.details['provider_key'], row.id);
+
+    // a request of the same provider served by another key (as after a rotation) is not in this key's blast radius
+    const first = ledger.find((u) => u.requestId === served[0]);
+    assert.ok(first);
+    await h.gateway.store.records.append([{ ...first, requestId: 'req-other-key-TEST', providerKeyId: 'pk_other_key_TEST' }], []);
+
+    const res = await admin(h, 'POST', '/admin/incidents/contain', { provider_key: row.fingerprint });
+    assert.equal(res.status, 201);
+    const b = (await admin(h, 'GET', `/admin/incidents/${res.json.id}/investigate`)).json as BlastRadius;
+    assert.equal(b.requests.total, served.length, JSON.stringify(b.requests));
+  });
+});
+
 describe('incident investigate and report', () => {
   let h: Harness;
   let incidentId: string;

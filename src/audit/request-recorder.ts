@@ -84,7 +84,7 @@ export function createRequestRecorder(deps: RequestRecorderDeps) {
         endpoint: ctx.endpoint, status: ctx.status, outcome: ctx.outcome, errorCode: ctx.errorCode,
         inputTokens: ctx.usage.inputTokens, outputTokens: ctx.usage.outputTokens, cachedInputTokens: ctx.usage.cachedInputTokens ?? 0,
         stream: ctx.stream, gatewayMs: round(gatewayMs), upstreamMs: round(ctx.upstreamMs), promptFingerprint: ctx.promptFingerprint,
-        costNanoUsd: ctx.costNanoUsd, clientHmac,
+        costNanoUsd: ctx.costNanoUsd, clientHmac, providerKeyId: ctx.providerKeyId,
       },
       {
         ts, actor: `tenant-key:${actorKey}`, action: 'request', target: ctx.model, requestId: ctx.requestId,
@@ -92,7 +92,7 @@ export function createRequestRecorder(deps: RequestRecorderDeps) {
         details: {
           tenant: principal.tenantId, endpoint: ctx.endpoint, provider: ctx.provider, status: ctx.status, code: ctx.errorCode,
           input_tokens: ctx.usage.inputTokens, output_tokens: ctx.usage.outputTokens, cost_nano_usd: ctx.costNanoUsd, prompt_hmac: ctx.promptFingerprint,
-          client: clientHmac, ...(principal.subject !== undefined ? { subject: principal.subject } : {}), ...(sampled ? { sampled: true } : {}),
+          client: clientHmac, ...(ctx.providerKeyId !== null ? { provider_key: ctx.providerKeyId } : {}), ...(principal.subject !== undefined ? { subject: principal.subject } : {}), ...(sampled ? { sampled: true } : {}),
           // how a certificate caller was mapped to its tenant (never the certificate itself)
           ...(principal.authMethod !== undefined ? { auth: principal.authMethod, auth_rule: principal.authRule ?? null } : {}),
         },

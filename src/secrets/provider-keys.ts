@@ -80,6 +80,8 @@ export interface ProviderKeyPool {
   poll(): Promise<void>;
   /** The key to use for a new request, or undefined when none is usable (the request gets 503). */
   current(providerId: string): string | undefined;
+  /** The register id of the provider's current key (what the ledger records as `provider_key_id`). */
+  currentId?(providerId: string): string | undefined;
   /** True when the provider has no current key because an incident contained it (the request gets 503 `provider_key_contained`). */
   contained?(providerId: string): boolean;
   status(): ProviderKeyStatus[];
@@ -231,6 +233,9 @@ export function createProviderKeyPool(providersOrOptions: ProviderKeyPoolOptions
         }
       }
       return verified.get(row.fingerprint);
+    },
+    currentId(providerId) {
+      return currentRows.get(providerId)?.id;
     },
     contained(providerId) {
       return !currentRows.has(providerId) && containedSet.has(providerId);

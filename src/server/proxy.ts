@@ -30,6 +30,8 @@ export interface RequestContext {
   outcome: 'success' | 'refused' | 'upstream_error' | 'client_aborted' | 'stream_broken';
   errorCode: string | null;
   promptFingerprint: string | null;
+  /** The register id of the provider key the request was sent with; null until one is. */
+  providerKeyId: string | null;
   /** What the fingerprint is computed from, until it is (while the provider works, or when recorded). */
   fingerprintInput: { endpoint: Endpoint; body: Record<string, unknown> } | null;
   /** Settled cost in nano-USD (set by the settle stage). */
@@ -56,7 +58,7 @@ export interface RequestContext {
 export function newRequestContext(requestId: string, dialect: ErrorDialect, startedAt: number, clientAddress = ''): RequestContext {
   return {
     requestId, startedAt, clientAddress, endpoint: null, dialect, principal: undefined, model: null, provider: null, stream: false,
-    usage: { inputTokens: 0, outputTokens: 0 }, upstreamMs: 0, status: 0, outcome: 'success', errorCode: null, promptFingerprint: null, fingerprintInput: null,
+    usage: { inputTokens: 0, outputTokens: 0 }, upstreamMs: 0, status: 0, outcome: 'success', errorCode: null, promptFingerprint: null, fingerprintInput: null, providerKeyId: null,
     costNanoUsd: 0, upstreamAccepted: false, upstreamModel: null, admission: undefined, sample: undefined,
   };
 }
@@ -143,6 +145,7 @@ export function createProxy(deps: ProxyDeps) {
       if (keys.contained?.(target.id)) throw new GatewayError('provider_key_contained', 'this provider\'s key was contained after an incident and no other key is current');
       throw new GatewayError('provider_key_unavailable', 'no provider key is loaded for this model');
     }
+    ctx.providerKeyId = keys.currentId?.(target.id) ?? null;
     const upstream = target.adapter.buildRequest(request, apiKey, forwarded);
     const sentAt = performance.now();
     let response;

@@ -150,7 +150,12 @@ export function createIncidentService(options: { store: Store; now?: () => numbe
       for (const provider of (incident.provider ?? '').split(',').filter(Boolean)) {
         rows.push(...await store.incidents.usageWindow({ provider, since, until, limit: MAX_ROWS + 1 }));
       }
+      // a row that names its provider key counts only when it is one of the contained keys; a row
+      // without one counts unless it was refused before reaching the provider (rows written before
+      // the ledger recorded provider keys have none, and the contained key may have served them)
+      const contained = new Set(incident.targetIds);
       rows = rows.filter((r) => r.errorCode !== 'provider_key_contained' && r.errorCode !== 'provider_key_unavailable')
+        .filter((r) => (r.providerKeyId ? contained.has(r.providerKeyId) : r.outcome !== 'refused'))
         .sort((a, b) => a.ts - b.ts);
     }
     const truncated = rows.length > MAX_ROWS;

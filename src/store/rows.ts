@@ -15,7 +15,7 @@ export interface AuditDbRow { seq: number; ts: number; actor: string; action: st
 export interface UsageDbRow {
   ts: number; request_id: string; tenant_id: string; key_id: string; provider: string | null; model: string | null; endpoint: string;
   status: number; outcome: string; error_code: string | null; input_tokens: number; output_tokens: number; cached_input_tokens: number;
-  stream: boolean | number; gateway_ms: number; upstream_ms: number; prompt_fingerprint: string | null; cost_nano_usd: number; client_hmac: string | null;
+  stream: boolean | number; gateway_ms: number; upstream_ms: number; prompt_fingerprint: string | null; cost_nano_usd: number; client_hmac: string | null; provider_key_id: string | null;
 }
 export interface IncidentRow {
   id: string; kind: string; target: string; target_ids: string; tenant_id: string | null; provider: string | null;
@@ -56,7 +56,7 @@ export function toUsage(r: UsageDbRow): UsageRecord {
     endpoint: r.endpoint, status: r.status, outcome: r.outcome, errorCode: r.error_code, inputTokens: r.input_tokens,
     outputTokens: r.output_tokens, cachedInputTokens: r.cached_input_tokens, stream: r.stream === true || r.stream === 1,
     gatewayMs: r.gateway_ms, upstreamMs: r.upstream_ms, promptFingerprint: r.prompt_fingerprint, costNanoUsd: r.cost_nano_usd,
-    clientHmac: r.client_hmac,
+    clientHmac: r.client_hmac, providerKeyId: r.provider_key_id,
   };
 }
 

@@ -56,6 +56,8 @@ export interface UsageRecord {
   costNanoUsd: number;
   /** `hmac-sha256:<hex>` of the client's address under the store's audit salt (never the address); null when unknown. */
   clientHmac?: string | null;
+  /** The register id of the provider key that served the request; null when no provider key was used (or before it was recorded). */
+  providerKeyId?: string | null;
 }
 
 /** Settled usage of one tenant or key over a time range, read back to seed quota counters. */

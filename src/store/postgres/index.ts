@@ -39,7 +39,7 @@ async function migrate(pool: pg.Pool, schema: string | undefined): Promise<void>
 }
 
 const USAGE_COLUMNS = `ts, request_id, tenant_id, key_id, provider, model, endpoint, status, outcome, error_code,
-  input_tokens, output_tokens, cached_input_tokens, stream, gateway_ms, upstream_ms, prompt_fingerprint, cost_nano_usd, client_hmac`;
+  input_tokens, output_tokens, cached_input_tokens, stream, gateway_ms, upstream_ms, prompt_fingerprint, cost_nano_usd, client_hmac, provider_key_id`;
 const PROVIDER_KEY_INSERT = `INSERT INTO provider_keys (id, provider, reference, fingerprint, version, state, owner, purpose, created_at, rotated_at,
   rotate_every_days, previous_until, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, NULL)`;
 const ROTATION_SET_STEP = 'UPDATE provider_key_rotations SET step = GREATEST(step, $1), old_key_id = COALESCE($2, old_key_id) WHERE provider = $3 AND rotation_id = $4';
@@ -96,16 +96,16 @@ async function insertUsage(c: PoolClient, usage: readonly UsageRecord[]): Promis
   await c.query(
     `INSERT INTO usage_ledger (${USAGE_COLUMNS})
      SELECT ts, request_id, tenant_id, key_id, provider, model, endpoint, status, outcome, error_code, input_tokens, output_tokens,
-       cached_input_tokens, stream, gateway_ms, upstream_ms, prompt_fingerprint, cost_nano_usd, client_hmac
+       cached_input_tokens, stream, gateway_ms, upstream_ms, prompt_fingerprint, cost_nano_usd, client_hmac, provider_key_id
      FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[], $10::text[],
-       $11::bigint[], $12::bigint[], $13::bigint[], $14::boolean[], $15::float8[], $16::float8[], $17::text[], $18::bigint[], $19::text[])
+       $11::bigint[], $12::bigint[], $13::bigint[], $14::boolean[], $15::float8[], $16::float8[], $17::text[], $18::bigint[], $19::text[], $20::text[])
        WITH ORDINALITY AS u(ts, request_id, tenant_id, key_id, provider, model, endpoint, status, outcome, error_code, input_tokens, output_tokens,
-         cached_input_tokens, stream, gateway_ms, upstream_ms, prompt_fingerprint, cost_nano_usd, client_hmac, n)
+         cached_input_tokens, stream, gateway_ms, upstream_ms, prompt_fingerprint, cost_nano_usd, client_hmac, provider_key_id, n)
      ORDER BY n`,
     [col((u) => u.ts), col((u) => u.requestId), col((u) => u.tenantId), col((u) => u.keyId), col((u) => u.provider), col((u) => u.model),
       col((u) => u.endpoint), col((u) => u.status), col((u) => u.outcome), col((u) => u.errorCode), col((u) => u.inputTokens), col((u) => u.outputTokens),
       col((u) => u.cachedInputTokens), col((u) => u.stream), col((u) => u.gatewayMs), col((u) => u.upstreamMs), col((u) => u.promptFingerprint),
-      col((u) => u.costNanoUsd), col((u) => u.clientHmac ?? null)]);
+      col((u) => u.costNanoUsd), col((u) => u.clientHmac ?? null), col((u) => u.providerKeyId ?? null)]);
 }
 
 /** How an audited write affects the credential caches of every replica. */

@@ -181,4 +181,8 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
     revoked_at BIGINT
   );
   `,
+  // 2: which provider key (register id) served each request, so a provider-key incident counts only its own requests
+  `
+  ALTER TABLE usage_ledger ADD COLUMN provider_key_id TEXT;
+  `,
 ];

@@ -73,8 +73,8 @@ export function openSqliteStore(url: string): Store {
     revokeByLabel: db.prepare('UPDATE tenant_keys SET revoked_at = ? WHERE tenant_id = ? AND label = ? AND revoked_at IS NULL'),
     insertUsage: db.prepare(
       `INSERT INTO usage_ledger (ts, request_id, tenant_id, key_id, provider, model, endpoint, status, outcome, error_code,
-        input_tokens, output_tokens, cached_input_tokens, stream, gateway_ms, upstream_ms, prompt_fingerprint, cost_nano_usd, client_hmac)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+        input_tokens, output_tokens, cached_input_tokens, stream, gateway_ms, upstream_ms, prompt_fingerprint, cost_nano_usd, client_hmac, provider_key_id)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
     sumTenantReq: db.prepare<[string, number, number], { v: number | null }>(`SELECT COUNT(*) AS v FROM usage_ledger WHERE tenant_id = ? AND ts >= ? AND ts < ? AND outcome != 'refused'`),
     sumTenantTok: db.prepare<[string, number, number], { v: number | null }>('SELECT SUM(input_tokens + output_tokens) AS v FROM usage_ledger WHERE tenant_id = ? AND ts >= ? AND ts < ?'),
     sumTenantUsd: db.prepare<[string, number, number], { v: number | null }>('SELECT SUM(cost_nano_usd) AS v FROM usage_ledger WHERE tenant_id = ? AND ts >= ? AND ts < ?'),
@@ -283,7 +283,8 @@ export function openSqliteStore(url: string): Store {
         db.transaction(() => {
           for (const u of usage) {
             q.insertUsage.run(u.ts, u.requestId, u.tenantId, u.keyId, u.provider, u.model, u.endpoint, u.status, u.outcome, u.errorCode,
-              u.inputTokens, u.outputTokens, u.cachedInputTokens, u.stream ? 1 : 0, u.gatewayMs, u.upstreamMs, u.promptFingerprint, u.costNanoUsd, u.clientHmac ?? null);
+              u.inputTokens, u.outputTokens, u.cachedInputTokens, u.stream ? 1 : 0, u.gatewayMs, u.upstreamMs, u.promptFingerprint, u.costNanoUsd, u.clientHmac ?? null,
+              u.providerKeyId ?? null);
           }
           if (audit.length > 0) appendAudit(audit);
         }).immediate();

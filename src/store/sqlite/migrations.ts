@@ -173,4 +173,8 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
     revoked_at INTEGER
   );
   `,
+  // 7: which provider key (register id) served each request, so a provider-key incident counts only its own requests
+  `
+  ALTER TABLE usage_ledger ADD COLUMN provider_key_id TEXT;
+  `,
 ];
