@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -122,11 +123,19 @@ describe('JWT (OIDC) tenants', () => {
     const audit = (await h.gateway.store.records.listAudit({ limit: 1000 })).filter((r) => r.action === 'request');
     const row = audit.at(-1);
     assert.ok(row);
-    assert.equal(row.actor, 'tenant-key:jwt:0');
+    // the subject's own key id: issuer 0, a hash of the subject (never the token)
+    const subjectKeyId = `jwt:0:${createHash('sha256').update('user-1@example.test').digest('hex').slice(0, 16)}`;
+    assert.equal(row.actor, `tenant-key:${subjectKeyId}`);
     assert.equal((row.details as Record<string, unknown>)['subject'], 'user-1@example.test');
     const line = h.logs.lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l['msg'] === 'request').at(-1);
     assert.equal(line?.['subject'], 'user-1@example.test');
-    assert.equal(line?.['keyId'], 'jwt:0');
+    assert.equal(line?.['keyId'], subjectKeyId);
+    // another subject of the same issuer gets another key id (its own key-level limits)
+    const other = await send(await sign(rsa.privateKey, { kid: 'rsa-1', claims: { sub: 'user-2@example.test' } }));
+    assert.equal(other.status, 200);
+    await h.gateway.writer.flush();
+    const otherRow = (await h.gateway.store.records.listAudit({ limit: 1000 })).filter((r) => r.action === 'request').at(-1);
+    assert.equal(otherRow?.actor, `tenant-key:jwt:0:${createHash('sha256').update('user-2@example.test').digest('hex').slice(0, 16)}`);
     assert.equal(line?.['tenant'], 'acme');
   });
 

@@ -1,4 +1,4 @@
-import { createPublicKey } from 'node:crypto';
+import { createHash, createPublicKey } from 'node:crypto';
 import { calculateJwkThumbprint, createLocalJWKSet, createRemoteJWKSet, decodeJwt, decodeProtectedHeader, exportJWK, jwtVerify, type JWK, type JWTVerifyGetKey } from 'jose';
 import { GatewayError } from '../errors/index.js';
 import type { ErrorCode } from '../errors/codes.js';
@@ -172,8 +172,11 @@ export async function createJwtVerifier(options: JwtVerifierOptions): Promise<Jw
     if (tenant.status !== 'active') refuse('auth_tenant_disabled', 'this tenant is disabled');
     const policy = options.policyFor(tenant.id, tenant.policy);
     const subject = cfg.subjectClaim !== undefined ? sanitiseSubject(payload[cfg.subjectClaim]) : undefined;
+    // each subject gets its own key id (so key-level limits apply per workload or user); the
+    // subject itself is recorded separately, the id holds only a short hash of it
+    const keyId = subject !== undefined ? `jwt:${entry.index}:${createHash('sha256').update(subject).digest('hex').slice(0, 16)}` : `jwt:${entry.index}`;
     const principal: Principal = {
-      tenantId: tenant.id, tenantName: tenant.name, keyId: `jwt:${entry.index}`, policy, keyLimits: policy.keyLimits,
+      tenantId: tenant.id, tenantName: tenant.name, keyId, policy, keyLimits: policy.keyLimits,
       ...(subject !== undefined ? { subject } : {}),
     };
     // exp is a required claim, checked by jwtVerify above with the same clock skew allowed
