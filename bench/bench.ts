@@ -491,19 +491,20 @@ async function timedFirstByte(pool: Pool, target: Target, body: string): Promise
  * Sequential requests, alternating direct and gateway in blocks (and swapping which goes first
  * in every other pair of blocks) so that background noise hits both alike.
  */
-async function sequential(t: { direct: Target & { name: 'direct' }; gateway: Target & { name: 'gateway' } }, count: number, measure: typeof timedWhole, body: string): Promise<SeqResult> {
+async function sequential(t: { direct: Target & { name: 'direct' }; gateway: Target & { name: 'gateway' } }, count: number, measure: typeof timedWhole, body: string,
+  countsAsGateway = true): Promise<SeqResult> {
   const pools = { direct: new Pool(t.direct.origin, { connections: 1 }), gateway: new Pool(t.gateway.origin, { connections: 1 }) };
   const out: SeqResult = { direct: [], gateway: [], failures: 0 };
   const block = 100;
   const warm = Math.min(300, Math.max(20, Math.floor(count / 10)));
   try {
     for (const target of [t.direct, t.gateway] as Array<Target & { name: 'direct' | 'gateway' }>) for (let i = 0; i < warm; i++) await measure(pools[target.name], target, body);
-    gatewayAnswered += warm;
+    if (countsAsGateway) gatewayAnswered += warm;
     for (let done = 0, pair = 0; done < count; done += block, pair++) {
       const n = Math.min(block, count - done);
       const order: Array<Target & { name: 'direct' | 'gateway' }> = pair % 2 === 0 ? [t.direct, t.gateway] : [t.gateway, t.direct];
       for (const target of order) {
-        if (target.name === 'gateway') gatewayAnswered += n;
+        if (target.name === 'gateway' && countsAsGateway) gatewayAnswered += n;
         for (let i = 0; i < n; i++) {
           const ms = await measure(pools[target.name], target, body);
           if (ms === undefined) out.failures++;
@@ -761,13 +762,16 @@ async function run(dir: string): Promise<number> {
     progress(`throughput ${kind === 'stream' ? 'streaming' : 'non-streaming'}: bare pass-through (node:http + undici, no checks)`);
     floor[kind] = await loadRun(s, floorTarget, stream, duration, warmup, connections, passthrough.proc.pid as number);
   }
-  // its CPU counts as ours in the noise indicator below, not as other processes'
-  const floorCpuUs = cpuUs(passthrough.proc.pid as number, 'passthrough');
-  await stopChild(passthrough.proc);
   progress(`latency at concurrency 1: ${seq} whole requests per target`);
   const seqWhole = await sequential(t, seq, timedWhole, requestBody(false));
   progress(`time to first byte at concurrency 1: ${seq} streamed requests per target`);
   const seqTtfb = await sequential(t, seq, timedFirstByte, requestBody(true));
+  // the floor at concurrency 1 too: direct against the bare pass-through, in alternating blocks
+  progress(`latency at concurrency 1, bare pass-through: ${seq} whole requests per target`);
+  const floorSeq = await sequential({ direct: t.direct, gateway: { ...floorTarget, name: 'gateway' } }, seq, timedWhole, requestBody(false), false);
+  // its CPU counts as ours in the noise indicator below, not as other processes'
+  const floorCpuUs = cpuUs(passthrough.proc.pid as number, 'passthrough');
+  await stopChild(passthrough.proc);
   machine.loadavgEnd = loadavg().map(round3);
   const machine1 = machineCpuUs();
   const ours1 = ours();
@@ -792,6 +796,8 @@ async function run(dir: string): Promise<number> {
   }
 
   // ---- figures
+  const fw = summary(floorSeq.direct);
+  const fp = summary(floorSeq.gateway);
   const lw = summary(seqWhole.direct);
   const lg = summary(seqWhole.gateway);
   const tw = summary(seqTtfb.direct);
@@ -836,7 +842,9 @@ async function run(dir: string): Promise<number> {
     ['', 'n', 'direct p50', 'gateway p50', 'added p50', 'direct p99', 'gateway p99', 'added p99'],
     ['latency, whole request (ms)', String(lw.n + lg.n), f3(lw.p50), f3(lg.p50), f3(lg.p50 - lw.p50), f3(lw.p99), f3(lg.p99), f3(lg.p99 - lw.p99)],
     ['time to first streamed byte (ms)', String(tw.n + tg.n), f3(tw.p50), f3(tg.p50), f3(tg.p50 - tw.p50), f3(tw.p99), f3(tg.p99), f3(tg.p99 - tw.p99)],
+    ['bare pass-through, whole request (ms)', String(fw.n + fp.n), f3(fw.p50), f3(fp.p50), f3(fp.p50 - fw.p50), f3(fw.p99), f3(fp.p99), f3(fp.p99 - fw.p99)],
   ]));
+  out('  (the last row: direct against the bare pass-through instead of the gateway, the floor of the added latency)');
   if (seqWhole.failures + seqTtfb.failures > 0) out(`  failed sequential requests: ${seqWhole.failures} whole, ${seqTtfb.failures} streamed`);
   out();
   out('Admission cost, concurrency 1 (whole requests; blocks of 100 in turn; added = limits on - limits off, same gateway process)');
@@ -902,6 +910,7 @@ async function run(dir: string): Promise<number> {
     latencyC1: {
       direct: { n: lw.n, p50Ms: round3(lw.p50), p99Ms: round3(lw.p99) }, gateway: { n: lg.n, p50Ms: round3(lg.p50), p99Ms: round3(lg.p99) },
       addedP50Ms: round3(lg.p50 - lw.p50), addedP99Ms: round3(lg.p99 - lw.p99), failures: seqWhole.failures,
+      barePassthrough: { direct: { p50Ms: round3(fw.p50) }, passthrough: { p50Ms: round3(fp.p50) }, addedP50Ms: round3(fp.p50 - fw.p50), failures: floorSeq.failures },
     },
     ttfbC1: {
       direct: { n: tw.n, p50Ms: round3(tw.p50), p99Ms: round3(tw.p99) }, gateway: { n: tg.n, p50Ms: round3(tg.p50), p99Ms: round3(tg.p99) },
