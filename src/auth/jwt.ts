@@ -8,24 +8,11 @@ import type { Principal } from './types.js';
 import type { JwtIssuerConfig } from '../config/types.js';
 import type { SecretResolver } from '../secrets/resolver.js';
 
-/** One trusted issuer, with its keys resolved (PEM text and HMAC secrets, not references). */
-export interface ResolvedJwtIssuer {
-  issuer: string;
-  jwksUrl?: URL;
-  /** PEM public keys (SPKI or certificates). */
-  publicKeys: readonly string[];
-  /** The HMAC secret; only set when the issuer is configured with `hmac_secret`. */
-  hmacSecret?: string;
-  audience: string;
-  algorithms: readonly string[];
-  tenantClaim: string;
-  subjectClaim?: string;
-  clockSkewMs: number;
-  /** Least time between two JWKS fetches (an unknown `kid` refetches at most this often). */
-  jwksCooldownMs: number;
-  /** A fetched JWKS is refetched when older than this. */
-  jwksMaxAgeMs: number;
-}
+/**
+ * One trusted issuer with its keys resolved: the configuration's shape, but `publicKeys` hold PEM
+ * text and `hmacSecret` the secret itself, never references.
+ */
+export type ResolvedJwtIssuer = JwtIssuerConfig;
 
 export interface JwtVerifierOptions {
   issuers: readonly ResolvedJwtIssuer[];
