@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CONTRACT_POLICY, FAKE_ADMIN_TOKEN, startHarness, type Harness } from './helpers/harness.js';
 import { cliEnv, freePort, runCli } from './helpers/cli-process.js';
+import { writeCliConfig } from './helpers/provider-keys-setup.js';
 
 // Plainly fake: unlocks nothing, anywhere. TEST-ONLY.
 const FAKE_WRONG_ADMIN_TOKEN = 'fake-WRONG-admin-token-TEST-ONLY-1111111111'; // fake, TEST ONLY
@@ -51,16 +52,7 @@ before(async () => {
   writeFileSync(openTokenFile, `${FAKE_ADMIN_TOKEN}\n`);
   chmodSync(openTokenFile, 0o644);
   // the harness gateway's store, for local commands from another process (as an operator on the host)
-  localConfig = join(dir, 'gateway.json');
-  writeFileSync(localConfig, JSON.stringify({
-    listen: { public: '127.0.0.1:0', admin: '127.0.0.1:0' },
-    store: `sqlite:${join(h.dir, 'keywarden.db')}`,
-    admin: { token: `file:${join(h.dir, 'admin-token')}` },
-    audit: { prompt_hmac_key: `file:${join(h.dir, 'prompt-key')}` },
-    providers: {
-      openai: { type: 'openai', base_url: `${h.mock.url}/v1`, api_key: `file:${join(h.dir, 'openai-key')}` },
-      anthropic: { type: 'anthropic', base_url: h.mock.url, api_key: `file:${join(h.dir, 'anthropic-key')}` },
-    },
+  localConfig = writeCliConfig(h, {
     models: {
       'gpt-4o-mini': { provider: 'openai' },
       fast: { provider: 'openai', model: 'gpt-4o-mini' },
@@ -68,7 +60,7 @@ before(async () => {
       'claude-3-5-haiku-latest': { provider: 'anthropic' },
     },
     tenants: { defaults: { policy: CONTRACT_POLICY } },
-  }));
+  });
 });
 
 after(async () => {

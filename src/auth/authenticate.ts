@@ -58,7 +58,7 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
 
   return async function authenticate(credential) {
     if (credential === undefined) throw new GatewayError('auth_missing_credentials', 'missing credentials: send Authorization: Bearer <key> or x-api-key');
-    // a credential shaped like a JWT (never a `kw_` key) goes to the JWT verifier when one is configured
+    // a credential verified before (by the hash of all of it) skips the store and the signature
     const { cache } = options;
     const cached = cache?.get(credential);
     if (cached) {
@@ -68,6 +68,7 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
       return cached.principal;
     }
     const stampBefore = cache?.stamp();
+    // a credential shaped like a JWT (never a `kw_` key) goes to the JWT verifier when one is configured
     if (options.jwt && looksLikeJwt(credential)) {
       // a verified token is kept until its exp (at most the cache's ttl): the signature is not checked again
       const verified = await options.jwt(credential);
