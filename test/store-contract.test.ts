@@ -233,9 +233,9 @@ function storeContract(name: string, fixture: () => Promise<StoreFixture>, opts:
         const summary = await store.records.summarizeUsage({ since: t0, until: t0 + 10 });
         assert.deepEqual(summary, [
           ...[
-            { tenantId: acme.id, model: null, requests: 1, inputTokens: 0, outputTokens: 0, costNanoUsd: 0 },
-            { tenantId: acme.id, model: 'gpt-4o-mini', requests: 2, inputTokens: 11, outputTokens: 7, costNanoUsd: 7_000_000_000 },
-            { tenantId: beta.id, model: 'claude', requests: 1, inputTokens: 7, outputTokens: 7, costNanoUsd: 9 },
+            { tenantId: acme.id, model: null, requests: 1, errors: 1, inputTokens: 0, outputTokens: 0, costNanoUsd: 0 },
+            { tenantId: acme.id, model: 'gpt-4o-mini', requests: 2, errors: 0, inputTokens: 11, outputTokens: 7, costNanoUsd: 7_000_000_000 },
+            { tenantId: beta.id, model: 'claude', requests: 1, errors: 0, inputTokens: 7, outputTokens: 7, costNanoUsd: 9 },
           ].sort((x, y) => (x.tenantId < y.tenantId ? -1 : x.tenantId > y.tenantId ? 1 : 0)),
         ]);
         assert.deepEqual((await store.records.summarizeUsage({ since: t0, until: t0 + 10, tenantIds: [beta.id] })).map((r) => r.model), ['claude']);
@@ -256,6 +256,47 @@ function storeContract(name: string, fixture: () => Promise<StoreFixture>, opts:
         assert.deepEqual(window.map((u) => u.ts), [t0, t0 + 1]);
         assert.equal((await store.incidents.usageWindow({ provider: 'openai', since: t0, until: t0 + 10, limit: 2 })).length, 2);
         assert.equal((await store.incidents.usageWindow({ tenantId: beta.id, since: t0, until: t0 + 10, limit: 10 }))[0]?.model, 'claude');
+      }));
+
+    it('counts errors per tenant and model: every outcome but success', () =>
+      withFixture(async (_f, store) => {
+        const acme = await store.tenants.create('acme', null, event('tenant.create'));
+        const t0 = Date.now();
+        const outcomes = ['success', 'success', 'upstream_error', 'refused', 'client_aborted', 'stream_broken'];
+        await store.records.append(outcomes.map((outcome, i) => usage({ ts: t0 + i, tenantId: acme.id, keyId: 'kw_a', outcome, status: outcome === 'success' ? 200 : 502 })), []);
+        const [row] = await store.records.summarizeUsage({ since: t0, until: t0 + 10 });
+        assert.equal(row?.requests, 6);
+        assert.equal(row?.errors, 4);
+        assert.equal(typeof row?.errors, 'number');
+        assert.equal((await store.records.summarizeUsage({ since: t0, until: t0 + 2 }))[0]?.errors, 0, 'successes only: no errors');
+      }));
+
+    it('filters audit rows by an action prefix compared as plain text, oldest or newest first', () =>
+      withFixture(async (_f, store) => {
+        const acme = await store.tenants.create('acme', null, event('tenant.create'));
+        const beta = await store.tenants.create('beta', null, event('tenant.create'));
+        const t0 = Date.now();
+        await store.records.append([], [
+          event('anomaly.request_rate', { ts: t0, details: { tenant: acme.id } }),
+          event('anomaly.error_rate', { ts: t0 + 1, details: { tenant: beta.id } }),
+          event('anomalyx', { ts: t0 + 2, details: { tenant: acme.id } }),
+          event('anomaly%', { ts: t0 + 3, details: { tenant: acme.id } }),
+          event('admin.call', { ts: t0 + 4, target: '/admin/usage' }),
+          event('anomaly.token_rate', { ts: t0 + 5, details: { tenant: acme.id } }),
+        ]);
+        const range = { since: 0, until: t0 + 1_000, afterSeq: 0, limit: 100 };
+        const actions = async (filter: Partial<Parameters<Store['records']['queryAudit']>[0]>) => (await store.records.queryAudit({ ...range, ...filter })).map((r) => r.action);
+        assert.deepEqual(await actions({ action: 'anomaly.' }), ['anomaly.request_rate', 'anomaly.error_rate', 'anomaly.token_rate']);
+        assert.deepEqual(await actions({ action: 'anomaly.', newestFirst: true }), ['anomaly.token_rate', 'anomaly.error_rate', 'anomaly.request_rate']);
+        assert.deepEqual(await actions({ action: 'anomaly.', newestFirst: true, limit: 1 }), ['anomaly.token_rate']);
+        assert.deepEqual(await actions({ action: 'anomaly.', tenantIds: [beta.id] }), ['anomaly.error_rate']);
+        assert.deepEqual(await actions({ action: 'anomaly.', tenantIds: [] }), []);
+        // LIKE wildcards are plain characters here
+        assert.deepEqual(await actions({ action: 'anomaly_' }), []);
+        assert.deepEqual(await actions({ action: 'anomaly%' }), ['anomaly%']);
+        assert.deepEqual(await actions({ action: 'admin.call' }), ['admin.call']);
+        assert.deepEqual(await actions({ action: 'anomaly.', afterSeq: 4 }), ['anomaly.token_rate'], 'seq 1 and 2 are the tenant rows');
+        assert.equal((await actions({})).length, 8, 'without a prefix, every row (two tenant.create rows too)');
       }));
 
     it('moves provider keys through the register and holds one rotation lock', () =>

@@ -15,6 +15,7 @@ import type { AdminRole, AuditEvent } from '../store/types.js';
 import { parseAdminToken } from '../auth/admin-token.js';
 import type { AuthFailureLimiter } from '../auth/failure-limiter.js';
 import type { AdminProviderKeys } from './provider-keys.js';
+import { registerDashboard } from '../dashboard/serve.js';
 
 export interface AdminAppOptions {
   /** Verifies admin tokens (issued ones and the configured bootstrap token). */
@@ -51,6 +52,24 @@ interface Access {
   global?: boolean;
 }
 
+/**
+ * A route that serves no data and reads no token: the dashboard's static page, script, style
+ * sheet and icon (src/dashboard/serve.ts). Declared explicitly, so a route without any access
+ * rule is still refused.
+ */
+export interface PublicAccess {
+  public: true;
+}
+
+function isPublic(access: Access | PublicAccess | undefined): access is PublicAccess {
+  return access !== undefined && 'public' in access && access.public === true;
+}
+
+/** The access rule a route declared in its `config`, if any. */
+function accessOf(request: FastifyRequest): Access | PublicAccess | undefined {
+  return (request.routeOptions.config as { access?: Access | PublicAccess } | undefined)?.access;
+}
+
 declare module 'fastify' {
   interface FastifyRequest {
     admin: AdminIdentity | null;
@@ -64,8 +83,9 @@ export function adminActor(identity: AdminIdentity): string {
 
 /**
  * The admin listener (loopback by default): tenant and key management, admin tokens, usage and
- * audit reports, incidents and Prometheus metrics, each route guarded by a role. Deny by
- * default: every request authenticates before anything else, a route without a declared role
+ * audit reports, incidents and Prometheus metrics, each route guarded by a role, and the web
+ * dashboard's static files. Deny by default: every request authenticates before anything else
+ * (except those files, which declare `{ public: true }` and hold no data), a route without a declared role
  * is refused, unknown routes are 404 after authentication, and a tenant-scoped token sees
  * another tenant's objects exactly as if they did not exist. Every call, allowed or refused,
  * becomes an audit row naming the token's owner. It calls services, never a store.
@@ -97,6 +117,9 @@ export function createAdminApp(options: AdminAppOptions): FastifyInstance {
 
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
+    const access = accessOf(request);
+    // the dashboard's static files carry no data: no token is read, checked or counted for them
+    if (isPublic(access)) return;
     const address = request.raw.socket.remoteAddress ?? '';
     const header = request.headers.authorization;
     const presented = typeof header === 'string' ? /^Bearer +(\S+) *$/i.exec(header)?.[1] : undefined;
@@ -123,7 +146,6 @@ export function createAdminApp(options: AdminAppOptions): FastifyInstance {
     for (const [name, value] of Object.entries(request.query as Record<string, unknown>)) {
       if (typeof value !== 'string') throw new GatewayError('admin_invalid_request', `give "${name.slice(0, 32)}" once`, { param: name.slice(0, 32) });
     }
-    const access = (request.routeOptions.config as { access?: Access } | undefined)?.access;
     // unknown routes have no access rule and fall through to the 404 handler
     if (request.routeOptions.url === undefined) return;
     if (!access) throw new GatewayError('admin_forbidden', 'this route is not open to any admin token');
@@ -135,6 +157,9 @@ export function createAdminApp(options: AdminAppOptions): FastifyInstance {
   app.addHook('onResponse', async (request, reply) => {
     const identity = request.admin;
     const status = reply.statusCode;
+    // a static dashboard file served without a token is not an admin call (its API calls are);
+    // a failure serving one is still recorded
+    if (isPublic(accessOf(request)) && status < 400) return;
     const presented = /^Bearer +(\S+) *$/i.exec(request.headers.authorization ?? '')?.[1];
     options.audit({
       ts: Date.now(), actor: identity ? adminActor(identity) : 'admin:unauthenticated', action: 'admin.call',
@@ -271,14 +296,21 @@ export function createAdminApp(options: AdminAppOptions): FastifyInstance {
     const data = await activity.usage({ ...(tenantIds ? { tenantIds } : {}), since, until });
     return { since: new Date(since).toISOString(), until: new Date(until).toISOString(), data };
   });
-  app.get<{ Querystring: { tenant?: string; since?: string; until?: string; after?: string; limit?: string } }>('/admin/audit', { config: { access: viewer } }, async (request) => {
+  app.get<{ Querystring: { tenant?: string; since?: string; until?: string; after?: string; limit?: string; action?: string; order?: string } }>('/admin/audit', { config: { access: viewer } }, async (request) => {
     const q = request.query;
+    // checked before any lookup: a prefix of an action name (`anomaly.`, `admin.call`), nothing else
+    if (q.action !== undefined && !/^[a-z][a-z0-9_.-]{0,63}$/.test(q.action)) {
+      throw new GatewayError('admin_invalid_request', '"action" must be an action name or its prefix: a-z, 0-9, _ . - (at most 64)', { param: 'action' });
+    }
+    if (q.order !== undefined && q.order !== 'asc' && q.order !== 'desc') throw new GatewayError('admin_invalid_request', '"order" must be asc or desc', { param: 'order' });
     const tenantIds = await reportTenants(request, q.tenant);
     const until = q.until === undefined ? Date.now() + 1 : timeOf(q.until, 'until');
     const since = q.since === undefined ? 0 : timeOf(q.since, 'since');
     const afterSeq = integerParam(q.after, 'after', 0);
     const limit = integerParam(q.limit, 'limit', 100);
-    return activity.audit({ ...(tenantIds ? { tenantIds } : {}), since, until, afterSeq, limit });
+    return activity.audit({
+      ...(tenantIds ? { tenantIds } : {}), since, until, afterSeq, limit, ...(q.action !== undefined ? { action: q.action } : {}), ...(q.order === 'desc' ? { newestFirst: true } : {}),
+    });
   });
 
   // ── admin tokens ───────────────────────────────────────────────────────────────────────
@@ -388,6 +420,9 @@ export function createAdminApp(options: AdminAppOptions): FastifyInstance {
       return reply.header('cache-control', 'no-store').send(sample);
     });
   }
+
+  // the web page (src/dashboard/): static files only; its data comes from the routes above
+  registerDashboard(app);
 
   app.setNotFoundHandler(async () => {
     throw new GatewayError('admin_not_found', 'no such admin route');

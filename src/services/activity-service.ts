@@ -1,10 +1,12 @@
-import type { AuditRow, Store } from '../store/types.js';
+import type { AuditQuery, AuditRow, Store } from '../store/types.js';
 
 /** Usage of one tenant and model over a range, as the admin API reports it. */
 export interface UsageView {
   tenant: string;
   model: string | null;
   requests: number;
+  /** Requests whose outcome was not `success`: refused, upstream errors, aborted or broken streams. */
+  errors: number;
   input_tokens: number;
   output_tokens: number;
   cost_usd: number;
@@ -39,18 +41,22 @@ export function createActivityService(options: { store: Store }) {
     async usage(filter: { tenantIds?: readonly string[]; since: number; until: number }): Promise<UsageView[]> {
       const names = await tenantNames();
       return (await store.records.summarizeUsage(filter)).map((r) => ({
-        tenant: names.get(r.tenantId) ?? r.tenantId, model: r.model, requests: r.requests, input_tokens: r.inputTokens, output_tokens: r.outputTokens,
+        tenant: names.get(r.tenantId) ?? r.tenantId, model: r.model, requests: r.requests, errors: r.errors, input_tokens: r.inputTokens, output_tokens: r.outputTokens,
         cost_usd: r.costNanoUsd / 1e9,
       }));
     },
 
-    async audit(filter: { tenantIds?: readonly string[]; since: number; until: number; afterSeq: number; limit: number }): Promise<{ data: AuditView[]; next_after: number | null }> {
+    /**
+     * A page of audit rows, oldest first; `action` keeps rows whose action starts with it
+     * (`anomaly.`); `newestFirst` gives the newest `limit` rows instead, with no next page.
+     */
+    async audit(filter: AuditQuery): Promise<{ data: AuditView[]; next_after: number | null }> {
       const limit = Math.max(1, Math.min(MAX_AUDIT_PAGE, Math.floor(filter.limit)));
       const rows = await store.records.queryAudit({ ...filter, limit });
       const data = rows.map((r) => ({
         seq: r.seq, ts: new Date(r.ts).toISOString(), actor: r.actor, action: r.action, target: r.target, outcome: r.outcome, request_id: r.requestId, details: r.details,
       }));
-      return { data, next_after: rows.length === limit ? (rows[rows.length - 1] as AuditRow).seq : null };
+      return { data, next_after: !filter.newestFirst && rows.length === limit ? (rows[rows.length - 1] as AuditRow).seq : null };
     },
   };
 }

@@ -179,9 +179,11 @@ export interface RecordRepository {
   listAudit(filter: { afterSeq?: number; limit: number }): Promise<AuditRow[]>;
   /**
    * Audit rows in a time range, oldest first; with `tenantIds`, only rows about those tenants
-   * (a request or key row whose `details.tenant` is one of them, or a tenant row targeting one).
+   * (a request or key row whose `details.tenant` is one of them, or a tenant row targeting one);
+   * with `action`, only rows whose action starts with it (a plain prefix: no wildcards);
+   * with `newestFirst`, the newest `limit` rows above `afterSeq`, newest first.
    */
-  queryAudit(filter: { tenantIds?: readonly string[]; since: number; until: number; afterSeq: number; limit: number }): Promise<AuditRow[]>;
+  queryAudit(filter: AuditQuery): Promise<AuditRow[]>;
   /** Usage per tenant and model in [since, until); with `tenantIds`, those tenants only. */
   summarizeUsage(filter: { tenantIds?: readonly string[]; since: number; until: number }): Promise<UsageSummaryRow[]>;
   /** Requests (not refused), tokens or nano-USD of a tenant or key in [since, until). */
@@ -323,11 +325,25 @@ export interface AdminTokenRepository {
   revoke(id: string, at: number, audit: AuditEvent): Promise<void>;
 }
 
+/** The filter of `RecordRepository.queryAudit`. */
+export interface AuditQuery {
+  tenantIds?: readonly string[];
+  since: number;
+  until: number;
+  afterSeq: number;
+  limit: number;
+  /** A prefix of the action (`anomaly.`), compared as plain text. */
+  action?: string;
+  newestFirst?: boolean;
+}
+
 /** Usage over a time range, summed per tenant and model (the admin API's usage report). */
 export interface UsageSummaryRow {
   tenantId: string;
   model: string | null;
   requests: number;
+  /** Requests whose outcome was not `success` (refused, upstream errors, aborted or broken streams). */
+  errors: number;
   inputTokens: number;
   outputTokens: number;
   costNanoUsd: number;

@@ -314,22 +314,24 @@ export function openPostgresStore(url: string, options: PostgresStoreOptions = {
       async listAudit({ afterSeq = 0, limit }): Promise<AuditRow[]> {
         return (await query<AuditDbRow>('SELECT * FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2', [afterSeq, limit])).map(toAuditRow);
       },
-      async queryAudit({ tenantIds, since, until, afterSeq, limit }): Promise<AuditRow[]> {
-        // the tenant an audit row is about: `details.tenant` of request and key rows, the target of tenant rows
+      async queryAudit({ tenantIds, since, until, afterSeq, limit, action, newestFirst }): Promise<AuditRow[]> {
+        // the tenant an audit row is about: `details.tenant` of request and key rows, the target of tenant rows;
+        // the action prefix is compared with left(), not LIKE, so `_` and `%` in it are plain characters
         return (await query<AuditDbRow>(
           `SELECT * FROM audit_log WHERE seq > $1 AND ts >= $2 AND ts < $3
            AND ($4::text[] IS NULL OR COALESCE(details::jsonb ->> 'tenant', CASE WHEN action LIKE 'tenant.%' THEN target END) = ANY ($4::text[]))
-           ORDER BY seq LIMIT $5`,
-          [afterSeq, since, until, tenantIds === undefined ? null : [...tenantIds], limit])).map(toAuditRow);
+           AND ($6::text IS NULL OR left(action, length($6::text)) = $6::text)
+           ORDER BY seq ${newestFirst ? 'DESC' : 'ASC'} LIMIT $5`,
+          [afterSeq, since, until, tenantIds === undefined ? null : [...tenantIds], limit, action ?? null])).map(toAuditRow);
       },
       async summarizeUsage({ tenantIds, since, until }): Promise<UsageSummaryRow[]> {
-        const rows = await query<{ tenant_id: string; model: string | null; requests: number; input_tokens: number; output_tokens: number; cost_nano_usd: number }>(
-          `SELECT tenant_id, model, COUNT(*) AS requests, SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens, SUM(cost_nano_usd) AS cost_nano_usd
+        const rows = await query<{ tenant_id: string; model: string | null; requests: number; errors: number; input_tokens: number; output_tokens: number; cost_nano_usd: number }>(
+          `SELECT tenant_id, model, COUNT(*) AS requests, COUNT(*) FILTER (WHERE outcome <> 'success') AS errors, SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens, SUM(cost_nano_usd) AS cost_nano_usd
            FROM usage_ledger WHERE ts >= $1 AND ts < $2 AND ($3::text[] IS NULL OR tenant_id = ANY ($3::text[]))
            GROUP BY tenant_id, model ORDER BY tenant_id COLLATE "C", model COLLATE "C" NULLS FIRST`,
           [since, until, tenantIds === undefined ? null : [...tenantIds]]);
         return rows.map((r) => ({
-          tenantId: r.tenant_id, model: r.model, requests: r.requests, inputTokens: r.input_tokens, outputTokens: r.output_tokens, costNanoUsd: r.cost_nano_usd,
+          tenantId: r.tenant_id, model: r.model, requests: r.requests, errors: r.errors, inputTokens: r.input_tokens, outputTokens: r.output_tokens, costNanoUsd: r.cost_nano_usd,
         }));
       },
     },

@@ -14,7 +14,21 @@ import {
   type TenantRow, type UsageDbRow,
 } from '../rows.js';
 
-interface UsageSummaryDbRow { tenant_id: string; model: string | null; requests: number; input_tokens: number; output_tokens: number; cost_nano_usd: number }
+interface UsageSummaryDbRow { tenant_id: string; model: string | null; requests: number; errors: number; input_tokens: number; output_tokens: number; cost_nano_usd: number }
+
+type AuditQueryParams = [number, number, number, string | null, string | null, string | null, string | null, string | null, number];
+
+/**
+ * Audit rows of a range, optionally of some tenants and of an action prefix. The tenant an audit
+ * row is about: `details.tenant` of request and key rows, the target of tenant rows. The prefix
+ * is compared with substr, not LIKE, so `_` and `%` in it are plain characters.
+ */
+function auditQuerySql(order: 'ASC' | 'DESC'): string {
+  return `SELECT * FROM audit_log WHERE seq > ? AND ts >= ? AND ts < ?
+    AND (? IS NULL OR COALESCE(json_extract(details, '$.tenant'), CASE WHEN action LIKE 'tenant.%' THEN target END) IN (SELECT value FROM json_each(?)))
+    AND (? IS NULL OR substr(action, 1, length(?)) = ?)
+    ORDER BY seq ${order} LIMIT ?`;
+}
 
 /** Applies pending migrations inside one transaction each. */
 function migrate(db: Database.Database): void {
@@ -91,12 +105,11 @@ export function openSqliteStore(url: string): Store {
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
     audit: db.prepare<[number, number], AuditDbRow>('SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?'),
     // the tenant an audit row is about: `details.tenant` of request and key rows, the target of tenant rows
-    auditQuery: db.prepare<[number, number, number, string | null, string | null, number], AuditDbRow>(
-      `SELECT * FROM audit_log WHERE seq > ? AND ts >= ? AND ts < ?
-       AND (? IS NULL OR COALESCE(json_extract(details, '$.tenant'), CASE WHEN action LIKE 'tenant.%' THEN target END) IN (SELECT value FROM json_each(?)))
-       ORDER BY seq LIMIT ?`),
+    auditQuery: db.prepare<AuditQueryParams, AuditDbRow>(auditQuerySql('ASC')),
+    auditQueryNewest: db.prepare<AuditQueryParams, AuditDbRow>(auditQuerySql('DESC')),
     usageSummary: db.prepare<[number, number, string | null, string | null], UsageSummaryDbRow>(
-      `SELECT tenant_id, model, COUNT(*) AS requests, SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens, SUM(cost_nano_usd) AS cost_nano_usd
+      `SELECT tenant_id, model, COUNT(*) AS requests, SUM(CASE WHEN outcome != 'success' THEN 1 ELSE 0 END) AS errors,
+       SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens, SUM(cost_nano_usd) AS cost_nano_usd
        FROM usage_ledger WHERE ts >= ? AND ts < ? AND (? IS NULL OR tenant_id IN (SELECT value FROM json_each(?)))
        GROUP BY tenant_id, model ORDER BY tenant_id, model`),
     adminTokenInsert: db.prepare('INSERT INTO admin_tokens (id, owner, role, tenant_ids, secret_hash, created_at, expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
@@ -302,14 +315,15 @@ export function openSqliteStore(url: string): Store {
       async listAudit({ afterSeq = 0, limit }): Promise<AuditRow[]> {
         return q.audit.all(afterSeq, limit).map(toAuditRow);
       },
-      async queryAudit({ tenantIds, since, until, afterSeq, limit }): Promise<AuditRow[]> {
+      async queryAudit({ tenantIds, since, until, afterSeq, limit, action, newestFirst }): Promise<AuditRow[]> {
         const scope = tenantIds === undefined ? null : JSON.stringify(tenantIds);
-        return q.auditQuery.all(afterSeq, since, until, scope, scope, limit).map(toAuditRow);
+        const prefix = action ?? null;
+        return (newestFirst ? q.auditQueryNewest : q.auditQuery).all(afterSeq, since, until, scope, scope, prefix, prefix, prefix, limit).map(toAuditRow);
       },
       async summarizeUsage({ tenantIds, since, until }): Promise<UsageSummaryRow[]> {
         const scope = tenantIds === undefined ? null : JSON.stringify(tenantIds);
         return q.usageSummary.all(since, until, scope, scope).map((r) => ({
-          tenantId: r.tenant_id, model: r.model, requests: r.requests, inputTokens: r.input_tokens, outputTokens: r.output_tokens, costNanoUsd: r.cost_nano_usd,
+          tenantId: r.tenant_id, model: r.model, requests: r.requests, errors: r.errors, inputTokens: r.input_tokens, outputTokens: r.output_tokens, costNanoUsd: r.cost_nano_usd,
         }));
       },
     },
