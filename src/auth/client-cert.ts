@@ -9,9 +9,9 @@ import { sanitiseSubject } from './jwt.js';
 
 /** What the TLS layer established about a client certificate; never the certificate itself. */
 export interface PresentedCertificate {
-  /** True when the certificate chains to the configured CA bundle and is within its validity dates. */
+  /** True when the certificate chains to the configured CA bundle, is within its validity dates and (with CRLs) not revoked. */
   authorized: boolean;
-  /** OpenSSL's verification error (`CERT_HAS_EXPIRED`, `UNABLE_TO_VERIFY_LEAF_SIGNATURE` …) when not authorized. */
+  /** OpenSSL's verification error (`CERT_HAS_EXPIRED`, `CERT_REVOKED`, `UNABLE_TO_VERIFY_LEAF_SIGNATURE` …) when not authorized. */
   verifyError: string | null;
   /** The subject's common names (more than one makes `subject_cn` mapping refuse the certificate). */
   commonNames: readonly string[];
@@ -109,7 +109,8 @@ const VALIDITY_ERRORS = new Set(['CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID']);
 /**
  * Turns a verified client certificate into the Principal of the tenant the configured rule maps
  * it to (`subject_cn`, `san_uri` or `fingerprint`), or throws a 401: `auth_cert_required` (none),
- * `auth_cert_expired`, `auth_cert_untrusted` (any other verification failure), `auth_cert_unknown`
+ * `auth_cert_expired`, `auth_cert_revoked` (listed in a configured CRL), `auth_cert_untrusted` (any other
+ * verification failure, an expired CRL included), `auth_cert_unknown`
  * (maps to no tenant, or to more than one) and `auth_tenant_disabled`. The tenant is looked up on
  * every request, so disabling it takes effect at once.
  *
@@ -125,6 +126,8 @@ export function createClientCertAuthenticator(options: ClientCertAuthenticatorOp
       if (certificate.verifyError !== null && VALIDITY_ERRORS.has(certificate.verifyError)) {
         throw new GatewayError('auth_cert_expired', 'the client certificate is expired or not yet valid');
       }
+      // listed in a configured CRL; an expired or missing CRL (CRL_HAS_EXPIRED, UNABLE_TO_GET_CRL) stays untrusted
+      if (certificate.verifyError === 'CERT_REVOKED') throw new GatewayError('auth_cert_revoked', 'the client certificate has been revoked');
       throw new GatewayError('auth_cert_untrusted', 'the client certificate is not trusted');
     }
     const values = mapping.mapBy === 'fingerprint' ? [certificate.fingerprint]

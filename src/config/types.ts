@@ -83,6 +83,8 @@ export interface PublicTlsConfig {
   key: string;
   /** Path of the CA bundle (PEM) client certificates must chain to; when set, client certificates are requested. */
   clientCa?: string;
+  /** Paths of PEM CRL files (`crl`, a path or a list) client certificates are checked against; read at start-up only. */
+  crl?: readonly string[];
   /** `require`: every request needs a verified certificate; `optional`: requests without one use keys or JWTs. */
   clientAuth: 'require' | 'optional';
 }

@@ -200,7 +200,7 @@ function listenerTlsConfig(value: Json, problems: Problems, path: 'listen.public
     return undefined;
   }
   // admin tokens authenticate admins; client certificates map only tenants
-  checkKeys(value, path, path === 'listen.public_tls' ? ['cert', 'key', 'client_ca', 'client_auth'] : ['cert', 'key'], problems);
+  checkKeys(value, path, path === 'listen.public_tls' ? ['cert', 'key', 'client_ca', 'client_auth', 'crl'] : ['cert', 'key'], problems);
   const filePath = (key: string, required: boolean): string | undefined => {
     const v = value[key];
     if (v === undefined || v === null) {
@@ -222,8 +222,24 @@ function listenerTlsConfig(value: Json, problems: Problems, path: 'listen.public
     else if (clientCa === undefined) problems.add(`${path}.client_auth`, 'needs client_ca (the CA bundle client certificates are checked against)');
     else clientAuth = value['client_auth'];
   }
+  // revocation lists for client certificates: a path or a list of paths, read at start-up
+  let crl: string[] | undefined;
+  if (value['crl'] !== undefined && value['crl'] !== null) {
+    const raw = value['crl'];
+    const paths = typeof raw === 'string' ? [raw] : Array.isArray(raw) ? raw : undefined;
+    if (paths === undefined || paths.length === 0) problems.add(`${path}.crl`, 'must be the path of a PEM CRL file or a non-empty list of them');
+    else {
+      crl = [];
+      paths.forEach((p: Json, i: number) => {
+        const at = typeof raw === 'string' ? `${path}.crl` : `${path}.crl[${i}]`;
+        if (typeof p !== 'string' || p.length === 0 || p.includes('\0') || p.trimStart().startsWith('-----BEGIN ')) problems.add(at, 'must be the path of a PEM CRL file');
+        else crl?.push(p);
+      });
+      if (clientCa === undefined) problems.add(`${path}.crl`, 'needs client_ca (a CRL revokes client certificates)');
+    }
+  }
   if (cert === undefined || key === undefined) return undefined;
-  return { cert, key, ...(clientCa !== undefined ? { clientCa } : {}), clientAuth };
+  return { cert, key, ...(clientCa !== undefined ? { clientCa } : {}), ...(crl !== undefined && crl.length > 0 ? { crl } : {}), clientAuth };
 }
 
 function clientCertificatesConfig(value: Json, problems: Problems): ClientCertificatesConfig | undefined {

@@ -24,6 +24,7 @@ export const ERROR_CODES = {
   auth_cert_required: { status: 401, family: 'authentication' },
   auth_cert_untrusted: { status: 401, family: 'authentication' },
   auth_cert_expired: { status: 401, family: 'authentication' },
+  auth_cert_revoked: { status: 401, family: 'authentication' },
   auth_cert_unknown: { status: 401, family: 'authentication' },
 
   // the HTTP request itself

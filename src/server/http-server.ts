@@ -35,6 +35,8 @@ export interface HttpServerTls {
   key: string;
   /** CA bundle for client certificates: when set, the server asks each client for one. */
   clientCa?: string;
+  /** CRLs (one PEM text each) client certificates are checked against; OpenSSL reports CERT_REVOKED. */
+  crl?: readonly string[];
 }
 
 /**
@@ -43,7 +45,7 @@ export interface HttpServerTls {
  */
 export function checkServerTls(tls: HttpServerTls, path = 'listen.public_tls'): void {
   try {
-    createSecureContext({ cert: tls.cert, key: tls.key, ...(tls.clientCa !== undefined ? { ca: tls.clientCa } : {}) });
+    createSecureContext({ cert: tls.cert, key: tls.key, ...(tls.clientCa !== undefined ? { ca: tls.clientCa } : {}), ...(tls.crl !== undefined ? { crl: [...tls.crl] } : {}) });
   } catch (err) {
     const reason = (err as { code?: string }).code ?? 'unreadable';
     throw new Error(`${path}: the certificate, key or client CA bundle could not be used (${reason})`);
@@ -58,7 +60,8 @@ export function checkServerTls(tls: HttpServerTls, path = 'listen.public_tls'): 
  *
  * With `tls` the server speaks HTTPS (TLS 1.2 at least). With `tls.clientCa` it requests a client
  * certificate but does not refuse a bad one in the handshake: the route's authentication reads
- * the verdict (`socket.authorized`) and answers a coded 401 the client can act on.
+ * the verdict (`socket.authorized`) and answers a coded 401 the client can act on. With `tls.crl`
+ * the verdict includes revocation (the CRLs are fixed for the server's life: a new one needs a restart).
  */
 export function createHttpServer(limits: HttpServerLimits, handler: (req: IncomingMessage, res: ServerResponse) => void, tls?: HttpServerTls): Server {
   const httpOptions = {
@@ -77,6 +80,8 @@ export function createHttpServer(limits: HttpServerLimits, handler: (req: Incomi
       ...httpOptions, cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2',
       // rejectUnauthorized false: every certificate is judged per request, never silently accepted
       ...(tls.clientCa !== undefined ? { ca: tls.clientCa, requestCert: true, rejectUnauthorized: false } : {}),
+      // with CRLs OpenSSL checks the leaf's issuer's CRL: revoked, expired or missing CRL all leave `authorized` false
+      ...(tls.clientCa !== undefined && tls.crl !== undefined ? { crl: [...tls.crl] } : {}),
     }, handler) as unknown as Server
     : createServer(httpOptions, handler);
   // no renegotiation on any TLS connection; the handshake's client certificate is the only one trusted

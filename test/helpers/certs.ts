@@ -22,6 +22,15 @@ export interface IssuedCertificate {
 export interface TestCa extends IssuedCertificate {
   /** Issues a certificate signed by this CA. */
   issue(name: string, options?: IssueOptions): IssuedCertificate;
+  /** Marks a certificate this CA issued as revoked in its database (for the next `crl`). */
+  revoke(certificate: IssuedCertificate): void;
+  /** Writes a PEM CRL of this CA listing every revoked certificate; returns its path. */
+  crl(file: string, options?: CrlOptions): string;
+}
+
+export interface CrlOptions {
+  /** A CRL whose nextUpdate is already past (lastUpdate 2020-01-01, nextUpdate 2020-01-02). */
+  expired?: boolean;
 }
 
 export interface IssueOptions {
@@ -57,6 +66,10 @@ export function createTestCa(dir: string, name: string): TestCa {
     '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'], dir);
   const ca = finish(dir, name);
   let serial = 1;
+  // a minimal `openssl ca` setup for CRLs: an index file (the revocation database) and a config naming it
+  writeFileSync(join(dir, `${name}-index.txt`), '');
+  writeFileSync(join(dir, `${name}-ca.cnf`), `[ ca ]\ndefault_ca = kw\n[ kw ]\ndatabase = ${name}-index.txt\ndefault_md = sha256\ndefault_crl_days = 1\n`);
+  const caArgs = ['-config', `${name}-ca.cnf`, '-keyfile', `${name}.key`, '-cert', `${name}.crt`];
   return {
     ...ca,
     issue(leaf, options = {}) {
@@ -83,6 +96,15 @@ export function createTestCa(dir: string, name: string): TestCa {
       const issued = finish(dir, leaf);
       if (options.expired && Date.parse(new X509Certificate(issued.cert).validTo) > Date.now()) throw new Error('openssl made no expired certificate');
       return issued;
+    },
+    revoke(certificate) {
+      openssl(['ca', ...caArgs, '-revoke', certificate.certPath], dir);
+    },
+    crl(file, options = {}) {
+      const dates = options.expired ? ['-crl_lastupdate', '20200101000000Z', '-crl_nextupdate', '20200102000000Z'] : [];
+      const out = join(dir, file);
+      openssl(['ca', ...caArgs, '-gencrl', ...dates, '-out', out], dir);
+      return out;
     },
   };
 }

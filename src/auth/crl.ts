@@ -1,0 +1,162 @@
+import { X509Certificate } from 'node:crypto';
+import { createSecureContext } from 'node:tls';
+
+/*
+ * Certificate revocation lists for client certificates (`listen.public_tls.crl`). OpenSSL does
+ * the revocation check in the handshake; this module only reads the CRL files at start-up, so a
+ * file that is missing, unreadable or not a PEM CRL stops the gateway with every problem listed,
+ * and a CRL that would make OpenSSL refuse every certificate (expired, or no CRL for a client CA)
+ * is reported before the first client is refused. Nothing here judges a certificate.
+ */
+
+/** What reading the configured CRL files found. */
+export interface LoadedCrls {
+  /** One PEM text per CRL (Node's `crl` option reads only the first CRL of each string). */
+  pems: string[];
+  /** Problems that stop the start: `listen.public_tls.crl: …`, one line each. */
+  problems: string[];
+  /** Conditions under which OpenSSL refuses client certificates, worth a warning at start-up. */
+  warnings: string[];
+}
+
+interface Tlv { tag: number; start: number; contentStart: number; end: number }
+
+/** Reads one DER tag-length-value at `offset`; throws on a truncated or over-long encoding. */
+function readTlv(der: Uint8Array, offset: number, limit = der.length): Tlv {
+  if (offset + 2 > limit) throw new Error('truncated');
+  const tag = der[offset] as number;
+  let length = der[offset + 1] as number;
+  let contentStart = offset + 2;
+  if (length & 0x80) {
+    const bytes = length & 0x7f;
+    if (bytes === 0 || bytes > 4 || contentStart + bytes > limit) throw new Error('bad length');
+    length = 0;
+    for (let i = 0; i < bytes; i += 1) length = length * 256 + (der[contentStart + i] as number);
+    contentStart += bytes;
+  }
+  const end = contentStart + length;
+  if (end > limit) throw new Error('truncated');
+  return { tag, start: offset, contentStart, end };
+}
+
+const SEQUENCE = 0x30;
+const INTEGER = 0x02;
+const UTC_TIME = 0x17;
+const GENERALIZED_TIME = 0x18;
+
+function derTime(der: Uint8Array, tlv: Tlv): number {
+  const text = Buffer.from(der.subarray(tlv.contentStart, tlv.end)).toString('latin1');
+  const m = tlv.tag === UTC_TIME ? /^(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/.exec(text) : /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/.exec(text);
+  if (!m) throw new Error('bad time');
+  let year = Number(m[1]);
+  // RFC 5280: a two-digit year below 50 is 20YY
+  if (tlv.tag === UTC_TIME) year += year < 50 ? 2000 : 1900;
+  return Date.UTC(year, Number(m[2]) - 1, Number(m[3]), Number(m[4]), Number(m[5]), Number(m[6]));
+}
+
+/** The issuer name (DER) and update times of a DER CRL (RFC 5280 §5.1); throws when it is not one. */
+export function parseCrl(der: Uint8Array): { issuer: Buffer; thisUpdate: number; nextUpdate: number | undefined } {
+  const list = readTlv(der, 0);
+  if (list.tag !== SEQUENCE || list.end !== der.length) throw new Error('not a CRL');
+  const tbs = readTlv(der, list.contentStart, list.end);
+  if (tbs.tag !== SEQUENCE) throw new Error('not a CRL');
+  let field = readTlv(der, tbs.contentStart, tbs.end);
+  if (field.tag === INTEGER) field = readTlv(der, field.end, tbs.end); // version (v2)
+  if (field.tag !== SEQUENCE) throw new Error('not a CRL'); // signature algorithm
+  const issuer = readTlv(der, field.end, tbs.end);
+  if (issuer.tag !== SEQUENCE) throw new Error('not a CRL');
+  const thisUpdate = readTlv(der, issuer.end, tbs.end);
+  if (thisUpdate.tag !== UTC_TIME && thisUpdate.tag !== GENERALIZED_TIME) throw new Error('not a CRL');
+  let nextUpdate: number | undefined;
+  if (thisUpdate.end < tbs.end) {
+    const next = readTlv(der, thisUpdate.end, tbs.end);
+    if (next.tag === UTC_TIME || next.tag === GENERALIZED_TIME) nextUpdate = derTime(der, next);
+  }
+  return { issuer: Buffer.from(der.subarray(issuer.start, issuer.end)), thisUpdate: derTime(der, thisUpdate), nextUpdate };
+}
+
+/** The subject name (DER) of a DER certificate (RFC 5280 §4.1). */
+function certificateSubject(der: Uint8Array): Buffer {
+  const cert = readTlv(der, 0);
+  const tbs = readTlv(der, cert.contentStart, cert.end);
+  let field = readTlv(der, tbs.contentStart, tbs.end);
+  if (field.tag === 0xa0) field = readTlv(der, field.end, tbs.end); // [0] version
+  const signature = readTlv(der, field.end, tbs.end); // after the serial number
+  const issuer = readTlv(der, signature.end, tbs.end);
+  const validity = readTlv(der, issuer.end, tbs.end);
+  const subject = readTlv(der, validity.end, tbs.end);
+  return Buffer.from(der.subarray(subject.start, subject.end));
+}
+
+const PEM_BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----([\s\S]*?)-----END \1-----/g;
+
+function pemBlocks(text: string, label: string): Array<{ pem: string; der: Buffer }> {
+  const out: Array<{ pem: string; der: Buffer }> = [];
+  for (const m of text.matchAll(PEM_BLOCK)) {
+    if (m[1] !== label) continue;
+    out.push({ pem: `${m[0]}\n`, der: Buffer.from((m[2] as string).replace(/\s+/g, ''), 'base64') });
+  }
+  return out;
+}
+
+/**
+ * Reads the CRL files of a listener: every `X509 CRL` PEM block of every file, each checked to
+ * parse (here and by OpenSSL). Missing or unreadable files, files without a CRL and blocks that do
+ * not parse are problems; a CRL past its nextUpdate (or before its thisUpdate) and a client CA
+ * with no CRL are warnings, since OpenSSL then refuses the certificates concerned.
+ *
+ * @example loadCrls(['/etc/kw/clients.crl'], caBundle, 'listen.public_tls', readFileSync)
+ */
+export function loadCrls(files: readonly string[], clientCa: string, path: string, read: (file: string) => string, now = Date.now()): LoadedCrls {
+  const result: LoadedCrls = { pems: [], problems: [], warnings: [] };
+  const issuers: Buffer[] = [];
+  for (const file of files) {
+    let text: string;
+    try {
+      text = read(file);
+    } catch (err) {
+      result.problems.push(`${path}.crl: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+      continue;
+    }
+    const blocks = pemBlocks(text, 'X509 CRL');
+    if (blocks.length === 0) {
+      result.problems.push(`${path}.crl: ${file} holds no PEM CRL (-----BEGIN X509 CRL-----)`);
+      continue;
+    }
+    blocks.forEach((block, index) => {
+      const which = blocks.length > 1 ? `${file} (CRL ${index + 1})` : file;
+      let parsed: ReturnType<typeof parseCrl>;
+      try {
+        parsed = parseCrl(block.der);
+        createSecureContext({ crl: block.pem });
+      } catch {
+        result.problems.push(`${path}.crl: ${which} is not a valid CRL`);
+        return;
+      }
+      result.pems.push(block.pem);
+      issuers.push(parsed.issuer);
+      if (parsed.nextUpdate !== undefined && parsed.nextUpdate < now) {
+        result.warnings.push(`${path}.crl: ${which} expired at ${new Date(parsed.nextUpdate).toISOString()} (nextUpdate): every client certificate of its CA is refused until a fresh CRL is installed and the gateway restarted`);
+      } else if (parsed.thisUpdate > now) {
+        result.warnings.push(`${path}.crl: ${which} is not valid before ${new Date(parsed.thisUpdate).toISOString()} (thisUpdate): client certificates of its CA are refused until then; check the clock`);
+      }
+    });
+  }
+  if (result.problems.length === 0) {
+    for (const ca of pemBlocks(clientCa, 'CERTIFICATE')) {
+      let subject: Buffer;
+      let name: string;
+      try {
+        subject = certificateSubject(ca.der);
+        name = new X509Certificate(ca.der).subject.replace(/\n/g, ', ');
+      } catch {
+        continue; // the CA bundle itself is checked by checkServerTls
+      }
+      // OpenSSL checks the CRL of the leaf's issuer: without one, its certificates fail UNABLE_TO_GET_CRL
+      if (!issuers.some((issuer) => issuer.equals(subject))) {
+        result.warnings.push(`${path}.crl: no CRL for client CA "${name}": client certificates it issues are refused (auth_cert_untrusted)`);
+      }
+    }
+  }
+  return result;
+}
