@@ -16,6 +16,7 @@ import { parseAdminToken } from '../auth/admin-token.js';
 import type { AuthFailureLimiter } from '../auth/failure-limiter.js';
 import type { AdminProviderKeys } from './provider-keys.js';
 import { registerDashboard } from '../dashboard/serve.js';
+import { registerAuditChainRoutes, type AuditChainRoutesOptions } from './audit-chain.js';
 
 export interface AdminAppOptions {
   /** Verifies admin tokens (issued ones and the configured bootstrap token). */
@@ -34,6 +35,8 @@ export interface AdminAppOptions {
   incidents?: IncidentService;
   /** The provider key register (list, due, rotate, revoke, set-owner): unscoped admin tokens only. */
   providerKeys?: AdminProviderKeys;
+  /** `GET /admin/audit/verify` and `/admin/audit/export` (unscoped admin tokens): the same service as `keywarden audit verify|export`. */
+  auditChain?: AuditChainRoutesOptions['service'];
   /** TLS on the admin listener (PEM text, no client certificates); unset, plain HTTP. */
   tls?: HttpServerTls;
   /** Slows admin-token guessing: checked before verifying, fed every refused token. */
@@ -154,12 +157,13 @@ export function createAdminApp(options: AdminAppOptions): FastifyInstance {
   });
 
   // one audit row per call, allowed or refused, naming whose token made it (never the token)
-  app.addHook('onResponse', async (request, reply) => {
+  const recorded = new WeakSet<FastifyRequest>();
+  const recordCall = (request: FastifyRequest, status: number): void => {
     const identity = request.admin;
-    const status = reply.statusCode;
     // a static dashboard file served without a token is not an admin call (its API calls are);
     // a failure serving one is still recorded
-    if (isPublic(accessOf(request)) && status < 400) return;
+    if (recorded.has(request) || (isPublic(accessOf(request)) && status < 400)) return;
+    recorded.add(request);
     const presented = /^Bearer +(\S+) *$/i.exec(request.headers.authorization ?? '')?.[1];
     options.audit({
       ts: Date.now(), actor: identity ? adminActor(identity) : 'admin:unauthenticated', action: 'admin.call',
@@ -169,7 +173,11 @@ export function createAdminApp(options: AdminAppOptions): FastifyInstance {
         token_id: identity?.tokenId ?? (presented === undefined ? null : parseAdminToken(presented)?.id ?? null), role: identity?.role ?? null,
       },
     });
-  });
+  };
+  app.addHook('onResponse', async (request, reply) => recordCall(request, reply.statusCode));
+  // a client that goes away before the whole answer is sent (an abandoned export) gets no
+  // onResponse: its call is still recorded, as status 499 (client closed the request)
+  app.addHook('onRequestAbort', async (request) => recordCall(request, 499));
 
   function identityOf(request: FastifyRequest): AdminIdentity {
     // the onRequest hook refuses every request without one; this only narrows the type
@@ -312,6 +320,9 @@ export function createAdminApp(options: AdminAppOptions): FastifyInstance {
       ...(tenantIds ? { tenantIds } : {}), since, until, afterSeq, limit, ...(q.action !== undefined ? { action: q.action } : {}), ...(q.order === 'desc' ? { newestFirst: true } : {}),
     });
   });
+
+  // the audit chain's verification and export span every tenant: unscoped admin tokens only
+  if (options.auditChain) registerAuditChainRoutes(app, { service: options.auditChain, access: global(admin), timeOf, logger });
 
   // ── admin tokens ───────────────────────────────────────────────────────────────────────
   app.post('/admin/tokens', { config: { access: global(admin) } }, async (request, reply) => {

@@ -78,7 +78,7 @@ function sameText(a: string, b: string): boolean {
  * Truncating the newest rows cannot be seen from the chain alone: compare the head hash with
  * one exported earlier (`audit verify --json` prints it).
  */
-export async function verifyAuditChain(trail: AuditTrailRepository, checkpointKey: Buffer, pageSize = 1000): Promise<VerifyResult> {
+export async function verifyAuditChain(trail: Pick<AuditTrailRepository, 'scan' | 'latestCheckpoint'>, checkpointKey: Buffer, pageSize = 1000): Promise<VerifyResult> {
   const checkpoint = (await trail.latestCheckpoint()) ?? null;
   if (checkpoint) {
     const expected = checkpointSignature(checkpointKey, checkpoint);

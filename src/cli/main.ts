@@ -39,12 +39,13 @@ commands:
   usage [--tenant NAME] [--since 24h|DATE] [--until DATE] [--json]   requests, tokens and cost per tenant and model
 
 Every command takes --config FILE (or KEYWARDEN_CONFIG); without one, store commands use the demo store.
-tenants, keys, incident (not drill), admin-tokens, usage and provider-keys also work through a running
-gateway's admin API, so every replica sees a change at once:
+tenants, keys, incident (not drill), admin-tokens, usage, provider-keys and audit verify|export also work
+through a running gateway's admin API, so every replica sees a change at once:
   --admin-url URL (or KEYWARDEN_ADMIN_URL)   https://… (plain http only to a loopback address)
   --admin-token-file PATH (mode 0600) or KEYWARDEN_ADMIN_TOKEN   the admin token (never printed)
 provider-keys through the API needs an unscoped admin token, and rotate takes no --logs there (the gateway
-reads no file a client names). offboard, secrets, audit and doctor work on the store or vault only.
+reads no file a client names); audit verify|export need an unscoped admin token. offboard, secrets,
+audit prune|hash and doctor work on the store or vault only.
 `;
 
 /** The `keywarden` CLI. Sets process.exitCode; prints operator-readable errors, never stack traces. */
@@ -72,7 +73,7 @@ export async function main(argv: readonly string[]): Promise<void> {
 }
 
 /** The commands that can work through a running gateway's admin API (`--admin-url`). */
-const REMOTE_COMMANDS: ReadonlySet<string> = new Set(['tenants', 'keys', 'incident', 'admin-tokens', 'usage', 'provider-keys']);
+const REMOTE_COMMANDS: ReadonlySet<string> = new Set(['tenants', 'keys', 'incident', 'admin-tokens', 'usage', 'provider-keys', 'audit']);
 
 /** `--tenant` may repeat for `admin-tokens issue` only; elsewhere a second one is a usage error, not silently dropped. */
 function oneTenant(values: readonly string[] | undefined, command: string): string | undefined {
@@ -233,8 +234,9 @@ async function run(argv: readonly string[]): Promise<number | void> {
       return providerKeysCommand(commandTarget(adminFlags), action, rest, flags);
     }
     case 'audit': {
-      const { auditCommand } = await import('./commands/audit.js');
-      return auditCommand(configFor(values.config).config, action, rest, {
+      const [{ auditCommand }, { auditTarget }] = await Promise.all([import('./commands/audit.js'), import('./remote-audit.js')]);
+      // verify and export also through the admin API; prune and hash are refused there (the store only)
+      return auditCommand(auditTarget(action, adminFlags), action, rest, {
         json: values.json ?? false,
         ...(values.since !== undefined ? { since: values.since } : {}), ...(values.until !== undefined ? { until: values.until } : {}),
         ...(values.before !== undefined ? { before: values.before } : {}), ...(values.format !== undefined ? { format: values.format } : {}),

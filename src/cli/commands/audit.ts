@@ -4,11 +4,13 @@ import type { Writable } from 'node:stream';
 import type { GatewayConfig } from '../../config/types.js';
 import { parseDuration } from '../../config/duration.js';
 import { openStore } from '../../main.js';
-import type { AuditRow, Store } from '../../store/types.js';
+import type { Store } from '../../store/types.js';
 import {
-  AUDIT_SALT_SECRET, createIdentifierHasher, loadCheckpointKey, normaliseAddress, pruneAuditTrail, verifyAuditChain,
+  AUDIT_SALT_SECRET, createIdentifierHasher, loadCheckpointKey, normaliseAddress, pruneAuditTrail,
 } from '../../audit/trail.js';
+import { createAuditService, exportAuditTrail, type AuditVerifyView } from '../../services/audit-service.js';
 import { CliError, EXIT_FAILURE, EXIT_OK, EXIT_USAGE } from '../output.js';
+import { fetchRemoteVerify, streamRemoteExport, type AuditTarget } from '../remote-audit.js';
 
 export interface AuditFlags {
   json: boolean;
@@ -53,58 +55,64 @@ export function parseWhen(text: string, flag: string, now = Date.now()): number 
   throw new CliError(`${flag} must be a date (2025-01-31, 2025-01-31T12:00:00Z) or a duration back from now (7d)`, EXIT_USAGE);
 }
 
-/** One CSV cell: quoted when needed, and a leading = + - @ neutralised so a spreadsheet never runs it as a formula. */
-function csvCell(value: string | number | null): string {
-  if (value === null) return '';
-  let text = String(value);
-  if (typeof value === 'string' && /^[=+\-@\t\r]/.test(text)) text = `'${text}`;
-  return /[",\r\n]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
-}
-
-const CSV_COLUMNS = ['seq', 'time', 'actor', 'action', 'target', 'outcome', 'request_id', 'details', 'prev_hash', 'hash'] as const;
-
-function exportLine(row: AuditRow, format: 'jsonl' | 'csv'): string {
-  const time = new Date(row.ts).toISOString();
-  if (format === 'jsonl') {
-    return `${JSON.stringify({
-      seq: row.seq, time, ts: row.ts, actor: row.actor, action: row.action, target: row.target, outcome: row.outcome,
-      request_id: row.requestId, details: row.details, prev_hash: row.prevHash, hash: row.hash,
-    })}\n`;
-  }
-  return `${[row.seq, time, row.actor, row.action, row.target, row.outcome, row.requestId, JSON.stringify(row.details), row.prevHash, row.hash].map(csvCell).join(',')}\n`;
-}
-
-async function write(stream: Writable, text: string): Promise<void> {
+async function write(stream: Writable, text: string | Uint8Array): Promise<void> {
   if (!stream.write(text)) await new Promise<void>((resolve, reject) => {
     stream.once('drain', resolve);
     stream.once('error', reject);
   });
 }
 
-/** `keywarden audit verify|hash|prune|export`: the audit chain's checks and maintenance. Never prints content. */
-export async function auditCommand(config: GatewayConfig, action: string | undefined, args: readonly string[], flags: AuditFlags): Promise<number> {
+/** Prints a verification (the same lines from the store or the admin API); exit 1 when the chain is broken. */
+function printVerify(result: AuditVerifyView, json: boolean): number {
+  if (json) out(JSON.stringify(result));
+  if (result.ok) {
+    if (!json) {
+      out(`audit chain intact: ${result.rows} rows${result.first_seq === null ? '' : ` (seq ${result.first_seq}…${result.last_seq})`}, head ${result.head_hash}`);
+      if (result.checkpoint) out(`verified from the signed checkpoint of rows 1…${result.checkpoint.up_to_seq} (pruned ${result.checkpoint.created_at})`);
+    }
+    return EXIT_OK;
+  }
+  if (!json) process.stderr.write(`keywarden: audit chain broken at seq ${result.seq}: ${result.problem}: ${result.message}\n`);
+  return EXIT_FAILURE;
+}
+
+/** Records (lines outside CSV quotes) in exported text, counted as it streams by. */
+function createRowCounter(format: 'jsonl' | 'csv'): { add(chunk: Uint8Array | string): void; rows(): number } {
+  let newlines = 0;
+  let quoted = false;
+  const see = (c: number) => {
+    if (c === 0x22 && format === 'csv') quoted = !quoted;
+    else if (c === 0x0a && !quoted) newlines += 1;
+  };
+  return {
+    add(chunk) {
+      if (typeof chunk === 'string') for (let i = 0; i < chunk.length; i += 1) see(chunk.charCodeAt(i));
+      else for (const byte of chunk) see(byte);
+    },
+    // the CSV header line is not a row
+    rows: () => (format === 'csv' ? Math.max(0, newlines - 1) : newlines),
+  };
+}
+
+/**
+ * `keywarden audit verify|hash|prune|export`: the audit chain's checks and maintenance. Never
+ * prints content. `verify` and `export` also work through a running gateway's admin API (an
+ * unscoped admin token); `hash` and `prune` need the store and are refused there (see `auditTarget`).
+ */
+export async function auditCommand(target: AuditTarget, action: string | undefined, args: readonly string[], flags: AuditFlags): Promise<number> {
+  if (target.kind === 'api' && action !== 'verify' && action !== 'export') throw new CliError(USAGE, EXIT_USAGE);
   switch (action) {
     case 'verify':
-      return withStore(config, async (store) => {
-        const result = await verifyAuditChain(store.auditTrail, await checkpointKey(config, store));
-        const checkpoint = result.checkpoint
-          ? { id: result.checkpoint.id, up_to_seq: result.checkpoint.upToSeq, removed: result.checkpoint.removedCount, created_at: new Date(result.checkpoint.createdAt).toISOString() }
-          : null;
-        if (result.ok) {
-          if (flags.json) out(JSON.stringify({ ok: true, rows: result.rows, first_seq: result.firstSeq, last_seq: result.lastSeq, head_hash: result.headHash, checkpoint }));
-          else {
-            out(`audit chain intact: ${result.rows} rows${result.firstSeq === null ? '' : ` (seq ${result.firstSeq}…${result.lastSeq})`}, head ${result.headHash}`);
-            if (checkpoint) out(`verified from the signed checkpoint of rows 1…${checkpoint.up_to_seq} (pruned ${checkpoint.created_at})`);
-          }
-          return EXIT_OK;
-        }
-        if (flags.json) out(JSON.stringify({ ok: false, seq: result.seq, problem: result.problem, message: result.message, rows_checked: result.rowsChecked, checkpoint }));
-        else process.stderr.write(`keywarden: audit chain broken at seq ${result.seq}: ${result.problem}: ${result.message}\n`);
-        return EXIT_FAILURE;
+      if (target.kind === 'api') return printVerify(await fetchRemoteVerify(target.client), flags.json);
+      return withStore(target.config, async (store) => {
+        const service = createAuditService({ trail: store.auditTrail, checkpointKey: await checkpointKey(target.config, store) });
+        return printVerify(await service.verify(), flags.json);
       });
     case 'hash': {
       const value = args[0];
       if (value === undefined || value === '' || args.length > 1) throw new CliError('usage: keywarden audit hash VALUE', EXIT_USAGE);
+      if (target.kind === 'api') throw new CliError(USAGE, EXIT_USAGE);
+      const { config } = target;
       return withStore(config, async (store) => {
         const hash = createIdentifierHasher(await store.instanceSecret(AUDIT_SALT_SECRET));
         // addresses are stored in canonical form (IPv4-mapped IPv6 as IPv4), so the same value is found either way
@@ -113,6 +121,8 @@ export async function auditCommand(config: GatewayConfig, action: string | undef
       });
     }
     case 'prune': {
+      if (target.kind === 'api') throw new CliError(USAGE, EXIT_USAGE);
+      const { config } = target;
       const now = Date.now();
       let before: number;
       if (flags.before !== undefined) before = parseWhen(flags.before, '--before', now);
@@ -139,26 +149,29 @@ export async function auditCommand(config: GatewayConfig, action: string | undef
       if (format !== 'jsonl' && format !== 'csv') throw new CliError('--format must be jsonl or csv', EXIT_USAGE);
       const now = Date.now();
       const since = parseWhen(flags.since, '--since', now);
-      const until = flags.until === undefined ? Number.MAX_SAFE_INTEGER : parseWhen(flags.until, '--until', now);
-      return withStore(config, async (store) => {
+      const until = flags.until === undefined ? undefined : parseWhen(flags.until, '--until', now);
+      const counter = createRowCounter(format);
+      // the output file is made once the source is open: a store that cannot be opened leaves no file
+      const exportTo = async (copy: (write: (chunk: string | Uint8Array) => Promise<void>) => Promise<void>): Promise<number> => {
         const stream: Writable = flags.out === undefined ? process.stdout : createWriteStream(flags.out, { mode: 0o600 });
         try {
-          if (format === 'csv') await write(stream, `${CSV_COLUMNS.join(',')}\n`);
-          let after = 0;
-          let count = 0;
-          for (;;) {
-            const page = await store.auditTrail.range({ since, until, afterSeq: after, limit: 1000 });
-            if (page.length === 0) break;
-            for (const row of page) await write(stream, exportLine(row, format));
-            count += page.length;
-            after = (page[page.length - 1] as AuditRow).seq;
-          }
-          if (flags.out !== undefined) process.stderr.write(`exported ${count} audit rows to ${flags.out}\n`);
+          await copy(async (chunk) => {
+            counter.add(chunk);
+            await write(stream, chunk);
+          });
+          if (flags.out !== undefined) process.stderr.write(`exported ${counter.rows()} audit rows to ${flags.out}\n`);
         } finally {
           if (stream !== process.stdout) await new Promise<void>((resolve, reject) => stream.end((err?: Error | null) => (err ? reject(err) : resolve())));
         }
         return EXIT_OK;
-      });
+      };
+      // through the API the gateway reads its store a page at a time and streams; each chunk is written as it arrives
+      if (target.kind === 'api') {
+        return exportTo((put) => streamRemoteExport(target.connection, { since, ...(until !== undefined ? { until } : {}), format }, put));
+      }
+      return withStore(target.config, (store) => exportTo(async (put) => {
+        for await (const text of exportAuditTrail(store.auditTrail, { since, until: until ?? Number.MAX_SAFE_INTEGER, format })) await put(text);
+      }));
     }
     default:
       throw new CliError(USAGE, EXIT_USAGE);
