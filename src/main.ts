@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import type { PublicApp } from './server/public-app.js';
 import type { DestinationStream } from 'pino';
 import type { GatewayConfig, PublicTlsConfig } from './config/types.js';
 import type { Store } from './store/types.js';
@@ -74,11 +75,13 @@ export async function loadKeyHashKey(config: GatewayConfig, store: Store, resolv
 }
 
 /**
- * Loads the public listener's TLS material: the certificate and CA bundle from their paths, the
+ * Loads the public listener's TLS material: the certificate, CA bundle and CRLs from their paths, the
  * private key through the secret resolver; then checks they work together. Errors name the
  * config path and file, never the key.
  */
-export async function loadPublicTls(tls: PublicTlsConfig, resolver: SecretResolver, path: 'listen.public_tls' | 'listen.admin_tls' = 'listen.public_tls'): Promise<HttpServerTls> {
+export async function loadPublicTls(
+  tls: PublicTlsConfig, resolver: SecretResolver, path: 'listen.public_tls' | 'listen.admin_tls' = 'listen.public_tls', onWarning?: (message: string) => void,
+): Promise<HttpServerTls> {
   const read = (file: string, field: string): string => {
     try {
       return readFileSync(file, 'utf8');
@@ -93,6 +96,13 @@ export async function loadPublicTls(tls: PublicTlsConfig, resolver: SecretResolv
     }),
     ...(tls.clientCa !== undefined ? { clientCa: read(tls.clientCa, 'client_ca') } : {}),
   };
+  if (tls.crl !== undefined && loaded.clientCa !== undefined) {
+    // every CRL problem listed at once; warnings name conditions under which OpenSSL refuses certificates
+    const crls = (await import('./auth/crl.js')).loadCrls(tls.crl, loaded.clientCa, path, (file) => readFileSync(file, 'utf8'));
+    if (crls.problems.length > 0) throw new Error(crls.problems.join('\n'));
+    for (const warning of crls.warnings) onWarning?.(warning);
+    loaded.crl = crls.pems;
+  }
   checkServerTls(loaded, path);
   return loaded;
 }
@@ -137,7 +147,7 @@ export interface Gateway {
   counters: CounterStore;
   /** Prometheus metrics, served by the admin listener at `/metrics`. */
   metrics: Metrics;
-  publicApp: FastifyInstance;
+  publicApp: PublicApp;
   adminApp: FastifyInstance;
   /** Starts both listeners; returns their base URLs. */
   listen(): Promise<{ publicUrl: string; adminUrl: string }>;
@@ -174,7 +184,9 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
   const sampleKey = config.audit.sampling ? sampling.parseSampleKey((await resolver.resolve(config.audit.sampling.key)).value) : undefined;
   const configuredCheckpointKey = config.audit.checkpointKey ? (await resolver.resolve(config.audit.checkpointKey)).value : undefined;
   // TLS of the public listener: files read, key resolved and checked now, so a bad one stops the gateway
-  const publicTls = config.listen.publicTls ? await loadPublicTls(config.listen.publicTls, resolver) : undefined;
+  const publicTls = config.listen.publicTls
+    ? await loadPublicTls(config.listen.publicTls, resolver, 'listen.public_tls', (message) => logger.warn({ event: 'tls_crl_warning' }, message))
+    : undefined;
   const adminTls = config.listen.adminTls ? await loadPublicTls(config.listen.adminTls, resolver, 'listen.admin_tls') : undefined;
   const secretCache = createSecretCache({
     resolver, ttlMs: config.secrets.cacheTtlMs, refreshMs: config.secrets.refreshMs,
@@ -219,10 +231,10 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
   const sampler = sampleKey && config.audit.sampling
     ? sampling.createContentSampler({ key: sampleKey, rate: config.audit.sampling.rate, retentionMs: config.audit.sampling.retentionMs, trail: store.auditTrail })
     : undefined;
+  const checkpointKey = await trail.loadCheckpointKey(store, configuredCheckpointKey === undefined ? undefined : async () => configuredCheckpointKey);
   // always on: with no retention it only deletes expired samples (left behind even if sampling was turned off)
   const auditJobs = trail.startAuditMaintenance({
-    trail: store.auditTrail, retentionMs: config.audit.retentionMs, actor: 'system',
-    checkpointKey: await trail.loadCheckpointKey(store, configuredCheckpointKey === undefined ? undefined : async () => configuredCheckpointKey),
+    trail: store.auditTrail, retentionMs: config.audit.retentionMs, actor: 'system', checkpointKey,
     onRun: (r) => {
       if (r.checkpoint || r.samplesDeleted > 0) {
         logger.info({ event: 'audit_retention', up_to_seq: r.checkpoint?.upToSeq ?? null, removed: r.checkpoint?.removedCount ?? 0, samples_deleted: r.samplesDeleted }, 'audit retention job ran');
@@ -326,6 +338,7 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
   });
   const { createIncidentService } = await import('./services/incident-service.js');
   const { createAdminProviderKeys } = await import('./admin/provider-keys.js');
+  const { createAuditService } = await import('./services/audit-service.js');
   // a poll already in flight may have read the register before the change: read it once more
   const repollKeys = async () => { await keys.poll(); await keys.poll(); };
   const adminApp = createAdminApp({
@@ -337,6 +350,8 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
     // provider key rotation and revocation through the API switch this gateway at once
     providerKeys: createAdminProviderKeys({ config, store, resolver, afterChange: repollKeys }),
     ...(sampleKey ? { readSample: sampling.createSampleReader({ key: sampleKey, trail: store.auditTrail, records: store.records }) } : {}),
+    // verify and export of the audit chain, as `keywarden audit verify|export` on the store
+    auditChain: createAuditService({ trail: store.auditTrail, checkpointKey }),
   });
 
   let closed = false;

@@ -1,5 +1,4 @@
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import type { IncomingMessage, Server } from 'node:http';
+import type { IncomingMessage, OutgoingHttpHeaders, Server, ServerResponse } from 'node:http';
 import { GatewayError, errorBody, type ErrorDialect } from '../errors/index.js';
 import type { Authenticator } from '../auth/authenticate.js';
 import { credentialHeaders, extractCredential } from '../auth/credentials.js';
@@ -16,12 +15,6 @@ import { createHttpServer, refuseConnection, type HttpServerTls } from './http-s
 import { presentedCertificate, type ClientCertAuthenticator } from '../auth/client-cert.js';
 import type { AdmissionStage } from '../quota/admission.js';
 import type { DlpStage } from '../dlp/stage.js';
-
-declare module 'fastify' {
-  interface FastifyRequest {
-    kw: RequestContext;
-  }
-}
 
 export interface ReadinessCheck {
   name: string;
@@ -49,18 +42,37 @@ export interface PublicAppOptions {
   clientCertificates?: { mode: 'require' | 'optional'; authenticate: ClientCertAuthenticator };
 }
 
+/** The public listener: its Node server, and start and stop. */
+export interface PublicApp {
+  readonly server: Server;
+  /** Listens and returns the URL it bound (`http://127.0.0.1:8080`). */
+  listen(address: { host: string; port: number }): Promise<string>;
+  /** Stops taking connections, answers new requests on open ones 503, and resolves once every connection has ended. */
+  close(): Promise<void>;
+}
+
+/** Requests whose body the JSON reader took over (it drains a refused one itself). */
+const bodiesTaken = new WeakSet<IncomingMessage>();
+
+/** Methods that name a provider route's path without being POST: 405, without authenticating. */
+const OTHER_METHODS: ReadonlySet<string> = new Set(['GET', 'PUT', 'DELETE', 'PATCH']);
+
 /**
  * The public listener: the OpenAI- and Anthropic-compatible routes, health and readiness.
  *
- * Authentication runs as a hook of each matched route, so it is decided on the same path the
- * router dispatched; there is no global prefix check a crafted path could slip past. Unknown
- * routes are 404 before anything else happens.
+ * Plain node:http with a table of exact paths, not a framework router: this is the hot path, and
+ * a request is authorised on the very string it is dispatched on (the path before `?`, byte for
+ * byte: no decoding, no case folding, no slash merging), so there is no second interpretation a
+ * crafted path could slip between. Unknown routes are 404 before anything else happens; a path
+ * that is not valid percent-encoding is 400. (The admin listener, off the hot path, uses Fastify.)
  */
-export function createPublicApp(options: PublicAppOptions): FastifyInstance {
+export function createPublicApp(options: PublicAppOptions): PublicApp {
   const { authenticate, proxy, logger, admission, dlp } = options;
+  const providerRoutes = new Map<string, ProviderRoute>(PROVIDER_ROUTES.map((route) => [route.path, route]));
+  let closing = false;
 
   /** Settle (reservation → real usage and cost), then record: the last two stages, once per request. */
-  function settleAndRecord(ctx: RequestContext): void {
+  function record(ctx: RequestContext): void {
     proxy.fingerprint(ctx);
     if (ctx.admission) {
       const billed = ctx.admission.settle(ctx.usage, ctx.upstreamAccepted);
@@ -71,87 +83,91 @@ export function createPublicApp(options: PublicAppOptions): FastifyInstance {
     else if (admission && ctx.upstreamModel !== null) ctx.costNanoUsd = admission.costOf(ctx.upstreamModel, ctx.usage);
     options.record(ctx);
   }
-  const record = settleAndRecord;
-  const app = Fastify({
-    logger: false,
-    serverFactory: (handler) => createHttpServer({ maxHeaderBytes: options.maxHeaderBytes }, handler, options.tls),
-    genReqId: (req) => requestIdFrom(req.headers['x-request-id']),
-    requestIdHeader: false,
-    exposeHeadRoutes: false,
-    routerOptions: { caseSensitive: true, ignoreTrailingSlash: false, ignoreDuplicateSlashes: false, maxParamLength: 128 },
-    // a URL the router cannot decode is answered before any hook: in the endpoint's shape, never echoing the path
-    frameworkErrors: (_err, request, reply) => {
-      const error = new GatewayError('request_invalid', 'the request URL could not be read');
-      void (reply as FastifyReply).code(error.status).header('x-request-id', request.id).header('content-type', 'application/json')
-        .send(JSON.stringify(errorBody(error, dialectForPath(request.url) as ErrorDialect, request.id)));
-    },
-    return503OnClosing: true,
-    forceCloseConnections: 'idle',
-    bodyLimit: 64 * 1_048_576,
-  });
-  app.decorateRequest('kw', null as unknown as RequestContext);
 
-  // every answer, errors included, carries the request id; header count is bounded
-  app.addHook('onRequest', (request, reply, done) => {
-    reply.header('x-request-id', request.id);
-    request.kw = newRequestContext(request.id, dialectForPath(request.url), performance.now(), request.raw.socket.remoteAddress ?? '');
-    const refusal = checkRequestHeaders(request.raw, options.maxHeaders);
-    if (refusal) {
-      // the framing cannot be trusted: answer, then close, and parse nothing more from this connection
-      refuseConnection(request.raw.socket);
-      reply.header('connection', 'close');
-    }
-    done(refusal);
-  });
+  const server = createHttpServer({ maxHeaderBytes: options.maxHeaderBytes }, (req, res) => {
+    void handle(req, res);
+  }, options.tls);
 
-  // the body is read by us, with the authenticated tenant's size limit, for any content type
-  app.removeAllContentTypeParsers();
-  app.addContentTypeParser('*', (request: FastifyRequest, payload, done) => {
-    const type = request.headers['content-type'] ?? '';
-    if (!/^application\/json\s*(;|$)/i.test(type)) {
-      payload.resume();
-      done(new GatewayError('request_unsupported_media_type', 'send the request body as application/json'), undefined);
-      return;
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = routePath(req.url ?? '/');
+    const ctx = newRequestContext(requestIdFrom(req.headers['x-request-id']), dialectForPath(path ?? req.url ?? '/'), performance.now(), req.socket.remoteAddress ?? '');
+    // errors on a route that exists are recorded; probes of unknown paths are not
+    let routed = false;
+    try {
+      if (closing) {
+        res.setHeader('connection', 'close');
+        throw new GatewayError('service_unavailable', 'the gateway is shutting down');
+      }
+      const refusal = checkRequestHeaders(req, options.maxHeaders);
+      if (refusal) {
+        // the framing cannot be trusted: answer, then close, and parse nothing more from this connection
+        refuseConnection(req.socket);
+        res.setHeader('connection', 'close');
+        throw refusal;
+      }
+      if (path === null) throw new GatewayError('request_invalid', 'the request URL could not be read');
+      const route = providerRoutes.get(path);
+      if (route !== undefined && req.method === 'POST') {
+        routed = true;
+        ctx.dialect = route.dialect;
+        ctx.endpoint = route.endpoint;
+        await providerRequest(req, res, ctx, route);
+        return;
+      }
+      if (route !== undefined && OTHER_METHODS.has(req.method ?? '')) {
+        // the right path with the wrong method: say so, without authenticating
+        routed = true;
+        throw new GatewayError('method_not_allowed', `use POST ${route.path}`);
+      }
+      if (req.method === 'GET') {
+        if (path === '/v1/models') {
+          routed = true;
+          await listModels(req, res, ctx);
+          return;
+        }
+        if (path === '/healthz') {
+          routed = true;
+          sendJson(res, ctx, 200, { status: 'ok' });
+          return;
+        }
+        if (path === '/readyz') {
+          routed = true;
+          await readiness(res, ctx);
+          return;
+        }
+      }
+      throw new GatewayError('route_not_found', 'no such route', { param: undefined });
+    } catch (err) {
+      await answerError(req, res, ctx, err, routed);
     }
-    if (!request.kw.principal) {
-      // no authenticated route took this request (404, 405): its body is never parsed
-      discardBody(request.raw);
-      done(null, undefined);
-      return;
-    }
-    const limit = request.kw.principal.policy.maxBodyBytes;
-    readJsonBody(request.raw, limit).then((body) => done(null, body), (err: Error) => done(err, undefined));
-  });
+  }
 
   /**
    * Client certificates (mutual TLS) come first: in `require` mode the certificate is the only
    * credential (a header is ignored for identity); in `optional` mode a presented certificate
    * must verify (never a fallback to a header after a bad one) and without one the key or JWT decides.
    */
-  async function authenticateRequest(request: FastifyRequest, credential: string | undefined): Promise<Principal> {
+  async function authenticateRequest(req: IncomingMessage, credential: string | undefined): Promise<Principal> {
     const certs = options.clientCertificates;
     if (certs) {
-      const certificate = presentedCertificate(request.raw.socket);
+      const certificate = presentedCertificate(req.socket);
       if (certificate || certs.mode === 'require') return certs.authenticate(certificate);
     }
     return authenticate(credential);
   }
 
-  async function authHook(request: FastifyRequest): Promise<void> {
-    const sent = credentialHeaders(request.raw.rawHeaders);
+  async function authenticateCaller(req: IncomingMessage, ctx: RequestContext): Promise<Principal> {
+    const sent = credentialHeaders(req.rawHeaders);
     const credential = extractCredential(sent.authorization, sent.apiKey);
     const limiter = options.authFailures;
-    if (!limiter) {
-      request.kw.principal = await authenticateRequest(request, credential);
-      return;
-    }
+    if (!limiter) return (ctx.principal = await authenticateRequest(req, credential));
     // limited before verifying: a guesser gets no HMAC or store work and learns nothing of its guess
-    const address = request.raw.socket.remoteAddress ?? '';
+    const address = req.socket.remoteAddress ?? '';
     const keyId = tenantKeyIdOf(credential);
     limiter.check(address);
     const keyBlockedMs = limiter.keyBlockedMs(keyId);
     try {
-      request.kw.principal = await authenticateRequest(request, credential);
+      return (ctx.principal = await authenticateRequest(req, credential));
     } catch (err) {
       // every refused credential counts, none sent included (cheap probing); a store outage does not
       if (err instanceof GatewayError && err.status === 401) {
@@ -163,114 +179,106 @@ export function createPublicApp(options: PublicAppOptions): FastifyInstance {
     }
   }
 
-  for (const route of PROVIDER_ROUTES) registerProviderRoute(app, route);
-
-  function registerProviderRoute(instance: FastifyInstance, route: ProviderRoute): void {
-    instance.route({
-      method: 'POST',
-      url: route.path,
-      config: { dialect: route.dialect },
-      onRequest: [
-        async (request) => {
-          request.kw.dialect = route.dialect;
-          request.kw.endpoint = route.endpoint;
-        },
-        authHook,
-      ],
-      handler: async (request, reply) => {
-        const ctx = request.kw;
-        if (request.body === undefined) throw new GatewayError('request_invalid_json', 'the request body must be a JSON object');
-        const validated = proxy.validate(ctx, route.endpoint, request.body, request.headers);
-        // dlp: mask or block secrets and personal data before admission, so the token estimate,
-        // a content sample and the provider all see the masked body (streamed requests too)
-        const prepared = dlp ? dlp.run(ctx, validated) : validated;
-        const principal = ctx.principal as Principal;
-        if (admission && !admission.unlimited(principal)) {
-          ctx.admission = await admission.admit(principal, {
-            endpoint: route.endpoint, providerType: prepared.target.adapter.type, upstreamModel: prepared.request.upstreamModel,
-            body: prepared.request.body, maxOutputTokens: prepared.request.maxOutputTokens,
-          });
-          void reply.headers(ctx.admission.headers);
-        }
-        const abort = new RequestAbort();
-        // a client that goes away cancels the upstream call
-        const onClose = () => {
-          if (!reply.raw.writableFinished) abort.abort();
-        };
-        reply.raw.once('close', onClose);
-        if (prepared.request.stream) {
-          let started = false;
-          try {
-            await proxy.stream(ctx, prepared, reply.raw, abort, () => {
-              started = true;
-              reply.hijack();
-            });
-          } catch (err) {
-            if (!started && !abort.signal.aborted) throw err;
-            if (abort.signal.aborted) {
-              // the client left before the provider answered: recorded, not blamed on the provider
-              ctx.status = 499;
-              ctx.outcome = 'client_aborted';
-              ctx.errorCode = null;
-              if (!started) reply.hijack();
-            } else {
-              logger.error({ err, requestId: ctx.requestId }, 'stream relay failed');
-            }
-            reply.raw.destroy();
-          }
-          record(ctx);
-          return reply;
-        }
-        let answer;
-        try {
-          answer = await proxy.whole(ctx, prepared, abort.signal);
-        } catch (err) {
-          if (!abort.signal.aborted) throw err;
-          // the client left: nothing to answer, but the attempt is still recorded
-          ctx.status = 499;
-          ctx.outcome = 'client_aborted';
-          record(ctx);
-          return reply.hijack();
-        }
-        ctx.status = answer.status;
-        reply
-          .code(answer.status)
-          .header('content-type', 'application/json')
-          .header('x-keywarden-input-tokens', String(answer.usage.inputTokens))
-          .header('x-keywarden-output-tokens', String(answer.usage.outputTokens));
-        // answer first: settling, logging and queueing the records need not delay the client
-        reply.send(answer.body);
-        record(ctx);
-        return reply;
-      },
-    });
-    // the right path with the wrong method: say so, without authenticating
-    instance.route({
-      method: ['GET', 'PUT', 'DELETE', 'PATCH'],
-      url: route.path,
-      handler: async () => {
-        throw new GatewayError('method_not_allowed', `use POST ${route.path}`);
-      },
-    });
+  /**
+   * The body, read by us with the authenticated tenant's size limit, for any content type: JSON
+   * only (415 otherwise); a request without a body is refused by the handler as not a JSON object.
+   */
+  async function readBody(req: IncomingMessage, principal: Principal): Promise<unknown> {
+    const te = req.headers['transfer-encoding'];
+    const cl = req.headers['content-length'];
+    const type = req.headers['content-type'];
+    if (te === undefined && (cl === undefined || (cl === '0' && type === undefined))) return undefined;
+    if (!/^application\/json\s*(;|$)/i.test(type ?? '')) throw new GatewayError('request_unsupported_media_type', 'send the request body as application/json');
+    // from here the reader owns the body: on a refusal it drains it itself
+    bodiesTaken.add(req);
+    return readJsonBody(req, principal.policy.maxBodyBytes);
   }
 
-  app.get('/v1/models', { onRequest: authHook }, async (request, reply) => {
-    const principal = request.kw.principal as Principal;
-    const allowed = principal.policy.models.filter((name) => Object.hasOwn(options.models, name));
-    request.kw.status = 200;
-    options.record(request.kw);
-    if (typeof request.headers['anthropic-version'] === 'string') {
-      const data = allowed.map((id) => ({ type: 'model', id, display_name: id, created_at: '1970-01-01T00:00:00Z' }));
-      return reply.send({ data, has_more: false, first_id: data[0]?.id ?? null, last_id: data[data.length - 1]?.id ?? null });
+  /** authenticate → read → validate → dlp → admit → forward → relay, then settle and record. */
+  async function providerRequest(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, route: ProviderRoute): Promise<void> {
+    const principal = await authenticateCaller(req, ctx);
+    const body = await readBody(req, principal);
+    if (body === undefined) throw new GatewayError('request_invalid_json', 'the request body must be a JSON object');
+    const validated = proxy.validate(ctx, route.endpoint, body, req.headers);
+    // dlp: mask or block secrets and personal data before admission, so the token estimate,
+    // a content sample and the provider all see the masked body (streamed requests too)
+    const prepared = dlp ? dlp.run(ctx, validated) : validated;
+    if (admission && !admission.unlimited(principal)) {
+      ctx.admission = await admission.admit(principal, {
+        endpoint: route.endpoint, providerType: prepared.target.adapter.type, upstreamModel: prepared.request.upstreamModel,
+        body: prepared.request.body, maxOutputTokens: prepared.request.maxOutputTokens,
+      });
     }
-    return reply.send({
+    const abort = new RequestAbort();
+    // a client that goes away cancels the upstream call
+    res.once('close', () => {
+      if (!res.writableFinished) abort.abort();
+    });
+    if (prepared.request.stream) {
+      let started = false;
+      try {
+        await proxy.stream(ctx, prepared, res, abort, () => {
+          started = true;
+        });
+      } catch (err) {
+        if (!started && !abort.signal.aborted) throw err;
+        if (abort.signal.aborted) {
+          // the client left before the provider answered: recorded, not blamed on the provider
+          ctx.status = 499;
+          ctx.outcome = 'client_aborted';
+          ctx.errorCode = null;
+        } else {
+          logger.error({ err, requestId: ctx.requestId }, 'stream relay failed');
+        }
+        res.destroy();
+      }
+      record(ctx);
+      return;
+    }
+    let answer;
+    try {
+      answer = await proxy.whole(ctx, prepared, abort.signal);
+    } catch (err) {
+      if (!abort.signal.aborted) throw err;
+      // the client left: nothing to answer, but the attempt is still recorded
+      ctx.status = 499;
+      ctx.outcome = 'client_aborted';
+      record(ctx);
+      return;
+    }
+    ctx.status = answer.status;
+    const headers: OutgoingHttpHeaders = {
+      'x-request-id': ctx.requestId,
+      'content-type': 'application/json',
+      'content-length': answer.body.length,
+      'x-keywarden-input-tokens': String(answer.usage.inputTokens),
+      'x-keywarden-output-tokens': String(answer.usage.outputTokens),
+    };
+    if (ctx.admission) Object.assign(headers, ctx.admission.headers);
+    // answer first: settling, logging and queueing the records need not delay the client
+    res.writeHead(answer.status, headers);
+    res.end(answer.body);
+    record(ctx);
+  }
+
+  async function listModels(req: IncomingMessage, res: ServerResponse, ctx: RequestContext): Promise<void> {
+    const principal = await authenticateCaller(req, ctx);
+    discardBody(req);
+    const allowed = principal.policy.models.filter((name) => Object.hasOwn(options.models, name));
+    ctx.status = 200;
+    options.record(ctx);
+    if (typeof req.headers['anthropic-version'] === 'string') {
+      const data = allowed.map((id) => ({ type: 'model', id, display_name: id, created_at: '1970-01-01T00:00:00Z' }));
+      sendJson(res, ctx, 200, { data, has_more: false, first_id: data[0]?.id ?? null, last_id: data[data.length - 1]?.id ?? null });
+      return;
+    }
+    sendJson(res, ctx, 200, {
       object: 'list',
       data: allowed.map((id) => ({ id, object: 'model', created: 0, owned_by: (options.models[id] as ModelRoute).provider })),
     });
-  });
+  }
 
-  app.get('/healthz', async () => ({ status: 'ok' }));
-  app.get('/readyz', async (_request, reply) => {
+  async function readiness(res: ServerResponse, ctx: RequestContext): Promise<void> {
     const checks: Record<string, string> = {};
     let ready = true;
     for (const check of options.readiness) {
@@ -283,31 +291,100 @@ export function createPublicApp(options: PublicAppOptions): FastifyInstance {
       checks[check.name] = problem ?? 'ok';
       if (problem !== null) ready = false;
     }
-    return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not_ready', checks });
-  });
+    sendJson(res, ctx, ready ? 200 : 503, { status: ready ? 'ready' : 'not_ready', checks });
+  }
 
-  app.setNotFoundHandler(async (request) => {
-    throw new GatewayError('route_not_found', 'no such route', { param: undefined });
-  });
-
-  app.setErrorHandler(async (err: unknown, request: FastifyRequest, reply: FastifyReply) => {
-    const ctx = request.kw ?? newRequestContext(request.id, dialectForPath(request.url), performance.now());
+  /** The one error answer: a coded error in the endpoint's shape, rate-limit headers, and the record. */
+  async function answerError(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, err: unknown, routed: boolean): Promise<void> {
+    // a body nobody read is drained (bounded), so the connection stays usable for the next request
+    if (!req.readableEnded && !bodiesTaken.has(req)) discardBody(req);
     const gatewayError = toClientError(err);
     if (gatewayError.code === 'internal_error') logger.error({ err, requestId: ctx.requestId }, 'unexpected error');
     ctx.status = gatewayError.status;
     ctx.errorCode = gatewayError.code;
     ctx.outcome = gatewayError.code.startsWith('upstream_') ? 'upstream_error' : 'refused';
-    if (gatewayError.retryAfterSeconds !== undefined) reply.header('retry-after', String(gatewayError.retryAfterSeconds));
+    const headers: OutgoingHttpHeaders = {};
+    if (gatewayError.retryAfterSeconds !== undefined) headers['retry-after'] = String(gatewayError.retryAfterSeconds);
     // rate-limit headers: from the admission, or from the refusal itself
     let rate = ctx.admission?.headers ?? (err as { headers?: Record<string, string> }).headers;
-    // refused before admission (policy, validation): a limited tenant still learns where it stands
-    if (!rate && ctx.principal && admission && !admission.unlimited(ctx.principal)) rate = await admission.currentHeaders(ctx.principal);
-    if (rate) void reply.headers(rate);
-    if (request.routeOptions.url !== undefined || ctx.principal) record(ctx);
-    return reply.code(gatewayError.status).header('content-type', 'application/json').send(JSON.stringify(errorBody(gatewayError, ctx.dialect as ErrorDialect, ctx.requestId)));
-  });
+    try {
+      // refused before admission (policy, validation): a limited tenant still learns where it stands
+      if (!rate && ctx.principal && admission && !admission.unlimited(ctx.principal)) rate = await admission.currentHeaders(ctx.principal);
+    } catch {
+      // the counters are unreachable: the refusal stands without them
+    }
+    if (rate) Object.assign(headers, rate);
+    if (res.writableEnded) {
+      // the answer is out (a failure while recording it): nothing to tell the client
+      logger.error({ err, requestId: ctx.requestId }, 'failed after answering');
+      return;
+    }
+    if (routed || ctx.principal) record(ctx);
+    if (res.headersSent) {
+      // a stream already under way cannot change its status: end it
+      res.destroy();
+      return;
+    }
+    sendJson(res, ctx, gatewayError.status, errorBody(gatewayError, ctx.dialect as ErrorDialect, ctx.requestId), headers);
+  }
 
-  return app;
+  return {
+    server,
+    listen({ host, port }) {
+      return new Promise((resolve, reject) => {
+        const onError = (err: Error) => reject(err);
+        server.once('error', onError);
+        server.listen(port, host, () => {
+          server.removeListener('error', onError);
+          const address = server.address();
+          if (address === null || typeof address === 'string') return resolve(`http://${host}:${port}`);
+          const shown = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+          resolve(`http://${shown}:${address.port}`);
+        });
+      });
+    },
+    close() {
+      closing = true;
+      return new Promise((resolve) => {
+        if (!server.listening) return resolve();
+        server.close(() => resolve());
+        // idle keep-alive connections would hold the close open until their timeout
+        server.closeIdleConnections();
+      });
+    },
+  };
+}
+
+/** Sends a JSON answer with the request id (every answer carries it). */
+function sendJson(res: ServerResponse, ctx: RequestContext, status: number, value: unknown, extra?: OutgoingHttpHeaders): void {
+  const text = JSON.stringify(value);
+  const headers: OutgoingHttpHeaders = { ...extra, 'x-request-id': ctx.requestId, 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) };
+  res.writeHead(status, headers);
+  res.end(text);
+}
+
+const UNRESERVED_ESCAPE = /%(2[dDeE]|3[0-9]|[46][1-9a-fA-F]|[57][0-9aA]|5[fF]|7[eE])/g;
+
+/**
+ * The path a request is routed and authorised on: the target before `?` or `#`, with escapes of
+ * unreserved characters decoded (`/%76%31/chat/completions` is `/v1/chat/completions` by RFC 3986).
+ * Any other escape stays as sent, so `%2F`, `%2e%2e`-made dot segments or `%00` never match a
+ * route. Null when the path is not valid percent-encoded UTF-8.
+ */
+function routePath(url: string): string | null {
+  let end = url.length;
+  const query = url.indexOf('?');
+  if (query !== -1) end = query;
+  const fragment = url.indexOf('#');
+  if (fragment !== -1 && fragment < end) end = fragment;
+  const path = end === url.length ? url : url.slice(0, end);
+  if (!path.includes('%')) return path;
+  try {
+    decodeURIComponent(path);
+  } catch {
+    return null;
+  }
+  return path.replace(UNRESERVED_ESCAPE, (escape) => String.fromCharCode(parseInt(escape.slice(1), 16)));
 }
 
 /**
@@ -342,11 +419,7 @@ function discardBody(req: IncomingMessage): void {
 function toClientError(err: unknown): GatewayError {
   if (err instanceof GatewayError) return err;
   const status = (err as { statusCode?: number }).statusCode;
-  const code = (err as { code?: string }).code;
-  if (code === 'FST_ERR_CTP_BODY_TOO_LARGE') return new GatewayError('request_body_too_large', 'the request body is too large');
-  if (code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return new GatewayError('request_unsupported_media_type', 'send the request body as application/json');
   if (typeof status === 'number' && status >= 400 && status < 500) return new GatewayError('request_invalid', 'the request could not be processed');
   return new GatewayError('internal_error', 'the gateway failed to process the request', { cause: err });
 }
 
-export type { Server };
