@@ -1,4 +1,4 @@
-import { createHash, createHmac } from 'node:crypto';
+import { createHmac, hash } from 'node:crypto';
 import type { AuditEvent } from './types.js';
 
 /** The hash of the (empty) chain before the first row. */
@@ -13,7 +13,8 @@ export function chainHash(prevHash: string, seq: number, event: AuditEvent): str
     seq, event.ts, event.actor, event.action, event.target, event.outcome, event.requestId,
     Object.keys(event.details).sort().map((k) => [k, event.details[k]]),
   ]);
-  return createHash('sha256').update(prevHash).update('\n').update(canonical).digest('hex');
+  // one-shot: the same bytes (previous hash, newline, canonical JSON) as a Hash object's updates, at less cost per row
+  return hash('sha256', `${prevHash}\n${canonical}`, 'hex');
 }
 
 /**

@@ -46,6 +46,9 @@ function migrate(db: Database.Database): void {
   }
 }
 
+/** Rows per multi-row INSERT when a batch of usage or audit rows is written (20 columns × 32 = 640 parameters). */
+const ROWS_PER_INSERT = 32;
+
 /** How stale another process's commit may be when the gateway next checks its credential cache. */
 const DATA_VERSION_RECHECK_MS = 2;
 
@@ -85,10 +88,6 @@ export function openSqliteStore(url: string): Store {
     keysOfTenant: db.prepare<[string], KeyRow>('SELECT * FROM tenant_keys WHERE tenant_id = ? ORDER BY created_at, id'),
     revokeKey: db.prepare('UPDATE tenant_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL'),
     revokeByLabel: db.prepare('UPDATE tenant_keys SET revoked_at = ? WHERE tenant_id = ? AND label = ? AND revoked_at IS NULL'),
-    insertUsage: db.prepare(
-      `INSERT INTO usage_ledger (ts, request_id, tenant_id, key_id, provider, model, endpoint, status, outcome, error_code,
-        input_tokens, output_tokens, cached_input_tokens, stream, gateway_ms, upstream_ms, prompt_fingerprint, cost_nano_usd, client_hmac, provider_key_id)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
     sumTenantReq: db.prepare<[string, number, number], { v: number | null }>(`SELECT COUNT(*) AS v FROM usage_ledger WHERE tenant_id = ? AND ts >= ? AND ts < ? AND outcome != 'refused'`),
     sumTenantTok: db.prepare<[string, number, number], { v: number | null }>('SELECT SUM(input_tokens + output_tokens) AS v FROM usage_ledger WHERE tenant_id = ? AND ts >= ? AND ts < ?'),
     sumTenantUsd: db.prepare<[string, number, number], { v: number | null }>('SELECT SUM(cost_nano_usd) AS v FROM usage_ledger WHERE tenant_id = ? AND ts >= ? AND ts < ?'),
@@ -100,9 +99,6 @@ export function openSqliteStore(url: string): Store {
     usage: db.prepare<[number], UsageDbRow>('SELECT * FROM usage_ledger ORDER BY id DESC LIMIT ?'),
     usageOfTenant: db.prepare<[string, number], UsageDbRow>('SELECT * FROM usage_ledger WHERE tenant_id = ? ORDER BY id DESC LIMIT ?'),
     lastAudit: db.prepare<[], { seq: number; hash: string }>('SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1'),
-    insertAudit: db.prepare(
-      `INSERT INTO audit_log (seq, ts, actor, action, target, outcome, request_id, details, prev_hash, hash)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
     audit: db.prepare<[number, number], AuditDbRow>('SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?'),
     // the tenant an audit row is about: `details.tenant` of request and key rows, the target of tenant rows
     auditQuery: db.prepare<AuditQueryParams, AuditDbRow>(auditQuerySql('ASC')),
@@ -166,6 +162,35 @@ export function openSqliteStore(url: string): Store {
     usageWindowProvider: db.prepare<[string, number, number, number], UsageDbRow>('SELECT * FROM usage_ledger WHERE provider = ? AND ts >= ? AND ts < ? ORDER BY ts, id LIMIT ?'),
   };
 
+  /**
+   * Inserts many rows with multi-row INSERT statements of up to ROWS_PER_INSERT rows: one
+   * statement step per chunk instead of one per row, most of the per-row cost of a batch. The
+   * statement for each chunk size is prepared once, on first use.
+   */
+  function createBatchInsert(head: string, columns: number) {
+    const statements = new Map<number, Database.Statement>();
+    const row = `(${new Array(columns).fill('?').join(', ')})`;
+    const statementFor = (rows: number) => {
+      let statement = statements.get(rows);
+      if (!statement) {
+        statement = db.prepare(`${head} VALUES ${new Array(rows).fill(row).join(', ')}`);
+        statements.set(rows, statement);
+      }
+      return statement;
+    };
+    return (params: readonly unknown[]): void => {
+      const rows = params.length / columns;
+      for (let first = 0; first < rows; first += ROWS_PER_INSERT) {
+        const count = Math.min(ROWS_PER_INSERT, rows - first);
+        statementFor(count).run(params.slice(first * columns, (first + count) * columns));
+      }
+    };
+  }
+  const insertUsageRows = createBatchInsert(
+    `INSERT INTO usage_ledger (ts, request_id, tenant_id, key_id, provider, model, endpoint, status, outcome, error_code,
+      input_tokens, output_tokens, cached_input_tokens, stream, gateway_ms, upstream_ms, prompt_fingerprint, cost_nano_usd, client_hmac, provider_key_id)`, 20);
+  const insertAuditRows = createBatchInsert('INSERT INTO audit_log (seq, ts, actor, action, target, outcome, request_id, details, prev_hash, hash)', 10);
+
   // Chains events onto the audit log; must run inside a write transaction so the tail is stable.
   function appendAudit(events: readonly AuditEvent[]): void {
     // after a prune removed every row, the chain continues from the newest checkpoint
@@ -176,13 +201,14 @@ export function openSqliteStore(url: string): Store {
     }
     let seq = last?.seq ?? 0;
     let prev = last?.hash ?? AUDIT_GENESIS;
+    const params: unknown[] = [];
     for (const event of events) {
       seq += 1;
       const hash = chainHash(prev, seq, event);
-      q.insertAudit.run(seq, event.ts, event.actor, event.action, event.target, event.outcome, event.requestId,
-        JSON.stringify(event.details), prev, hash);
+      params.push(seq, event.ts, event.actor, event.action, event.target, event.outcome, event.requestId, JSON.stringify(event.details), prev, hash);
       prev = hash;
     }
+    insertAuditRows(params);
   }
 
   // A write plus its audit event commit together or not at all.
@@ -294,11 +320,13 @@ export function openSqliteStore(url: string): Store {
     records: {
       async append(usage: readonly UsageRecord[], audit: readonly AuditEvent[]) {
         db.transaction(() => {
+          const params: unknown[] = [];
           for (const u of usage) {
-            q.insertUsage.run(u.ts, u.requestId, u.tenantId, u.keyId, u.provider, u.model, u.endpoint, u.status, u.outcome, u.errorCode,
+            params.push(u.ts, u.requestId, u.tenantId, u.keyId, u.provider, u.model, u.endpoint, u.status, u.outcome, u.errorCode,
               u.inputTokens, u.outputTokens, u.cachedInputTokens, u.stream ? 1 : 0, u.gatewayMs, u.upstreamMs, u.promptFingerprint, u.costNanoUsd, u.clientHmac ?? null,
               u.providerKeyId ?? null);
           }
+          insertUsageRows(params);
           if (audit.length > 0) appendAudit(audit);
         }).immediate();
       },
