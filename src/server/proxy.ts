@@ -250,17 +250,40 @@ export function createProxy(deps: ProxyDeps) {
       const decoder = new StringDecoder('utf8');
       let failure: GatewayError | undefined;
       try {
-        for await (const chunk of response.body) {
-          parser.push(decoder.write(chunk as Buffer));
-          // after the terminal event, hold the rest for res.end(): one write instead of two
-          if (pending.length > 0 && !reader.finished()) {
-            const ok = res.write(pending);
-            pending = '';
-            // respect the client's pace: stop reading upstream until it drains
-            if (!ok && !res.destroyed) await waitForDrain(res);
-          }
-          if (malformed) break;
-        }
+        // 'data' events rather than for-await: no promise per chunk on the relay's hot path
+        await new Promise<void>((resolve, reject) => {
+          const body = response.body;
+          let settled = false;
+          const settle = (err?: unknown) => {
+            if (settled) return;
+            settled = true;
+            body.removeListener('data', onData);
+            if (err === undefined) resolve();
+            else reject(err);
+          };
+          const onData = (chunk: Buffer) => {
+            parser.push(decoder.write(chunk));
+            if (malformed) return settle();
+            // after the terminal event, hold the rest for res.end(): one write instead of two
+            if (pending.length > 0 && !reader.finished()) {
+              const ok = res.write(pending);
+              pending = '';
+              // respect the client's pace: stop reading upstream until it drains
+              if (!ok && !res.destroyed) {
+                body.pause();
+                void waitForDrain(res).then(() => body.resume());
+              }
+            }
+          };
+          body.on('data', onData);
+          body.once('end', () => settle());
+          // stays attached after settling: a late error must not go unhandled
+          body.on('error', (err: Error) => settle(err));
+          // destroyed without an error (an abort) and without an end: the stream broke off
+          body.once('close', () => {
+            if (!settled) settle(new GatewayError('upstream_unreachable', 'the provider stream ended early'));
+          });
+        });
         if (malformed) {
           // stop reading the provider; the client gets an error event below
           response.body.destroy();
