@@ -5,7 +5,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { CONTRACT_POLICY, FAKE_ADMIN_TOKEN, startHarness, type Harness } from './helpers/harness.js';
+import { CONTRACT_MODELS, CONTRACT_POLICY, FAKE_ADMIN_TOKEN, startHarness, type Harness } from './helpers/harness.js';
 import { cliEnv, runCli, type CliResult } from './helpers/cli-process.js';
 import { writeCliConfig } from './helpers/provider-keys-setup.js';
 import { loadCheckpointKey } from '../src/audit/trail.js';
@@ -44,12 +44,7 @@ async function setup(seedAt: number): Promise<Setup> {
   const h = await startHarness();
   const dir = mkdtempSync(join(tmpdir(), 'keywarden-audit-remote-'));
   const localConfig = writeCliConfig(h, {
-    models: {
-      'gpt-4o-mini': { provider: 'openai' },
-      fast: { provider: 'openai', model: 'gpt-4o-mini' },
-      'text-embedding-3-small': { provider: 'openai' },
-      'claude-3-5-haiku-latest': { provider: 'anthropic' },
-    },
+    models: CONTRACT_MODELS,
     tenants: { defaults: { policy: CONTRACT_POLICY } },
   });
   await h.gateway.store.records.append([], seedEvents(SEEDED_ROWS, seedAt));

@@ -3,7 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CONTRACT_POLICY, FAKE_ADMIN_TOKEN, startHarness, type Harness } from './helpers/harness.js';
+import { CONTRACT_MODELS, CONTRACT_POLICY, FAKE_ADMIN_TOKEN, startHarness, type Harness } from './helpers/harness.js';
 import { cliEnv, freePort, runCli } from './helpers/cli-process.js';
 import { writeCliConfig } from './helpers/provider-keys-setup.js';
 
@@ -53,12 +53,7 @@ before(async () => {
   chmodSync(openTokenFile, 0o644);
   // the harness gateway's store, for local commands from another process (as an operator on the host)
   localConfig = writeCliConfig(h, {
-    models: {
-      'gpt-4o-mini': { provider: 'openai' },
-      fast: { provider: 'openai', model: 'gpt-4o-mini' },
-      'text-embedding-3-small': { provider: 'openai' },
-      'claude-3-5-haiku-latest': { provider: 'anthropic' },
-    },
+    models: CONTRACT_MODELS,
     tenants: { defaults: { policy: CONTRACT_POLICY } },
   });
 });

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createMockProvider, type MockProvider } from '../src/mock-provider/server.js';
 import { openSqliteStore } from '../src/store/sqlite/index.js';
-import { CONTRACT_POLICY } from './helpers/harness.js';
+import { CONTRACT_MODELS, CONTRACT_POLICY } from './helpers/harness.js';
 import { contractConfigYaml } from './helpers/config-contract.js';
 import { cliEnv, freePort, jsonLines, runCli, startCli, type CliProcess } from './helpers/cli-process.js';
 
@@ -49,12 +49,7 @@ function writeGatewayConfig(name: string, providerKeyRef: string, ports: { publi
       openai: { type: 'openai', base_url: `${mock.url}/v1`, api_key: providerKeyRef, timeout: '5s' },
       anthropic: { type: 'anthropic', base_url: mock.url, api_key: providerKeyRef, timeout: '5s' },
     },
-    models: {
-      'gpt-4o-mini': { provider: 'openai' },
-      fast: { provider: 'openai', model: 'gpt-4o-mini' },
-      'text-embedding-3-small': { provider: 'openai' },
-      'claude-3-5-haiku-latest': { provider: 'anthropic' },
-    },
+    models: CONTRACT_MODELS,
     tenants: { defaults: { policy: CONTRACT_POLICY } },
     shutdown: { drain_timeout: '10s' },
   };

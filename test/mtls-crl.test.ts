@@ -1,13 +1,12 @@
 import assert from 'node:assert/strict';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Agent, fetch as undiciFetch } from 'undici';
 import OpenAI from 'openai';
 import { FAKE_ADMIN_TOKEN, LogCapture, startHarness, type Harness } from './helpers/harness.js';
-import { createTestCa, type IssuedCertificate, type TestCa } from './helpers/certs.js';
+import { createTestCa, httpsSend, type IssuedCertificate, type TestCa } from './helpers/certs.js';
 import { configFromDocument } from '../src/config/load.js';
 import { createGateway, loadPublicTls } from '../src/main.js';
 import { createSecretResolver } from '../src/secrets/resolver.js';
@@ -24,7 +23,6 @@ const REVOKED_ID = 'spiffe://example.test/ns/prod/sa/billing-old';
 const PARTNER_ID = 'spiffe://partner.test/sa/billing';
 const PARTNER_REVOKED_ID = 'spiffe://partner.test/sa/billing-old';
 
-interface Answer { status: number; json: Record<string, any> | undefined; text: string }
 
 interface Pki {
   dir: string;
@@ -58,27 +56,9 @@ function crlConfig(pki: Pki, clientAuth: 'require' | 'optional', crl: string | s
   };
 }
 
-/** One request over a fresh TLS connection (no pooled session), optionally with a client certificate. */
-function send(url: string, options: { client?: IssuedCertificate; ca: string; headers?: Record<string, string> }): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    const body = JSON.stringify(CHAT);
-    const req = httpsRequest(new URL('/v1/chat/completions', url), {
-      method: 'POST', agent: false, ca: options.ca,
-      ...(options.client ? { cert: options.client.cert, key: options.client.key } : {}),
-      headers: { 'content-type': 'application/json', ...(options.headers ?? {}) },
-    }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => { text += chunk; });
-      res.on('end', () => {
-        let json: Record<string, any> | undefined;
-        try { json = JSON.parse(text) as Record<string, any>; } catch { json = undefined; }
-        resolve({ status: res.statusCode ?? 0, json, text });
-      });
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
+/** The chat request over a fresh TLS connection, optionally with a client certificate. */
+function send(url: string, options: { client?: IssuedCertificate; ca: string; headers?: Record<string, string> }) {
+  return httpsSend(url, '/v1/chat/completions', { ...options, body: CHAT });
 }
 
 async function requestAudits(h: Harness) {

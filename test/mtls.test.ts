@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
-import { request as httpsRequest } from 'node:https';
 import { connect as tlsConnect } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { Agent, fetch as undiciFetch } from 'undici';
 import OpenAI from 'openai';
 import { startHarness, type Harness } from './helpers/harness.js';
-import { createTestCa, type IssuedCertificate, type TestCa } from './helpers/certs.js';
+import { createTestCa, httpsSend as send, type IssuedCertificate, type TestCa } from './helpers/certs.js';
 import { configFromDocument } from '../src/config/load.js';
 import { loadPublicTls } from '../src/main.js';
 import { createSecretResolver } from '../src/secrets/resolver.js';
@@ -23,7 +22,6 @@ const BILLING_ID = 'spiffe://example.test/ns/prod/sa/billing';
 const FROZEN_ID = 'spiffe://example.test/ns/prod/sa/frozen';
 const GHOST_ID = 'spiffe://example.test/ns/prod/sa/ghost';
 
-interface Answer { status: number; json: Record<string, any> | undefined; text: string }
 
 interface Pki {
   dir: string;
@@ -52,30 +50,6 @@ function tlsConfig(pki: Pki, clientAuth: 'require' | 'optional', mapBy: string, 
   };
 }
 
-/** One request over a fresh TLS connection (no pooled session), optionally with a client certificate. */
-function send(url: string, path: string, options: { client?: IssuedCertificate; ca: string; body?: unknown; headers?: Record<string, string>; method?: string }): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    const body = options.body === undefined ? undefined : JSON.stringify(options.body);
-    const req = httpsRequest(new URL(path, url), {
-      method: options.method ?? (body === undefined ? 'GET' : 'POST'),
-      agent: false,
-      ca: options.ca,
-      ...(options.client ? { cert: options.client.cert, key: options.client.key } : {}),
-      headers: { ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...(options.headers ?? {}) },
-    }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => { text += chunk; });
-      res.on('end', () => {
-        let json: Record<string, any> | undefined;
-        try { json = JSON.parse(text) as Record<string, any>; } catch { json = undefined; }
-        resolve({ status: res.statusCode ?? 0, json, text });
-      });
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
 
 async function lastRequestAudit(h: Harness) {
   await h.gateway.writer.flush();

@@ -1,3 +1,4 @@
+import { request as httpsRequest } from 'node:https';
 import { execFileSync } from 'node:child_process';
 import { createHash, X509Certificate } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -107,4 +108,32 @@ export function createTestCa(dir: string, name: string): TestCa {
       return out;
     },
   };
+}
+
+/** A JSON answer over HTTPS: status, parsed body (undefined when not JSON) and text. */
+export interface HttpsAnswer { status: number; json: Record<string, any> | undefined; text: string }
+
+/** One request over a fresh TLS connection (no pooled session), optionally with a client certificate. */
+export function httpsSend(url: string, path: string, options: { client?: IssuedCertificate; ca: string; body?: unknown; headers?: Record<string, string>; method?: string }): Promise<HttpsAnswer> {
+  return new Promise((resolve, reject) => {
+    const body = options.body === undefined ? undefined : JSON.stringify(options.body);
+    const req = httpsRequest(new URL(path, url), {
+      method: options.method ?? (body === undefined ? 'GET' : 'POST'),
+      agent: false,
+      ca: options.ca,
+      ...(options.client ? { cert: options.client.cert, key: options.client.key } : {}),
+      headers: { ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...(options.headers ?? {}) },
+    }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => { text += chunk; });
+      res.on('end', () => {
+        let json: Record<string, any> | undefined;
+        try { json = JSON.parse(text) as Record<string, any>; } catch { json = undefined; }
+        resolve({ status: res.statusCode ?? 0, json, text });
+      });
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
 }

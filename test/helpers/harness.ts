@@ -16,6 +16,14 @@ export const FAKE_PROMPT_HMAC_KEY = 'fake-prompt-hmac-key-TEST-ONLY-0000000000';
 /** The contract's default tenant policy (issue #2), in config form. */
 export const CONTRACT_POLICY = DEMO_POLICY;
 
+/** The contract's model routes: every suite's gateway and the CLI configurations over its store. */
+export const CONTRACT_MODELS = {
+  'gpt-4o-mini': { provider: 'openai' },
+  fast: { provider: 'openai', model: 'gpt-4o-mini' },
+  'text-embedding-3-small': { provider: 'openai' },
+  'claude-3-5-haiku-latest': { provider: 'anthropic' },
+};
+
 /** Captures log lines written by the gateway's logger. */
 export class LogCapture extends Writable {
   readonly lines: string[] = [];
@@ -83,12 +91,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
       openai: { type: 'openai', base_url: `${mock.url}/v1`, api_key: secret('openai-key', providerKey), timeout: options.timeout ?? '5s' },
       anthropic: { type: 'anthropic', base_url: mock.url, api_key: secret('anthropic-key', providerKey), timeout: options.timeout ?? '5s' },
     },
-    models: {
-      'gpt-4o-mini': { provider: 'openai' },
-      fast: { provider: 'openai', model: 'gpt-4o-mini' },
-      'text-embedding-3-small': { provider: 'openai' },
-      'claude-3-5-haiku-latest': { provider: 'anthropic' },
-    },
+    models: CONTRACT_MODELS,
     tenants: { defaults: { policy: { ...CONTRACT_POLICY, ...(options.policy ?? {}) } } },
     ...(options.config ?? {}),
     // most suites send many wrong credentials on purpose: the failed-authentication limit is
