@@ -27,11 +27,11 @@ const remote = (...args: string[]) => cli({ KEYWARDEN_ADMIN_TOKEN: FAKE_ADMIN_TO
 const local = (...args: string[]) => cli({}, '--config', localConfig, ...args);
 const lastLine = (text: string) => text.trimEnd().split('\n').at(-1) ?? '';
 
-async function chat(key: string) {
+async function chat(key: string, content = 'hello') {
   const res = await fetch(`${h.url}/v1/chat/completions`, {
     method: 'POST',
     headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hello' }] }),
+    body: JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content }] }),
   });
   const body = (await res.json()) as { error?: { code?: string } };
   return { status: res.status, code: body.error?.code ?? null };
@@ -283,22 +283,28 @@ describe('roles through the admin API (needs the role-based admin routes)', () =
     assert.match(after.stderr, /admin_unauthorized/);
   });
 
-  it('shows usage per tenant and model, remotely and from the store', async () => {
+  it('shows usage per tenant and model with the error count, remotely and from the store', async () => {
     const { key } = await h.tenantKey('metered-co');
     for (let i = 0; i < 2; i++) assert.equal((await chat(key)).status, 200);
+    // a real failed request: the mock provider answers 500, the gateway 502, the ledger records an upstream error
+    const failed = await chat(key, 'fail [[mock:status=500]]');
+    assert.equal(failed.status, 502);
     await h.gateway.writer.flush();
     for (const run of [remote, local]) {
       const res = await run('usage', '--tenant', 'metered-co', '--since', '1h', '--json');
       assert.equal(res.code, 0, res.stderr);
-      const report = JSON.parse(res.stdout) as { data: Array<{ tenant: string; model: string; requests: number; input_tokens: number }> };
+      const report = JSON.parse(res.stdout) as { data: Array<{ tenant: string; model: string; requests: number; errors: number; input_tokens: number }> };
       assert.equal(report.data.length, 1);
       assert.equal(report.data[0]?.tenant, 'metered-co');
-      assert.equal(report.data[0]?.requests, 2);
+      assert.equal(report.data[0]?.requests, 3);
+      assert.equal(report.data[0]?.errors, 1);
       assert.ok((report.data[0]?.input_tokens ?? 0) > 0);
+
+      const table = await run('usage', '--tenant', 'metered-co', '--since', '1h');
+      assert.equal(table.code, 0, table.stderr);
+      assert.match(table.stdout, /^TENANT\s+MODEL\s+REQUESTS\s+ERRORS\s+INPUT_TOKENS\s+OUTPUT_TOKENS\s+COST_USD$/m);
+      // 3 requests, 1 of them an error, then the token counts
+      assert.match(table.stdout, /^metered-co\s+gpt-4o-mini\s+3\s+1\s+\d+\s+\d+\s+\d+\.\d{6}$/m);
     }
-    const table = await remote('usage', '--since', '1h');
-    assert.equal(table.code, 0, table.stderr);
-    assert.match(table.stdout, /^TENANT\s+MODEL\s+REQUESTS/m);
-    assert.match(table.stdout, /^metered-co\s+gpt-4o-mini\s+2\s/m);
   });
 });

@@ -29,7 +29,7 @@ describe('detector rules', () => {
     const ids = new Set(RULES.map((r) => r.id));
     for (const id of [
       'openai-legacy-key', 'openai-project-key', 'openai-service-account-key', 'openai-admin-key', 'anthropic-api-key', 'anthropic-admin-key',
-      'google-api-key', 'azure-openai-key', 'aws-access-key-id', 'aws-secret-access-key', 'huggingface-token', 'groq-api-key',
+      'google-api-key', 'azure-openai-key', 'azure-ai-services-key', 'azure-annotated-key', 'aws-access-key-id', 'aws-secret-access-key', 'huggingface-token', 'groq-api-key',
       'mistral-api-key', 'cohere-api-key', 'replicate-api-token', 'xai-api-key', 'deepseek-api-key', 'perplexity-api-key',
       'openrouter-api-key', 'github-pat', 'slack-bot-token', 'stripe-secret-key', 'private-key', 'jwt', 'keywarden-tenant-key',
       'keywarden-admin-token',
@@ -103,6 +103,56 @@ describe('detector engine', () => {
     assert.equal(findSecrets(`MISTRAL_API_KEY=${FAKE.mistral}`).length, 1);
     assert.equal(findSecrets(`SOME_API_KEY=${FAKE.mistral}`).length, 0);
     assert.equal(findSecrets(`mistral settings ${'.'.repeat(300)} api_key=${FAKE.mistral}`).length, 0, 'too far from the keyword');
+  });
+
+  describe('Azure OpenAI / AI services keys', () => {
+    // Built at runtime from a hash so that no key-shaped literal sits in this file (the repository
+    // scans itself): FAKE, TEST-ONLY values in Microsoft's 84-character annotated-key shape.
+    const base62 = (seed: string, n: number) => createHash('sha512').update(seed).digest('base64').replace(/[+/=]/g, '').slice(0, n);
+    const fakeAzureKey = (seed: string, signature: string) =>
+      `${base62(`${seed}-random`, 52)}${'JQQJ'}99AK${base62(`${seed}-middle`, 16)}${signature}${base62(`${seed}-tail`, 4)}`;
+
+    it('finds an 84-character Azure AI services key by its JQQJ99 marker and ACOG signature', () => {
+      const key = fakeAzureKey('TEST-ONLY one', 'ACOG');
+      assert.equal(key.length, 84);
+      const text = `AZURE_OPENAI_ENDPOINT=https://example.openai.azure.com/\nAZURE_OPENAI_API_KEY=${key}\n`;
+      const found = findSecrets(text);
+      assert.deepEqual(found.map((f) => [f.ruleId, f.line]), [['azure-ai-services-key', 2]]);
+      assert.equal(text.slice(found[0]!.start, found[0]!.end), key);
+      assert.equal(found[0]!.fingerprint, fingerprintSecret(key));
+      // in a log line with no key-like name at all: the marker is enough
+      assert.equal(maskSecretsIn(`upstream call header ${key} status=401`), `upstream call header [azure-ai-services-key:${key.slice(0, 8)}****] status=401`);
+    });
+
+    it('reports another Azure service signature under the generic annotated-key rule', () => {
+      assert.deepEqual(findSecrets(`PAT=${fakeAzureKey('TEST-ONLY two', 'AZDO')}`).map((f) => f.ruleId), ['azure-annotated-key']);
+    });
+
+    it('reports nothing for 84 random base64 characters, a git SHA, a UUID or a 32-hex value with no Azure keyword', () => {
+      const random84 = createHash('sha512').update('TEST-ONLY random').digest('base64').slice(0, 84);
+      assert.equal(random84.length, 84);
+      const sha = createHash('sha1').update('TEST-ONLY commit').digest('hex');
+      const hex32 = createHash('md5').update('TEST-ONLY hex').digest('hex');
+      for (const line of [
+        `AZURE_OPENAI_API_KEY=${random84}`,
+        `api_key="${random84}"`,
+        `AZURE_OPENAI_API_KEY=${sha}`,
+        `azure deploy commit ${sha}`,
+        'AZURE_OPENAI_API_KEY=0f8fad5b-d9cb-469f-a165-70867728950e',
+        `SOME_API_KEY=${hex32}`,
+        `x-api-key: ${hex32}`,
+        `checksum ${hex32}`,
+      ]) assert.deepEqual(findSecrets(line).map((f) => f.ruleId), [], `on: ${line.slice(0, 40)}`);
+    });
+
+    it('takes a 32-hex value only next to an Azure or OpenAI keyword and a key-like name', () => {
+      const hex32 = createHash('md5').update('TEST-ONLY hex').digest('hex');
+      assert.deepEqual(findSecrets(`AZURE_OPENAI_API_KEY=${hex32}`).map((f) => f.ruleId), ['azure-openai-key']);
+      assert.deepEqual(findSecrets(`export OPENAI_API_KEY=${hex32}`).map((f) => f.ruleId), ['azure-openai-key']);
+      assert.deepEqual(findSecrets(`azure:\n  api-key: "${hex32}"`).map((f) => f.ruleId), ['azure-openai-key']);
+      assert.equal(findSecrets(`azure region eastus ${'.'.repeat(200)} api_key=${hex32}`).length, 0, 'too far from the keyword');
+      assert.equal(findSecrets(`AZURE_OPENAI_API_VERSION=${hex32}`).length, 0, 'not assigned to a key-like name');
+    });
   });
 
   it('masks secrets in place for log scrubbing, leaving other text as it was', () => {

@@ -13,7 +13,8 @@
  *
  * Sources: the published key formats of each vendor, gitleaks' default rules
  * (config/gitleaks.toml in gitleaks/gitleaks), TruffleHog's detectors (pkg/detectors/<vendor> in
- * trufflesecurity/trufflehog) and GitHub's token format (github.blog, 2021-04-05 "Behind GitHub's
+ * trufflesecurity/trufflehog), Microsoft's identifiable-key rules (GeneratedRegexPatterns/ in
+ * microsoft/security-utilities) and GitHub's token format (github.blog, 2021-04-05 "Behind GitHub's
  * new authentication token formats"). The source of each rule is in its `source`.
  *
  * Fixtures (true and false positives, all plainly fake) live in test/fixtures/detect/fixtures.ts.
@@ -187,12 +188,49 @@ export const RULES: readonly Rule[] = [
     minEntropy: 3.5,
     entropySkip: 4,
   },
-  // ── Azure OpenAI / Cognitive Services (32 hex digits: needs a keyword) ─────────────────────
+  // ── Azure OpenAI / AI services, current format (84 characters, "JQQJ9" at offset 52) ────────
+  // Microsoft's "common annotated security key" (CASK) format, from Microsoft's own published
+  // rule SEC101/200 UnclassifiedLegacyCommonAnnotatedSecurityKey (microsoft/security-utilities,
+  // GeneratedRegexPatterns/PreciselyClassifiedSecurityKeys.json):
+  //   [A-Za-z0-9]{52} JQQJ9 [9DH] [A-Za-z0-9] [A-L] [A-Za-z0-9]{16} [A-Za-z] [A-Za-z0-9]{7} ([A-Za-z0-9]{2}==)?
+  // offsets 76-79 carry the issuing provider's signature: "ACOG" for Azure AI services (Cognitive
+  // Services, Azure OpenAI, AI Foundry), others for other Azure services (e.g. "AZDO" Azure DevOps).
+  // The marker sits inside the key, not at its start, so these are keyword rules whose keyword is
+  // the marker itself (matched in a window that reaches back to the key's first character); no
+  // assignment context is needed because the marker and the fixed shape are specific enough.
+  {
+    id: 'azure-ai-services-key',
+    title: 'Azure OpenAI / Azure AI services key (84-character format)',
+    source: 'microsoft/security-utilities SEC101/200 (52 + "JQQJ9" + [9DH] + … , 84 [A-Za-z0-9]) with the Azure AI services provider signature "ACOG" at offset 76',
+    keywords: ['JQQJ9'],
+    pattern: re(
+      '(?<![A-Za-z0-9_+/-])([A-Za-z0-9]{52}JQQJ9[9DH][A-Za-z0-9][A-L][A-Za-z0-9]{16}ACOG[A-Za-z0-9]{4}(?:[A-Za-z0-9]{2}==)?)(?![A-Za-z0-9_+/=-])',
+    ),
+    window: { before: 60, after: 0 },
+    minEntropy: 4.0,
+    // the 52 random characters mix upper case, lower case and digits (rejects `xxxx…JQQJ99…` placeholders)
+    check: (s) => mixedCase(s.slice(0, 52)),
+  },
+  {
+    id: 'azure-annotated-key',
+    title: 'Azure common annotated security key (other Azure services)',
+    source: 'microsoft/security-utilities SEC101/200 UnclassifiedLegacyCommonAnnotatedSecurityKey (84 [A-Za-z0-9] with "JQQJ9" at offset 52), any provider signature but "ACOG"',
+    keywords: ['JQQJ9'],
+    pattern: re(
+      '(?<![A-Za-z0-9_+/-])([A-Za-z0-9]{52}JQQJ9[9DH][A-Za-z0-9][A-L][A-Za-z0-9]{16}(?!ACOG)[A-Za-z][A-Za-z0-9]{7}(?:[A-Za-z0-9]{2}==)?)(?![A-Za-z0-9_+/=-])',
+    ),
+    window: { before: 60, after: 0 },
+    minEntropy: 4.0,
+    check: (s) => mixedCase(s.slice(0, 52)),
+  },
+  // ── Azure OpenAI / Cognitive Services, older format (32 hex digits: needs a keyword) ──────────
   {
     id: 'azure-openai-key',
     title: 'Azure OpenAI / Cognitive Services key',
-    source: 'TruffleHog azureopenai / azure cognitive services detectors (32 hex near "azure"); Azure AI services keys (Ocp-Apim-Subscription-Key)',
-    keywords: ['azure', 'cognitive', 'ocp-apim-subscription-key'],
+    source: 'TruffleHog azure_openai detector (32 hex after "api[_.-]?key" / "openai[_.-]?key", near ".openai.azure.com"); Azure AI services keys (Ocp-Apim-Subscription-Key, api-key header)',
+    // "openai": a 32-hex value assigned to OPENAI_API_KEY / openai.api_key is an Azure OpenAI key
+    // (OpenAI's own keys start with sk-); the context below still requires a key-like name
+    keywords: ['azure', 'cognitive', 'openai', 'ocp-apim-subscription-key'],
     pattern: re('(?<![A-Za-z0-9_+/-])([a-f0-9]{32}|[A-F0-9]{32})(?![A-Za-z0-9_+/=-])'),
     context: assignedTo('key|secret|token|subscription'),
     window: { before: 40, after: 120 },

@@ -33,8 +33,9 @@ async function localUsage(target: Extract<CommandTarget, { kind: 'store' }>, fil
 
 /**
  * `keywarden usage [--tenant NAME] [--since 24h|DATE] [--until DATE] [--json]`: requests,
- * tokens and cost per tenant and model over a window (the last 24 hours by default), from the
- * store or through the admin API (where a tenant-scoped token sees its tenants only).
+ * errors (requests whose outcome was not a success), tokens and cost per tenant and model over
+ * a window (the last 24 hours by default), from the store or through the admin API (where a
+ * tenant-scoped token sees its tenants only).
  */
 export async function usageCommand(target: CommandTarget, rest: readonly string[], flags: UsageFlags): Promise<number> {
   if (rest.length > 0) throw new CliError('usage: keywarden usage [--tenant NAME] [--since 24h|DATE] [--until DATE] [--json]', EXIT_USAGE);
@@ -51,6 +52,6 @@ export async function usageCommand(target: CommandTarget, rest: readonly string[
   process.stdout.write(`usage from ${report.since} to ${report.until}\n`);
   if (report.data.length === 0) process.stdout.write('no requests in this window\n');
   // fixed decimals: a small cost would otherwise print as 1.2e-7
-  else printTable(report.data.map((r) => ({ ...r, cost_usd: Number(r.cost_usd).toFixed(6) })), ['tenant', 'model', 'requests', 'input_tokens', 'output_tokens', 'cost_usd']);
+  else printTable(report.data.map((r) => ({ ...r, cost_usd: Number(r.cost_usd).toFixed(6) })), ['tenant', 'model', 'requests', 'errors', 'input_tokens', 'output_tokens', 'cost_usd']);
   return EXIT_OK;
 }
