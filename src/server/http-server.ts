@@ -88,7 +88,10 @@ export function createHttpServer(limits: HttpServerLimits, handler: (req: Incomi
   if (tls) server.on('secureConnection', (socket: TLSSocket) => secureClientConnection(socket));
   const counter = { count: 0 };
   inFlight.set(server, counter);
-  server.on('request', (_req: IncomingMessage, res: ServerResponse) => {
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    // a request refused for its framing (the handler ran first) and any pipelined behind it are
+    // never answered on their own: the connection closes, so they are not waited for either
+    if (refusedSockets.has(req.socket)) return;
     counter.count += 1;
     res.once('close', () => {
       counter.count -= 1;

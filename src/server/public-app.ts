@@ -1,4 +1,5 @@
 import type { IncomingMessage, OutgoingHttpHeaders, Server, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import { GatewayError, errorBody, type ErrorDialect } from '../errors/index.js';
 import type { Authenticator } from '../auth/authenticate.js';
 import { credentialHeaders, extractCredential } from '../auth/credentials.js';
@@ -54,6 +55,13 @@ export interface PublicApp {
 /** Requests whose body the JSON reader took over (it drains a refused one itself). */
 const bodiesTaken = new WeakSet<IncomingMessage>();
 
+/**
+ * Connections whose request was refused for its framing. Node's parser has already read any
+ * requests pipelined behind the refused one (a smuggled request) and hands them to the handler:
+ * they are dropped unanswered and unprocessed, never authenticated, forwarded or billed.
+ */
+const refusedConnections = new WeakSet<Socket>();
+
 /** Methods that name a provider route's path without being POST: 405, without authenticating. */
 const OTHER_METHODS: ReadonlySet<string> = new Set(['GET', 'PUT', 'DELETE', 'PATCH']);
 
@@ -85,10 +93,16 @@ export function createPublicApp(options: PublicAppOptions): PublicApp {
   }
 
   const server = createHttpServer({ maxHeaderBytes: options.maxHeaderBytes }, (req, res) => {
-    void handle(req, res);
+    // handle answers every error itself; should that ever fail, the request ends here, not the process
+    handle(req, res).catch((err: unknown) => {
+      logger.error({ err }, 'request handling failed');
+      res.destroy();
+    });
   }, options.tls);
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    // a request behind a refused one on the same connection: parsed from untrusted framing, never acted on
+    if (refusedConnections.has(req.socket)) return;
     const path = routePath(req.url ?? '/');
     const ctx = newRequestContext(requestIdFrom(req.headers['x-request-id']), dialectForPath(path ?? req.url ?? '/'), performance.now(), req.socket.remoteAddress ?? '');
     // errors on a route that exists are recorded; probes of unknown paths are not
@@ -98,15 +112,18 @@ export function createPublicApp(options: PublicAppOptions): PublicApp {
         res.setHeader('connection', 'close');
         throw new GatewayError('service_unavailable', 'the gateway is shutting down');
       }
+      const route = path === null ? undefined : providerRoutes.get(path);
       const refusal = checkRequestHeaders(req, options.maxHeaders);
       if (refusal) {
         // the framing cannot be trusted: answer, then close, and parse nothing more from this connection
         refuseConnection(req.socket);
+        refusedConnections.add(req.socket);
         res.setHeader('connection', 'close');
+        // an attempt on a real route is logged (and counted) like any refusal there; a probe of an unknown path is not
+        routed = isRouted(route, req.method, path);
         throw refusal;
       }
       if (path === null) throw new GatewayError('request_invalid', 'the request URL could not be read');
-      const route = providerRoutes.get(path);
       if (route !== undefined && req.method === 'POST') {
         routed = true;
         ctx.dialect = route.dialect;
@@ -127,11 +144,14 @@ export function createPublicApp(options: PublicAppOptions): PublicApp {
         }
         if (path === '/healthz') {
           routed = true;
+          // nobody reads a body sent here: drained up to a bound, never for as long as the client sends
+          discardBody(req);
           sendJson(res, ctx, 200, { status: 'ok' });
           return;
         }
         if (path === '/readyz') {
           routed = true;
+          discardBody(req);
           await readiness(res, ctx);
           return;
         }
@@ -298,6 +318,8 @@ export function createPublicApp(options: PublicAppOptions): PublicApp {
   async function answerError(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, err: unknown, routed: boolean): Promise<void> {
     // a body nobody read is drained (bounded), so the connection stays usable for the next request
     if (!req.readableEnded && !bodiesTaken.has(req)) discardBody(req);
+    // a body the reader gave up on (too large, cut short) is not drained to its end: the answer closes the connection
+    else if (!req.complete && bodiesTaken.has(req) && !res.headersSent) res.setHeader('connection', 'close');
     const gatewayError = toClientError(err);
     if (gatewayError.code === 'internal_error') logger.error({ err, requestId: ctx.requestId }, 'unexpected error');
     ctx.status = gatewayError.status;
@@ -353,6 +375,12 @@ export function createPublicApp(options: PublicAppOptions): PublicApp {
       });
     },
   };
+}
+
+/** Whether a method and path name one of the listener's routes (what the route table would dispatch). */
+function isRouted(route: ProviderRoute | undefined, method: string | undefined, path: string | null): boolean {
+  if (route !== undefined) return method === 'POST' || OTHER_METHODS.has(method ?? '');
+  return method === 'GET' && (path === '/v1/models' || path === '/healthz' || path === '/readyz');
 }
 
 /** Sends a JSON answer with the request id (every answer carries it). */
