@@ -436,56 +436,88 @@ describe('a provider answer larger than server.max_upstream_response_bytes', () 
   });
 });
 
+/** A provider that answers every request with `status` and a body that never ends; tells whether the gateway hung up. */
+async function startEndlessProvider(status: number) {
+  const state = { closed: false, sent: 0, port: 0 };
+  const server = createServer((req, res) => {
+    req.resume();
+    res.writeHead(status, { 'content-type': 'application/json' });
+    const chunk = Buffer.alloc(16_384, 0x20);
+    const timer = setInterval(() => {
+      if (res.writableLength < 1_048_576) {
+        res.write(chunk);
+        state.sent += chunk.length;
+      }
+    }, 1);
+    res.once('close', () => {
+      state.closed = true;
+      clearInterval(timer);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  state.port = (server.address() as { port: number }).port;
+  const keyDir = mkdtempSync(join(tmpdir(), 'keywarden-endless-'));
+  const keyFile = join(keyDir, 'openai-key');
+  writeFileSync(keyFile, FAKE_PROVIDER_KEY, { mode: 0o600 });
+  const h = await startHarness({
+    config: {
+      providers: {
+        openai: { type: 'openai', base_url: `http://127.0.0.1:${state.port}/v1`, api_key: `file:${keyFile}`, timeout: '5s' },
+      },
+      models: { 'gpt-4o-mini': { provider: 'openai' } },
+      tenants: { defaults: { policy: { models: ['gpt-4o-mini'], params: ['stream'], tools: false, files: false } } },
+    },
+  });
+  return {
+    h,
+    state,
+    /** Waits up to 2 s for the gateway to hang up on the provider. */
+    async hungUp(): Promise<boolean> {
+      const deadline = Date.now() + 2_000;
+      while (!state.closed && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      return state.closed;
+    },
+    async close() {
+      await h.close();
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+      rmSync(keyDir, { recursive: true, force: true });
+    },
+  };
+}
+
+async function chatThrough(h: Harness, stream: boolean) {
+  const res = await fetch(`${h.url}/v1/chat/completions`, {
+    method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${h.key}` },
+    body: JSON.stringify({ model: 'gpt-4o-mini', ...(stream ? { stream: true } : {}), messages: [{ role: 'user', content: 'hi' }] }),
+  });
+  return { status: res.status, body: await res.json() as { error: { code: string } } };
+}
+
 describe('a provider that answers a stream request with an endless non-stream body', () => {
   it('answers 502 and stops reading the provider at once (found in review: the body was drained forever)', async () => {
-    let upstreamClosed = false;
-    let sent = 0;
-    // a provider that ignores `stream: true` and sends JSON chunks without end
-    const provider = createServer((req, res) => {
-      req.resume();
-      res.writeHead(200, { 'content-type': 'application/json' });
-      const chunk = Buffer.alloc(16_384, 0x20);
-      const timer = setInterval(() => {
-        if (res.writableLength < 1_048_576) {
-          res.write(chunk);
-          sent += chunk.length;
-        }
-      }, 1);
-      res.once('close', () => {
-        upstreamClosed = true;
-        clearInterval(timer);
-      });
-    });
-    await new Promise<void>((resolve) => provider.listen(0, '127.0.0.1', resolve));
-    const port = (provider.address() as { port: number }).port;
-    const keyDir = mkdtempSync(join(tmpdir(), 'keywarden-endless-'));
-    const keyFile = join(keyDir, 'openai-key');
-    writeFileSync(keyFile, FAKE_PROVIDER_KEY, { mode: 0o600 });
-    const h = await startHarness({
-      config: {
-        providers: {
-          openai: { type: 'openai', base_url: `http://127.0.0.1:${port}/v1`, api_key: `file:${keyFile}`, timeout: '5s' },
-        },
-        models: { 'gpt-4o-mini': { provider: 'openai' } },
-        tenants: { defaults: { policy: { models: ['gpt-4o-mini'], params: ['stream'], tools: false, files: false } } },
-      },
-    });
+    const provider = await startEndlessProvider(200);
     try {
-      const res = await fetch(`${h.url}/v1/chat/completions`, {
-        method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${h.key}` },
-        body: JSON.stringify({ model: 'gpt-4o-mini', stream: true, messages: [{ role: 'user', content: 'hi' }] }),
-      });
-      const body = await res.json() as { error: { code: string } };
+      const res = await chatThrough(provider.h, true);
       assert.equal(res.status, 502);
-      assert.equal(body.error.code, 'upstream_invalid_response');
-      const deadline = Date.now() + 2_000;
-      while (!upstreamClosed && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-      assert.ok(upstreamClosed, `the gateway kept reading the provider (${sent} bytes sent)`);
+      assert.equal(res.body.error.code, 'upstream_invalid_response');
+      assert.ok(await provider.hungUp(), `the gateway kept reading the provider (${provider.state.sent} bytes sent)`);
     } finally {
-      await h.close();
-      provider.closeAllConnections();
-      await new Promise((resolve) => provider.close(resolve));
-      rmSync(keyDir, { recursive: true, force: true });
+      await provider.close();
+    }
+  });
+});
+
+describe('a provider that answers an error with an endless body', () => {
+  it('maps the status without reading more than a hint of the body, and stops reading the provider', async () => {
+    const provider = await startEndlessProvider(500);
+    try {
+      const res = await chatThrough(provider.h, false);
+      assert.equal(res.status, 502);
+      assert.equal(res.body.error.code, 'upstream_error');
+      assert.ok(await provider.hungUp(), `the gateway kept reading the provider (${provider.state.sent} bytes sent)`);
+    } finally {
+      await provider.close();
     }
   });
 });

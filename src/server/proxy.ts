@@ -138,15 +138,31 @@ export function createProxy(deps: ProxyDeps) {
     return { target, request, forwarded };
   }
 
-  /** Forward: build the provider request with the server-held key and send it. */
-  async function forward(ctx: RequestContext, target: ProviderTarget, request: NormalisedRequest, forwarded: Record<string, string>, signal: AbortSignalLike) {
+  /** Forward, first half: the provider request with the server-held key. */
+  function buildUpstream(ctx: RequestContext, target: ProviderTarget, request: NormalisedRequest, forwarded: Record<string, string>) {
     const apiKey = keys.current(target.id);
     if (apiKey === undefined) {
       if (keys.contained?.(target.id)) throw new GatewayError('provider_key_contained', 'this provider\'s key was contained after an incident and no other key is current');
       throw new GatewayError('provider_key_unavailable', 'no provider key is loaded for this model');
     }
     ctx.providerKeyId = keys.currentId?.(target.id) ?? null;
-    const upstream = target.adapter.buildRequest(request, apiKey, forwarded);
+    return target.adapter.buildRequest(request, apiKey, forwarded);
+  }
+
+  /** A provider's refusal as the gateway's error (its body only read for a hint, never relayed). */
+  function upstreamError(ctx: RequestContext, target: ProviderTarget, status: number, text: string, retryAfter: string | string[] | undefined): GatewayError {
+    const err = target.adapter.mapError(status, text, typeof retryAfter === 'string' ? retryAfter : undefined);
+    if (err.code === 'upstream_auth_failed') {
+      // operators need to know at once; the client only gets the gateway's error
+      logger.error({ event: 'upstream_auth_failed', provider: target.id, upstreamStatus: status, requestId: ctx.requestId },
+        'the provider rejected the gateway key; check the provider key');
+    }
+    return err;
+  }
+
+  /** Forward for a stream: send, and read an error answer (capped) into a gateway error. */
+  async function forward(ctx: RequestContext, target: ProviderTarget, request: NormalisedRequest, forwarded: Record<string, string>, signal: AbortSignalLike) {
+    const upstream = buildUpstream(ctx, target, request, forwarded);
     const sentAt = performance.now();
     let response;
     try {
@@ -161,14 +177,7 @@ export function createProxy(deps: ProxyDeps) {
     if (response.statusCode >= 300) {
       const text = await readCapped(response.body, 64 * 1024).then((b) => b.toString('utf8'), () => '');
       ctx.upstreamMs = performance.now() - sentAt;
-      const retryAfter = response.headers['retry-after'];
-      const err = target.adapter.mapError(response.statusCode, text, typeof retryAfter === 'string' ? retryAfter : undefined);
-      if (err.code === 'upstream_auth_failed') {
-        // operators need to know at once; the client only gets the gateway's error
-        logger.error({ event: 'upstream_auth_failed', provider: target.id, upstreamStatus: response.statusCode, requestId: ctx.requestId },
-          'the provider rejected the gateway key; check the provider key');
-      }
-      throw err;
+      throw upstreamError(ctx, target, response.statusCode, text, response.headers['retry-after']);
     }
     ctx.upstreamAccepted = true;
     return { response, sentAt };
@@ -190,15 +199,19 @@ export function createProxy(deps: ProxyDeps) {
     async whole(ctx: RequestContext, prepared: PreparedRequest, signal: AbortSignalLike): Promise<WholeAnswer> {
       const { target, request, forwarded } = prepared;
       const endpoint = request.endpoint;
-      const { response, sentAt } = await forward(ctx, target, request, forwarded, signal);
-      let buffer: Buffer;
+      const upstream = buildUpstream(ctx, target, request, forwarded);
+      const sentAt = performance.now();
+      let response;
       try {
-        buffer = await readCapped(response.body, deps.maxUpstreamResponseBytes);
-      } catch (err) {
-        throw err instanceof GatewayError ? err : toGatewayError(err);
+        const sending = target.client.sendBuffered(upstream, signal, deps.maxUpstreamResponseBytes, 64 * 1024);
+        fingerprint(ctx);
+        response = await sending;
       } finally {
         ctx.upstreamMs = performance.now() - sentAt;
       }
+      if (response.statusCode >= 300) throw upstreamError(ctx, target, response.statusCode, response.body.toString('utf8'), response.headers['retry-after']);
+      ctx.upstreamAccepted = true;
+      const buffer = response.body;
       let answer: unknown;
       try {
         answer = JSON.parse(buffer.toString('utf8'));
