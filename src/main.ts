@@ -44,7 +44,23 @@ export async function openCounterStore(config: GatewayConfig, store: Store, reso
   }
   const password = config.quota.redisPassword ? (await resolver.resolve(config.quota.redisPassword)).value : undefined;
   const { createRedisCounterStore } = await import('./quota/redis-store.js');
-  return createRedisCounterStore({ url: config.quota.store, ...(password ? { password } : {}) });
+  return createRedisCounterStore({ url: config.quota.store, keyPrefix: config.quota.keyPrefix, ...(password ? { password } : {}) });
+}
+
+/**
+ * The Redis connection failed-authentication counts are shared through: the `limits.store`
+ * server, with the same password reference and key prefix as the quota counters. Outages are
+ * logged once each way; the URL and password never are.
+ */
+async function openAuthFailureStore(config: GatewayConfig, resolver: SecretResolver, logger: Logger) {
+  const password = config.quota.redisPassword ? (await resolver.resolve(config.quota.redisPassword)).value : undefined;
+  const { createAuthFailureStore } = await import('./auth/shared-failure-limiter.js');
+  return createAuthFailureStore({
+    url: config.quota.store, prefix: config.quota.keyPrefix, ...(password ? { password } : {}),
+    onUnavailable: (reason) => logger.warn({ event: 'auth_failure_store_unavailable', ...(reason ? { reason } : {}) },
+      'the limits store (Redis) is unreachable; failed authentications are limited per process until it is back'),
+    onAvailable: () => logger.info({ event: 'auth_failure_store_available' }, 'the limits store (Redis) is reachable again; failed-authentication limits are shared again'),
+  });
 }
 
 /**
@@ -312,11 +328,20 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
   // so guesses at admin tokens and at tenant keys are counted apart
   const { createAuthFailureLimiter } = await import('./auth/failure-limiter.js');
   const failureLimits = config.auth.failureLimits;
+  // with quota counters on Redis, the counts are shared through it too (docs/security.md): the
+  // request path stays local, failures are counted there in the background; while Redis is
+  // away each process still enforces the limits on its own
+  const failureStore = failureLimits.enabled && config.quota.store !== 'memory'
+    ? await openAuthFailureStore(config, resolver, logger)
+    : undefined;
+  const limiterFor = async (code: 'auth_rate_limited' | 'admin_auth_rate_limited', listener: 'public' | 'admin') => {
+    const local = { perAddress: failureLimits.perAddress, perKey: failureLimits.perKey, code };
+    if (!failureStore) return createAuthFailureLimiter(local);
+    const { createSharedAuthFailureLimiter } = await import('./auth/shared-failure-limiter.js');
+    return createSharedAuthFailureLimiter({ local, store: failureStore, listener });
+  };
   const authFailures = failureLimits.enabled
-    ? {
-      public: createAuthFailureLimiter({ perAddress: failureLimits.perAddress, perKey: failureLimits.perKey, code: 'auth_rate_limited' }),
-      admin: createAuthFailureLimiter({ perAddress: failureLimits.perAddress, perKey: failureLimits.perKey, code: 'admin_auth_rate_limited' }),
-    }
+    ? { public: await limiterFor('auth_rate_limited', 'public'), admin: await limiterFor('admin_auth_rate_limited', 'admin') }
     : undefined;
   const publicApp = createPublicApp({
     authenticate, proxy, admission, dlp, record, logger, models: config.models,
@@ -401,6 +426,7 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
       await auditJobs.stop();
       await writer.close();
       await counters.close();
+      await failureStore?.close();
       await Promise.all([...providers.values()].map((p) => p.client.close()));
       await store.close();
       logger.flush();

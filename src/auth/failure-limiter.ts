@@ -43,6 +43,20 @@ export interface AuthFailureLimiter {
   refusal(waitMs: number): GatewayError;
 }
 
+/**
+ * The in-process limiter plus a way to mark an entry limited from outside (the shared limiter
+ * does, when the count across replicas reaches the limit). Assignable to `AuthFailureLimiter`.
+ */
+export interface BlockableAuthFailureLimiter extends AuthFailureLimiter {
+  /**
+   * Treats the address's group as at its limit until `untilMs` (clock of `now`), capped at one
+   * window from now; never shortens a limit already in force.
+   */
+  blockAddress(address: string, untilMs: number): void;
+  /** The same for a key id. */
+  blockKey(keyId: string, untilMs: number): void;
+}
+
 /** One fixed window, anchored at its first failure. */
 interface WindowCount {
   start: number;
@@ -83,7 +97,7 @@ const DEFAULT_MAX_TRACKED = 100_000;
  *   throw keyBlocked > 0 ? limiter.refusal(keyBlocked) : err;
  * }
  */
-export function createAuthFailureLimiter(options: AuthFailureLimiterOptions): AuthFailureLimiter {
+export function createAuthFailureLimiter(options: AuthFailureLimiterOptions): BlockableAuthFailureLimiter {
   checkWindow(options.perAddress, 'perAddress');
   checkWindow(options.perKey, 'perKey');
   const maxTracked = options.maxTracked ?? DEFAULT_MAX_TRACKED;
@@ -113,7 +127,24 @@ export function createAuthFailureLimiter(options: AuthFailureLimiterOptions): Au
     else entry.count++;
   }
 
+  function block(map: BoundedMap<string, WindowCount>, key: string, limit: FailureWindow, untilMs: number): void {
+    const at = now();
+    // a clock ahead of this one must not hold an entry for longer than one window
+    const until = Math.min(untilMs, at + limit.windowMs);
+    if (!(until > at)) return;
+    const entry = map.get(key);
+    if (entry !== undefined && entry.count >= limit.max && entry.start + limit.windowMs >= until) return;
+    // the window is moved so that it ends at `until`: at its limit until then, counted afresh after
+    map.set(key, { start: until - limit.windowMs, count: Math.max(limit.max, entry?.count ?? 0) });
+  }
+
   return {
+    blockAddress(address, untilMs) {
+      block(addresses, addressGroup(address), options.perAddress, untilMs);
+    },
+    blockKey(keyId, untilMs) {
+      block(keys, keyId, options.perKey, untilMs);
+    },
     check(address) {
       const waitMs = blockedFor(addresses, addressGroup(address), options.perAddress, now());
       // says nothing about the credential: it was not even looked at

@@ -151,8 +151,12 @@ export interface GatewayConfig {
     maxUpstreamResponseBytes: number;
   };
   shutdown: { drainTimeoutMs: number };
-  /** Where quota counters live: `memory` (embedded, this process) or a `redis://` URL shared by replicas. */
-  quota: { store: string; redisPassword: string | undefined; leaseMs: number };
+  /**
+   * Where quota counters live: `memory` (embedded, this process) or a `redis://` URL shared by
+   * replicas (failed-authentication counts are then shared through it too). `keyPrefix`
+   * (`limits.key_prefix`) starts every key written there.
+   */
+  quota: { store: string; redisPassword: string | undefined; leaseMs: number; keyPrefix: string };
   /** Price overrides, USD per million tokens, by upstream model name. */
   prices: Readonly<Record<string, { input: number; output: number; cachedInput?: number }>>;
   /** Secret backends and the cache in front of them. */

@@ -692,7 +692,7 @@ export function validateConfig(doc: Json): { config?: GatewayConfig; problems: s
   checkKeys(shutdown, 'shutdown', ['drain_timeout'], problems);
 
   const limitsSection = section(doc, 'limits', '', problems);
-  checkKeys(limitsSection, 'limits', ['store', 'redis_password', 'reservation_lease'], problems);
+  checkKeys(limitsSection, 'limits', ['store', 'redis_password', 'reservation_lease', 'key_prefix'], problems);
   const quotaStore = limitsSection['store'] ?? 'memory';
   if (typeof quotaStore !== 'string' || !(quotaStore === 'memory' || /^rediss?:\/\/[^\s]+$/.test(quotaStore))) {
     problems.add('limits.store', 'must be memory or a redis:// (or rediss://) URL');
@@ -702,6 +702,11 @@ export function validateConfig(doc: Json): { config?: GatewayConfig; problems: s
   }
   const redisPassword = secretRef(limitsSection['redis_password'], 'limits.redis_password', problems, false);
   const leaseMs = duration(limitsSection['reservation_lease'], 'limits.reservation_lease', 15 * 60_000, problems);
+  // names every key written to the limits Redis (several deployments may share one server)
+  const keyPrefix = limitsSection['key_prefix'] ?? 'keywarden:';
+  if (typeof keyPrefix !== 'string' || !/^[A-Za-z0-9_.:-]{1,64}$/.test(keyPrefix)) {
+    problems.add('limits.key_prefix', 'must be 1 to 64 characters of A-Z, a-z, 0-9, _ . : -');
+  }
 
   const prices: Record<string, { input: number; output: number; cachedInput?: number }> = {};
   for (const [model, raw] of Object.entries(section(doc, 'prices', '', problems))) {
@@ -806,7 +811,7 @@ export function validateConfig(doc: Json): { config?: GatewayConfig; problems: s
       maxUpstreamResponseBytes: positiveInt(server['max_upstream_response_bytes'], 'server.max_upstream_response_bytes', 32 * 1_048_576, problems),
     },
     shutdown: { drainTimeoutMs: duration(shutdown['drain_timeout'], 'shutdown.drain_timeout', 30_000, problems) },
-    quota: { store: String(quotaStore), redisPassword, leaseMs },
+    quota: { store: String(quotaStore), redisPassword, leaseMs, keyPrefix: String(keyPrefix) },
     prices,
     alerts: { webhookUrl, webhookSecret, thresholds },
     anomaly,
