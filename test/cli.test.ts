@@ -520,6 +520,15 @@ describe('demo mode: `keywarden serve` without a configuration', () => {
     assert.match(demo.stdout(), /DEMO MODE: the upstream is the built-in mock provider/);
   });
 
+  it('names the dashboard, which the admin listener serves there', async () => {
+    const match = /dashboard: +(http:\/\/\S+\/dashboard) /.exec(demo.stdout());
+    assert.ok(match, demo.stdout());
+    const res = await fetch(match[1] as string);
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('content-security-policy') ?? '', /script-src 'self'/);
+    assert.match(await res.text(), /<title>[^<]*keywarden/i);
+  });
+
   it('generates its secrets as owner-only files under the data directory', () => {
     const secretsDir = join(demoData, 'demo-secrets');
     assert.equal(statSync(secretsDir).mode & 0o777, 0o700);

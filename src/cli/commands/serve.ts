@@ -40,7 +40,8 @@ export async function serveCommand(configPath: string | undefined, env: NodeJS.P
     const body = JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'Hello from the keywarden demo' }] });
     process.stdout.write(
       `\nkeywarden is running in DEMO MODE: the upstream is the built-in mock provider (no real provider is called).\n` +
-        `  public listener: ${publicUrl}\n  admin listener:  ${adminUrl} (admin token in ${config_dir(env)}/demo-secrets/admin-token)\n\n` +
+        `  public listener: ${publicUrl}\n  admin listener:  ${adminUrl} (admin token in ${config_dir(env)}/demo-secrets/admin-token)\n` +
+        `  dashboard:       ${adminUrl}/dashboard (sign in with that admin token)\n\n` +
         `Try it (the demo tenant's key is printed here once; a restart issues a new one):\n\n` +
         `  curl -s ${publicUrl}/v1/chat/completions -H 'Authorization: Bearer ${issued.key}' -H 'content-type: application/json' -d '${body}'\n\n`,
     );
