@@ -88,13 +88,25 @@ function certificateSubject(der: Uint8Array): Buffer {
   return Buffer.from(der.subarray(subject.start, subject.end));
 }
 
-const PEM_BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----([\s\S]*?)-----END \1-----/g;
-
+/**
+ * The PEM blocks labelled `label` in `text`, in order. A linear scan with indexOf: a pattern with a
+ * lazy body and a back-reference takes quadratic time on a file of many BEGIN lines with no END
+ * (a 5 MB file held start-up for minutes); garbage between blocks is skipped.
+ */
 function pemBlocks(text: string, label: string): Array<{ pem: string; der: Buffer }> {
+  const begin = `-----BEGIN ${label}-----`;
+  const end = `-----END ${label}-----`;
   const out: Array<{ pem: string; der: Buffer }> = [];
-  for (const m of text.matchAll(PEM_BLOCK)) {
-    if (m[1] !== label) continue;
-    out.push({ pem: `${m[0]}\n`, der: Buffer.from((m[2] as string).replace(/\s+/g, ''), 'base64') });
+  let at = 0;
+  for (;;) {
+    const from = text.indexOf(begin, at);
+    if (from < 0) break;
+    const to = text.indexOf(end, from + begin.length);
+    // no END after this BEGIN: none after a later BEGIN either
+    if (to < 0) break;
+    const body = text.slice(from + begin.length, to);
+    out.push({ pem: `${begin}${body}${end}\n`, der: Buffer.from(body.replace(/\s+/g, ''), 'base64') });
+    at = to + end.length;
   }
   return out;
 }

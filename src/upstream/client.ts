@@ -75,7 +75,13 @@ export function createUpstreamClient(provider: ProviderConfig, options: { connec
         const chunks: Buffer[] = [];
         let size = 0;
         let settled = false;
-        const onAbort = () => controller?.abort(signal?.reason ?? new Error('aborted'));
+        const onAbort = () => {
+          const reason = signal?.reason ?? new Error('aborted');
+          if (controller) return controller.abort(reason);
+          // still queued for a connection: answer now rather than when one frees up (a slow
+          // provider holds every connection); onRequestStart aborts it before a byte is written
+          settle(toGatewayError(reason));
+        };
         const settle = (err: unknown, value?: BufferedUpstreamResponse) => {
           if (settled) return;
           settled = true;
