@@ -15,7 +15,7 @@ import type { AdminRole, AuditEvent } from '../store/types.js';
 import { parseAdminToken } from '../auth/admin-token.js';
 import type { AuthFailureLimiter } from '../auth/failure-limiter.js';
 import type { AdminProviderKeys } from './provider-keys.js';
-import { registerDashboard } from '../dashboard/serve.js';
+import { DASHBOARD_HEADERS, registerDashboard } from '../dashboard/serve.js';
 import { registerAuditChainRoutes, type AuditChainRoutesOptions } from './audit-chain.js';
 
 export interface AdminAppOptions {
@@ -108,6 +108,7 @@ export function createAdminApp(options: AdminAppOptions): FastifyInstance {
     // runs: answer it in the API's shape and audit it like any other unauthenticated call
     frameworkErrors: (_err, request, reply) => {
       const error = new GatewayError('admin_invalid_request', 'the request URL could not be read');
+      if (request.url.startsWith('/dashboard')) void (reply as FastifyReply).headers(DASHBOARD_HEADERS);
       options.audit({
         ts: Date.now(), actor: 'admin:unauthenticated', action: 'admin.call', target: null, outcome: 'failure', requestId: request.id,
         details: { method: request.method, status: error.status, code: error.code, token_id: null, role: null },
@@ -120,6 +121,19 @@ export function createAdminApp(options: AdminAppOptions): FastifyInstance {
 
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
+    // a client that goes away before the whole answer is sent (an abandoned export, or a change
+    // whose answer it never waited for) gets no onResponse: its call is still recorded, as 499.
+    // Watched on the answer: Fastify's onRequestAbort misses a request whose body was read in full
+    reply.raw.once('close', () => {
+      if (reply.raw.writableFinished) return;
+      try {
+        recordCall(request, 499);
+      } catch (err) {
+        logger.error({ err, requestId: request.id }, 'admin call audit failed');
+      }
+    });
+    // every answer under /dashboard, refusals and not-found included, carries the page's headers
+    if (request.url.startsWith('/dashboard')) reply.headers(DASHBOARD_HEADERS);
     const access = accessOf(request);
     // the dashboard's static files carry no data: no token is read, checked or counted for them
     if (isPublic(access)) return;
@@ -175,9 +189,7 @@ export function createAdminApp(options: AdminAppOptions): FastifyInstance {
     });
   };
   app.addHook('onResponse', async (request, reply) => recordCall(request, reply.statusCode));
-  // a client that goes away before the whole answer is sent (an abandoned export) gets no
-  // onResponse: its call is still recorded, as status 499 (client closed the request)
-  app.addHook('onRequestAbort', async (request) => recordCall(request, 499));
+  // (a call whose client went away before the answer was sent: the 'close' watch in onRequest)
 
   function identityOf(request: FastifyRequest): AdminIdentity {
     // the onRequest hook refuses every request without one; this only narrows the type
