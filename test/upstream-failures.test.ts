@@ -478,6 +478,8 @@ async function startEndlessProvider(status: number) {
       return state.closed;
     },
     async close() {
+      // the provider hangs up first: a gateway that kept reading would otherwise hold its own close open
+      server.closeAllConnections();
       await h.close();
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
@@ -509,15 +511,17 @@ describe('a provider that answers a stream request with an endless non-stream bo
 });
 
 describe('a provider that answers an error with an endless body', () => {
-  it('maps the status without reading more than a hint of the body, and stops reading the provider', async () => {
-    const provider = await startEndlessProvider(500);
-    try {
-      const res = await chatThrough(provider.h, false);
-      assert.equal(res.status, 502);
-      assert.equal(res.body.error.code, 'upstream_error');
-      assert.ok(await provider.hungUp(), `the gateway kept reading the provider (${provider.state.sent} bytes sent)`);
-    } finally {
-      await provider.close();
-    }
-  });
+  for (const stream of [false, true]) {
+    it(`maps the status without reading more than a hint of the body, and stops reading the provider (${stream ? 'stream' : 'whole'} request)`, async () => {
+      const provider = await startEndlessProvider(500);
+      try {
+        const res = await chatThrough(provider.h, stream);
+        assert.equal(res.status, 502);
+        assert.equal(res.body.error.code, 'upstream_error');
+        assert.ok(await provider.hungUp(), `the gateway kept reading the provider (${provider.state.sent} bytes sent)`);
+      } finally {
+        await provider.close();
+      }
+    });
+  }
 });

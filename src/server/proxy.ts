@@ -81,6 +81,9 @@ export interface ProxyDeps {
   pickSample?: () => boolean;
 }
 
+/** Bytes of a provider's error answer read for the error mapping (its code only); the rest is never read. */
+const ERROR_BODY_LIMIT = 64 * 1024;
+
 /** Headers a client may send that are passed on (each adapter filters again). Everything else stays here. */
 const FORWARDED_HEADERS = ['anthropic-version'] as const;
 
@@ -160,13 +163,13 @@ export function createProxy(deps: ProxyDeps) {
     return err;
   }
 
-  /** Forward for a stream: send, and read an error answer (capped) into a gateway error. */
+  /** Forward for a stream: send, and turn an error answer (read capped) into a gateway error. */
   async function forward(ctx: RequestContext, target: ProviderTarget, request: NormalisedRequest, forwarded: Record<string, string>, signal: AbortSignalLike) {
     const upstream = buildUpstream(ctx, target, request, forwarded);
     const sentAt = performance.now();
     let response;
     try {
-      const sending = target.client.send(upstream, signal);
+      const sending = target.client.sendStreamed(upstream, signal, ERROR_BODY_LIMIT);
       fingerprint(ctx);
       response = await sending;
     } catch (err) {
@@ -174,13 +177,12 @@ export function createProxy(deps: ProxyDeps) {
       ctx.upstreamMs = performance.now() - sentAt;
       throw err;
     }
-    if (response.statusCode >= 300) {
-      const text = await readCapped(response.body, 64 * 1024).then((b) => b.toString('utf8'), () => '');
+    if (response.body === null) {
       ctx.upstreamMs = performance.now() - sentAt;
-      throw upstreamError(ctx, target, response.statusCode, text, response.headers['retry-after']);
+      throw upstreamError(ctx, target, response.statusCode, response.errorBody.toString('utf8'), response.headers['retry-after']);
     }
     ctx.upstreamAccepted = true;
-    return { response, sentAt };
+    return { headers: response.headers, body: response.body, sentAt };
   }
 
   /** Fills `ctx.promptFingerprint` from the validated body, once (the original body, before DLP masking). */
@@ -203,7 +205,7 @@ export function createProxy(deps: ProxyDeps) {
       const sentAt = performance.now();
       let response;
       try {
-        const sending = target.client.sendBuffered(upstream, signal, deps.maxUpstreamResponseBytes, 64 * 1024);
+        const sending = target.client.sendBuffered(upstream, signal, deps.maxUpstreamResponseBytes, ERROR_BODY_LIMIT);
         fingerprint(ctx);
         response = await sending;
       } finally {
@@ -230,11 +232,11 @@ export function createProxy(deps: ProxyDeps) {
      */
     async stream(ctx: RequestContext, prepared: PreparedRequest, res: ServerResponse, abort: RequestAbort, onHeaders: () => void): Promise<void> {
       const { target, request, forwarded } = prepared;
-      const { response, sentAt } = await forward(ctx, target, request, forwarded, abort.signal);
-      const contentType = response.headers['content-type'];
+      const { headers, body, sentAt } = await forward(ctx, target, request, forwarded, abort.signal);
+      const contentType = headers['content-type'];
       if (typeof contentType !== 'string' || !contentType.startsWith('text/event-stream')) {
         // never drain an answer we refuse: a provider could keep sending forever
-        response.body.destroy();
+        body.abort();
         throw new GatewayError('upstream_invalid_response', 'the provider did not answer with a stream');
       }
       onHeaders();
@@ -263,18 +265,17 @@ export function createProxy(deps: ProxyDeps) {
       const decoder = new StringDecoder('utf8');
       let failure: GatewayError | undefined;
       try {
-        // 'data' events rather than for-await: no promise per chunk on the relay's hot path
+        // the client's callbacks, not a stream object: no promise or event per chunk on the relay's hot path
         await new Promise<void>((resolve, reject) => {
-          const body = response.body;
           let settled = false;
-          const settle = (err?: unknown) => {
+          const settle = (err?: GatewayError) => {
             if (settled) return;
             settled = true;
-            body.removeListener('data', onData);
             if (err === undefined) resolve();
             else reject(err);
           };
-          const onData = (chunk: Buffer) => {
+          body.consume((chunk) => {
+            if (settled) return;
             parser.push(decoder.write(chunk));
             if (malformed) return settle();
             // after the terminal event, hold the rest for res.end(): one write instead of two
@@ -287,19 +288,11 @@ export function createProxy(deps: ProxyDeps) {
                 void waitForDrain(res).then(() => body.resume());
               }
             }
-          };
-          body.on('data', onData);
-          body.once('end', () => settle());
-          // stays attached after settling: a late error must not go unhandled
-          body.on('error', (err: Error) => settle(err));
-          // destroyed without an error (an abort) and without an end: the stream broke off
-          body.once('close', () => {
-            if (!settled) settle(new GatewayError('upstream_unreachable', 'the provider stream ended early'));
-          });
+          }, settle);
         });
         if (malformed) {
           // stop reading the provider; the client gets an error event below
-          response.body.destroy();
+          body.abort();
           failure = new GatewayError('upstream_invalid_response', 'the provider sent a malformed stream event');
         } else {
           parser.push(decoder.end());
@@ -355,41 +348,5 @@ function waitForDrain(res: ServerResponse): Promise<void> {
     };
     res.once('drain', done);
     res.once('close', done);
-  });
-}
-
-/** Reads a body fully, refusing one larger than `limit`. */
-function readCapped(body: NodeJS.ReadableStream & { destroy(err?: Error): unknown }, limit: number): Promise<Buffer> {
-  // 'data' events rather than for-await: an async iterator per answer costs more than the read
-  return new Promise<Buffer>((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let settled = false;
-    const fail = (err: unknown) => {
-      if (settled) return;
-      settled = true;
-      reject(err);
-    };
-    body.on('data', (chunk: Buffer) => {
-      if (settled) return;
-      size += chunk.length;
-      if (size > limit) {
-        fail(new GatewayError('upstream_invalid_response', 'the provider answer is larger than the gateway accepts'));
-        body.destroy();
-        return;
-      }
-      chunks.push(chunk);
-    });
-    body.once('end', () => {
-      if (settled) return;
-      settled = true;
-      resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size));
-    });
-    body.once('error', fail);
-    // destroyed without an error (an abort): never leave the caller waiting. 'close' follows every
-    // 'end' too, so the error (and its stack trace, ~15 µs) is only made when it will be used
-    body.once('close', () => {
-      if (!settled) fail(new GatewayError('upstream_unreachable', 'the provider answer ended early'));
-    });
   });
 }
