@@ -436,11 +436,20 @@ describe('a provider answer larger than server.max_upstream_response_bytes', () 
   });
 });
 
-/** A provider that answers every request with `status` and a body that never ends; tells whether the gateway hung up. */
-async function startEndlessProvider(status: number) {
+/**
+ * A provider that answers every request with `status` and a body that never ends (or, `cut`, one
+ * that breaks off after a few bytes of the length it announced); tells whether the gateway hung up.
+ */
+async function startEndlessProvider(status: number, cut = false) {
   const state = { closed: false, sent: 0, port: 0 };
   const server = createServer((req, res) => {
     req.resume();
+    if (cut) {
+      res.writeHead(status, { 'content-type': 'application/json', 'content-length': '1000', 'retry-after': '2' });
+      res.write('{"error":{');
+      setTimeout(() => res.socket?.destroy(), 20);
+      return;
+    }
     res.writeHead(status, { 'content-type': 'application/json' });
     const chunk = Buffer.alloc(16_384, 0x20);
     const timer = setInterval(() => {
@@ -493,7 +502,7 @@ async function chatThrough(h: Harness, stream: boolean) {
     method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${h.key}` },
     body: JSON.stringify({ model: 'gpt-4o-mini', ...(stream ? { stream: true } : {}), messages: [{ role: 'user', content: 'hi' }] }),
   });
-  return { status: res.status, body: await res.json() as { error: { code: string } } };
+  return { status: res.status, retryAfter: res.headers.get('retry-after'), body: await res.json() as { error: { code: string } } };
 }
 
 describe('a provider that answers a stream request with an endless non-stream body', () => {
@@ -519,6 +528,22 @@ describe('a provider that answers an error with an endless body', () => {
         assert.equal(res.status, 502);
         assert.equal(res.body.error.code, 'upstream_error');
         assert.ok(await provider.hungUp(), `the gateway kept reading the provider (${provider.state.sent} bytes sent)`);
+      } finally {
+        await provider.close();
+      }
+    });
+  }
+});
+
+describe('a provider whose error answer breaks off mid-body', () => {
+  for (const stream of [false, true]) {
+    it(`is still mapped by its status (${stream ? 'stream' : 'whole'} request): the body is only a hint`, async () => {
+      const provider = await startEndlessProvider(429, true);
+      try {
+        const res = await chatThrough(provider.h, stream);
+        assert.equal(res.status, 429);
+        assert.equal(res.body.error.code, 'upstream_rate_limited');
+        assert.equal(res.retryAfter, '2');
       } finally {
         await provider.close();
       }

@@ -84,6 +84,9 @@ export interface ProxyDeps {
 /** Bytes of a provider's error answer read for the error mapping (its code only); the rest is never read. */
 const ERROR_BODY_LIMIT = 64 * 1024;
 
+/** Bytes a provider may send after a stream's terminal event (read only to keep the connection) before it is cut off. */
+const TRAILING_LIMIT = 64 * 1024;
+
 /** Headers a client may send that are passed on (each adapter filters again). Everything else stays here. */
 const FORWARDED_HEADERS = ['anthropic-version'] as const;
 
@@ -274,18 +277,32 @@ export function createProxy(deps: ProxyDeps) {
             if (err === undefined) resolve();
             else reject(err);
           };
+          let trailing = 0;
+          let waiting = false;
           body.consume((chunk) => {
-            if (settled) return;
+            if (settled) {
+              // after the terminal event the rest is read only so the connection can be reused:
+              // never held or relayed, and a provider that keeps sending is cut off
+              trailing += chunk.length;
+              if (trailing > TRAILING_LIMIT) body.abort();
+              return;
+            }
             parser.push(decoder.write(chunk));
             if (malformed) return settle();
-            // after the terminal event, hold the rest for res.end(): one write instead of two
-            if (pending.length > 0 && !reader.finished()) {
+            // the terminal event ends the client's answer (sent with res.end(): one write instead of two)
+            if (reader.finished()) return settle();
+            if (pending.length > 0) {
               const ok = res.write(pending);
               pending = '';
-              // respect the client's pace: stop reading upstream until it drains
-              if (!ok && !res.destroyed) {
+              // respect the client's pace: stop reading upstream until it drains (once: queued
+              // chunks are delivered in one go and each may find the buffer full)
+              if (!ok && !res.destroyed && !waiting) {
+                waiting = true;
                 body.pause();
-                void waitForDrain(res).then(() => body.resume());
+                void waitForDrain(res).then(() => {
+                  waiting = false;
+                  body.resume();
+                });
               }
             }
           }, settle);

@@ -122,7 +122,8 @@ export function createUpstreamClient(provider: ProviderConfig, options: { connec
           end() {
             settle(undefined, { statusCode, headers, body: chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size) });
           },
-          fail: (err) => settle(err),
+          // an error answer cut off mid-body is still mapped by its status (its body is only a hint)
+          fail: (err) => (statusCode >= 300 ? settle(undefined, { statusCode, headers, body: Buffer.alloc(0) }) : settle(err)),
         });
       });
     },
@@ -166,6 +167,8 @@ export function createUpstreamClient(provider: ProviderConfig, options: { connec
           fail(err) {
             if (feed) return feed.end(err);
             if (settled) return;
+            // an error answer cut off mid-body is still mapped by its status (its body is only a hint)
+            if (refusal) return answerRefusal(Buffer.alloc(0));
             settled = true;
             reject(err);
           },
@@ -252,8 +255,13 @@ function createBodyFeed(controller: Dispatcher.DispatchController) {
       }
       if (ended && !stopped) end(endError);
     },
-    pause: () => controller.pause(),
-    resume: () => controller.resume(),
+    // after the end the connection may already carry another request: never pause or resume it
+    pause: () => {
+      if (!ended) controller.pause();
+    },
+    resume: () => {
+      if (!ended) controller.resume();
+    },
     abort(): void {
       if (stopped) return;
       stopped = true;
