@@ -1,3 +1,4 @@
+import { startTcpProxy } from './helpers/tcp-proxy.js';
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { once } from 'node:events';
@@ -285,27 +286,11 @@ describe('failed-authentication limits shared by replicas through Redis', { skip
   });
 
   it('counts locally while Redis is away, says so once each way, and shares again when it is back', async () => {
-    const upstream = new URL(REDIS_URL as string);
-    const sockets = new Set<net.Socket>();
-    const proxy = net.createServer((client) => {
-      const server = net.connect(Number(upstream.port || 6379), upstream.hostname);
-      sockets.add(client).add(server);
-      client.on('error', () => {});
-      server.on('error', () => {});
-      client.on('close', () => server.destroy());
-      server.on('close', () => client.destroy());
-      client.pipe(server).pipe(client);
-    });
-    proxy.listen(0, '127.0.0.1');
-    await once(proxy, 'listening');
-    const port = (proxy.address() as net.AddressInfo).port;
-    const via = new URL(REDIS_URL as string);
-    via.hostname = '127.0.0.1';
-    via.port = String(port);
+    const relay = await startTcpProxy(REDIS_URL as string);
     const prefix = nextPrefix();
     const max = 4;
     try {
-      const [h] = await replicas(1, replicaConfig(via.toString(), prefix, max, 1000)) as [Harness];
+      const [h] = await replicas(1, replicaConfig(relay.url, prefix, max, 1000)) as [Harness];
       // a second replica straight on Redis: sees what the first one shares
       const [direct] = await replicas(1, replicaConfig(REDIS_URL as string, prefix, max, 1000)) as [Harness];
 
@@ -320,17 +305,14 @@ describe('failed-authentication limits shared by replicas through Redis', { skip
       };
 
       // Redis goes away for the first replica
-      proxy.close();
-      for (const s of sockets) s.destroy();
-      sockets.clear();
+      relay.down();
       await waitFor(() => events(h, 'auth_failure_store_unavailable').length > 0, 'the unavailable warning');
       const during = await alternate(2, (i) => models(h.url, fakeKey(fakeId(i))));
       assert.deepEqual(during.map((r) => r.status), [401, 401], 'no 5xx while Redis is away');
       assert.equal(await sharedCount(), 0, 'nothing is counted remotely while Redis is away');
 
       // Redis comes back on the same address
-      proxy.listen(port, '127.0.0.1');
-      await once(proxy, 'listening');
+      await relay.up();
       await waitFor(() => events(h, 'auth_failure_store_available').length > 0, 'the recovery notice');
       assert.equal(events(h, 'auth_failure_store_unavailable').length, 1, 'one warning for the outage');
       assert.equal(events(h, 'auth_failure_store_available').length, 1, 'one notice for the recovery');
@@ -346,8 +328,7 @@ describe('failed-authentication limits shared by replicas through Redis', { skip
       await sleep(50);
       assert.equal((await models(direct.url, direct.key)).status, 429, 'the shared count reached the second replica');
     } finally {
-      proxy.close();
-      for (const s of sockets) s.destroy();
+      relay.close();
     }
   });
 

@@ -1,8 +1,7 @@
+import { startTcpProxy } from './helpers/tcp-proxy.js';
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import net from 'node:net';
-import { once } from 'node:events';
 import { Redis } from 'ioredis';
 import { createMemoryCounterStore } from '../src/quota/memory-store.js';
 import { createRedisCounterStore } from '../src/quota/redis-store.js';
@@ -131,39 +130,20 @@ describe('Redis counter store across replicas', SKIP_REDIS ? { skip: SKIP_REDIS 
   });
 
   it('fails closed while Redis is away and recovers by itself when it comes back', async () => {
-    const upstream = new URL(REDIS_URL as string);
-    const sockets = new Set<net.Socket>();
-    const proxy = net.createServer((client) => {
-      const server = net.connect(Number(upstream.port || 6379), upstream.hostname);
-      sockets.add(client).add(server);
-      client.on('error', () => {});
-      server.on('error', () => {});
-      client.on('close', () => server.destroy());
-      server.on('close', () => client.destroy());
-      client.pipe(server).pipe(client);
-    });
-    proxy.listen(0, '127.0.0.1');
-    await once(proxy, 'listening');
-    const port = (proxy.address() as net.AddressInfo).port;
-    const via = new URL(REDIS_URL as string);
-    via.hostname = '127.0.0.1';
-    via.port = String(port);
-    const store = redisStore(`${RUN_PREFIX}proxy:`, via.toString());
+    const relay = await startTcpProxy(REDIS_URL as string);
+    const store = redisStore(`${RUN_PREFIX}proxy:`, relay.url);
     const now = Date.now();
     const check: CounterCheck = { key: 'k:a', limit: 10, amount: 1, windowEnd: now + 60_000 };
     try {
       assert.equal((await store.reserve('before', [check], 30_000, now)).admitted, true);
 
       // Redis goes away
-      proxy.close();
-      for (const s of sockets) s.destroy();
-      sockets.clear();
+      relay.down();
       await new Promise((resolve) => setTimeout(resolve, 100));
       await assert.rejects(store.reserve('during', [check], 30_000, now), CounterStoreUnavailableError);
 
       // Redis comes back on the same address
-      proxy.listen(port, '127.0.0.1');
-      await once(proxy, 'listening');
+      await relay.up();
       let recovered = false;
       for (let i = 0; i < 60 && !recovered; i++) {
         try {
@@ -179,8 +159,7 @@ describe('Redis counter store across replicas', SKIP_REDIS ? { skip: SKIP_REDIS 
       assert.deepEqual(await store.reserve('after', [check], 30_000, now + 1), { admitted: true, states: [{ used: 0, reserved: 2 }] });
     } finally {
       await store.close();
-      proxy.close();
-      for (const s of sockets) s.destroy();
+      relay.close();
     }
   });
 

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { Redis } from 'ioredis';
+import { failFastRedisOptions } from '../store/redis/fail-fast-options.js';
 import { addressGroup, createAuthFailureLimiter, type AuthFailureLimiter, type AuthFailureLimiterOptions, type BlockableAuthFailureLimiter } from './failure-limiter.js';
 
 /*
@@ -81,18 +82,9 @@ export function createAuthFailureStore(options: AuthFailureStoreOptions): AuthFa
   }
   if (protocol !== 'redis:' && protocol !== 'rediss:') throw new TypeError('Redis URL must start with redis:// or rediss://');
 
-  const redis = new Redis(options.url, {
-    ...(options.password !== undefined ? { password: options.password } : {}),
-    // never wait for a connection: a failure is counted locally at once instead
-    enableOfflineQueue: false,
-    autoResendUnfulfilledCommands: false,
-    maxRetriesPerRequest: 1,
-    commandTimeout: timeoutMs,
-    connectTimeout: Math.max(timeoutMs, 1000),
-    disconnectTimeout: timeoutMs,
-    // keeps reconnecting, so sharing resumes by itself when Redis is back
-    retryStrategy: (times) => Math.min(50 * times, 1000),
-  });
+  // never waits for a connection (a failure is counted locally at once instead) and keeps
+  // reconnecting, so sharing resumes by itself when Redis is back
+  const redis = new Redis(options.url, failFastRedisOptions(timeoutMs, options.password));
   let state: 'unknown' | 'up' | 'down' = 'unknown';
   let closed = false;
   const inFlight = new Set<Promise<unknown>>();

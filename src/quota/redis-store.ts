@@ -1,4 +1,5 @@
 import { Redis } from 'ioredis';
+import { failFastRedisOptions } from '../store/redis/fail-fast-options.js';
 import { CounterStoreUnavailableError } from './types.js';
 import type { CounterCheck, CounterState, CounterStore, CounterUsage, ReserveOutcome } from './types.js';
 
@@ -239,19 +240,8 @@ export function createRedisCounterStore(options: RedisCounterStoreOptions): Coun
   const secrets = [parsed.password, safeDecode(parsed.password), parsed.username, safeDecode(parsed.username), options.password ?? '']
     .filter((s) => s.length >= 3);
 
-  const redis = new Redis(options.url, {
-    ...(options.password !== undefined ? { password: options.password } : {}),
-    enableOfflineQueue: false,
-    autoResendUnfulfilledCommands: false,
-    maxRetriesPerRequest: 1,
-    commandTimeout: timeoutMs,
-    connectTimeout: Math.max(timeoutMs, 1000),
-    // bounds how long close() lets a half-dead socket keep the process alive
-    disconnectTimeout: timeoutMs,
-    // keeps reconnecting (never gives up) so the store recovers by itself when Redis comes back
-    retryStrategy: (times) => Math.min(50 * times, 1000),
-    // key prefixes are applied by this store, not by ioredis's keyPrefix (scripts derive keys)
-  }) as ScriptedRedis;
+  // key prefixes are applied by this store, not by ioredis's keyPrefix (scripts derive keys)
+  const redis = new Redis(options.url, failFastRedisOptions(timeoutMs, options.password)) as ScriptedRedis;
   // connection errors are returned to callers as CounterStoreUnavailableError; an 'error' event
   // without a listener would only print, so take it and say nothing here
   redis.on('error', () => {});
