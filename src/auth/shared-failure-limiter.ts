@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { failFastRedisOptions } from '../store/redis/fail-fast-options.js';
+import { closeRedis, failFastRedisOptions } from '../store/redis/fail-fast-options.js';
 import { addressGroup, createAuthFailureLimiter, type AuthFailureLimiter, type AuthFailureLimiterOptions, type BlockableAuthFailureLimiter } from './failure-limiter.js';
 
 /*
@@ -141,15 +141,7 @@ export function createAuthFailureStore(options: AuthFailureStoreOptions): AuthFa
       if (closed) return;
       await Promise.allSettled([...inFlight]);
       closed = true;
-      if (redis.status === 'ready') {
-        try {
-          await redis.quit();
-          return;
-        } catch {
-          // fall through: drop the connection
-        }
-      }
-      redis.disconnect();
+      await closeRedis(redis);
     },
   };
 }

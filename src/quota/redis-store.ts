@@ -1,5 +1,5 @@
 import { Redis } from 'ioredis';
-import { failFastRedisOptions } from '../store/redis/fail-fast-options.js';
+import { closeRedis, failFastRedisOptions } from '../store/redis/fail-fast-options.js';
 import { CounterStoreUnavailableError } from './types.js';
 import type { CounterCheck, CounterState, CounterStore, CounterUsage, ReserveOutcome } from './types.js';
 
@@ -360,15 +360,7 @@ export function createRedisCounterStore(options: RedisCounterStoreOptions): Coun
     async close(): Promise<void> {
       if (closed) return;
       closed = true;
-      if (redis.status === 'ready') {
-        try {
-          await redis.quit();
-          return;
-        } catch {
-          // fall through: drop the connection
-        }
-      }
-      redis.disconnect();
+      await closeRedis(redis);
     },
   };
   return store;

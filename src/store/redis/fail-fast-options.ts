@@ -19,3 +19,16 @@ export function failFastRedisOptions(timeoutMs: number, password: string | undef
     retryStrategy: (times) => Math.min(50 * times, 1000),
   };
 }
+
+/** Closes a client politely when it is connected (QUIT), else drops the connection. */
+export async function closeRedis(redis: { status: string; quit(): Promise<unknown>; disconnect(): void }): Promise<void> {
+  if (redis.status === 'ready') {
+    try {
+      await redis.quit();
+      return;
+    } catch {
+      // fall through: drop the connection
+    }
+  }
+  redis.disconnect();
+}
