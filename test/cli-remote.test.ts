@@ -3,6 +3,8 @@ import { after, before, describe, it } from 'node:test';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { CONTRACT_MODELS, CONTRACT_POLICY, FAKE_ADMIN_TOKEN, startHarness, type Harness } from './helpers/harness.js';
 import { cliEnv, freePort, runCli } from './helpers/cli-process.js';
 import { writeCliConfig } from './helpers/provider-keys-setup.js';
@@ -306,5 +308,54 @@ describe('roles through the admin API (needs the role-based admin routes)', () =
       // 3 requests, 1 of them an error, then the token counts
       assert.match(table.stdout, /^metered-co\s+gpt-4o-mini\s+3\s+1\s+\d+\s+\d+\s+\d+\.\d{6}$/m);
     }
+  });
+});
+
+describe('the remote CLI against an admin API that misbehaves', () => {
+  let server: Server;
+  let url = '';
+  let scratch = '';
+  before(async () => {
+    scratch = mkdtempSync(join(tmpdir(), 'keywarden-cli-hostile-'));
+    server = createServer((req, res) => {
+      req.resume();
+      if (req.url?.startsWith('/admin/tenants')) {
+        // a chunked answer that never ends: no content-length to refuse it by
+        res.writeHead(200, { 'content-type': 'application/json' });
+        const chunk = Buffer.alloc(65_536, 0x20);
+        const pump = () => {
+          while (!res.destroyed && res.write(chunk));
+          if (!res.destroyed) res.once('drain', pump);
+        };
+        pump();
+        return;
+      }
+      // an error whose message would drive the terminal: escape sequences and a bell
+      res.writeHead(403, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ error: { message: 'denied \u001b[2J\u001b]0;pwned\u0007 here', code: 'admin_forbidden' } }));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  after(async () => {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+    rmSync(scratch, { recursive: true, force: true });
+  });
+  const hostile = (...args: string[]) =>
+    runCli(['--admin-url', url, ...args], { cwd: scratch, env: cliEnv({ KEYWARDEN_DATA_DIR: join(scratch, 'data'), KEYWARDEN_ADMIN_TOKEN: FAKE_WRONG_ADMIN_TOKEN }) });
+
+  it('stops reading a chunked answer past its size limit instead of filling memory', async () => {
+    const res = await hostile('tenants', 'list');
+    assert.equal(res.code, 1, res.stderr);
+    assert.match(res.stderr, /too large to read/);
+  });
+
+  it('prints a server message without its control characters', async () => {
+    const res = await hostile('usage');
+    assert.notEqual(res.code, 0);
+    assert.match(res.stderr, /denied/);
+    assert.ok(!/[\u0000-\u0008\u000b-\u001f\u007f]/.test(res.stderr.replace(/\n/g, '')), JSON.stringify(res.stderr));
+    assert.ok(!res.stderr.includes(FAKE_WRONG_ADMIN_TOKEN));
   });
 });

@@ -164,8 +164,9 @@ export function createAdminClient(connection: AdminConnection): AdminClient {
     }
     let text: string;
     try {
-      text = await res.text();
+      text = await readCapped(res, MAX_RESPONSE_BYTES, baseUrl);
     } catch (err) {
+      if (err instanceof CliError) throw err;
       throw new CliError(scrub(unreachable(baseUrl, err, timeoutMs)), EXIT_FAILURE);
     }
     if (res.status >= 400) throw apiError(res.status, text, baseUrl, scrub);
@@ -188,6 +189,33 @@ export function createAdminClient(connection: AdminConnection): AdminClient {
   };
 }
 
+/**
+ * The answer's text, refusing one longer than `limit` bytes however it is framed: a declared
+ * length was checked before, a chunked answer is counted as it arrives.
+ */
+async function readCapped(res: Response, limit: number, baseUrl: string): Promise<string> {
+  if (!res.body) return '';
+  const reader = res.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > limit) {
+      await reader.cancel();
+      throw new CliError(`the admin API at ${baseUrl} sent an answer too large to read`, EXIT_FAILURE);
+    }
+    chunks.push(value);
+  }
+  return Buffer.concat(chunks, size).toString('utf8');
+}
+
+/** Text from the server made safe for a terminal: control characters (escape sequences) become spaces. */
+export function printable(text: string): string {
+  return text.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g, ' ');
+}
+
 /** `/admin/tenants/a%2Fb`: each dynamic segment encoded so a name cannot reach another route. */
 export function adminPath(strings: TemplateStringsArray, ...segments: string[]): string {
   return strings.reduce((path, part, i) => `${path}${part}${i < segments.length ? encodeURIComponent(segments[i] as string) : ''}`, '');
@@ -202,7 +230,7 @@ function apiError(status: number, text: string, baseUrl: string, scrub: (s: stri
     if (error && typeof error.message === 'string') {
       code = typeof error.code === 'string' ? error.code : null;
       const param = typeof error.param === 'string' ? ` [${error.param}]` : '';
-      message = `${error.message.slice(0, 500)}${param}${code ? ` (${code})` : ''}`;
+      message = printable(`${error.message.slice(0, 500)}${param}${code ? ` (${code})` : ''}`);
     }
   } catch {
     // not the admin API's error shape: keep the status line only

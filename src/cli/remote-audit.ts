@@ -1,6 +1,6 @@
 import type { GatewayConfig } from '../config/types.js';
 import type { AuditExportFormat, AuditVerifyView } from '../services/audit-service.js';
-import { AdminApiError, adminConnectionFrom, createAdminClient, type AdminClient, type AdminConnection } from './admin-client.js';
+import { AdminApiError, adminConnectionFrom, createAdminClient, type AdminClient, type AdminConnection, printable } from './admin-client.js';
 import { configFor } from './config-arg.js';
 import { CliError, EXIT_FAILURE, EXIT_USAGE } from './output.js';
 
@@ -125,7 +125,7 @@ async function apiFailure(res: Response, baseUrl: string, scrub: (text: string) 
     const error = (JSON.parse(text) as { error?: { message?: unknown; code?: unknown } }).error;
     if (error && typeof error.message === 'string') {
       code = typeof error.code === 'string' ? error.code : null;
-      message = `${error.message.slice(0, 500)}${code ? ` (${code})` : ''}`;
+      message = printable(`${error.message.slice(0, 500)}${code ? ` (${code})` : ''}`);
     }
   } catch {
     // not the admin API's error shape: keep the status line only

@@ -1,3 +1,4 @@
+import { printable } from '../admin-client.js';
 import { createWriteStream } from 'node:fs';
 import { isIP } from 'node:net';
 import type { Writable } from 'node:stream';
@@ -72,7 +73,8 @@ function printVerify(result: AuditVerifyView, json: boolean): number {
     }
     return EXIT_OK;
   }
-  if (!json) process.stderr.write(`keywarden: audit chain broken at seq ${result.seq}: ${result.problem}: ${result.message}\n`);
+  // the text may come from a remote gateway: printed without control characters
+  if (!json) process.stderr.write(printable(`keywarden: audit chain broken at seq ${result.seq}: ${result.problem}: ${result.message}`) + '\n');
   return EXIT_FAILURE;
 }
 
