@@ -10,6 +10,8 @@ import { createTestCa, httpsSend, type IssuedCertificate, type TestCa } from './
 import { configFromDocument } from '../src/config/load.js';
 import { createGateway, loadPublicTls } from '../src/main.js';
 import { createSecretResolver } from '../src/secrets/resolver.js';
+import { cliEnv, runCli } from './helpers/cli-process.js';
+import { writeCliConfig } from './helpers/provider-keys-setup.js';
 
 /*
  * Certificate revocation lists for mutual TLS (`listen.public_tls.crl`): a throwaway CA made with
@@ -241,6 +243,14 @@ describe('an expired CRL (nextUpdate in the past) fails closed', () => {
   it('a client without a certificate still authenticates with its key (optional mode)', async () => {
     const res = await send(h.url, { ca: pki.ca.cert, headers: { authorization: `Bearer ${h.key}` } });
     assert.equal(res.status, 200, res.text);
+  });
+
+  it('keywarden doctor shows the warning without failing', async () => {
+    const configPath = writeCliConfig(h, crlConfig(pki, 'optional', expiredCrl, { [GOOD_ID]: 'billing' }));
+    const res = await runCli(['doctor', '--config', configPath], { cwd: h.dir, env: cliEnv({}) });
+    assert.equal(res.code, 0, res.stdout + res.stderr);
+    assert.match(res.stdout, /^ok {4}listen\.public_tls \(certificate and key, client CA bundle, CRLs\)$/m);
+    assert.match(res.stdout, /^WARN {2}listen\.public_tls\.crl: .*expired\.crl expired at 2020-01-02T00:00:00\.000Z/m);
   });
 });
 

@@ -58,8 +58,11 @@ export async function doctorCommand(configPath: string, online: boolean, env: No
     if (!tls) continue;
     // the files are read and the key resolved as serve would, and checked to work together
     try {
-      await loadPublicTls(tls, resolver, path);
-      process.stdout.write(`ok    ${path} (certificate and key${tls.clientCa !== undefined ? ', client CA bundle' : ''})\n`);
+      // conditions under which OpenSSL refuses client certificates (an expired CRL, a CA without one) are shown, not failed
+      const warnings: string[] = [];
+      await loadPublicTls(tls, resolver, path, (message) => warnings.push(message));
+      process.stdout.write(`ok    ${path} (certificate and key${tls.clientCa !== undefined ? ', client CA bundle' : ''}${tls.crl !== undefined ? ', CRLs' : ''})\n`);
+      for (const warning of warnings) process.stdout.write(`WARN  ${warning}\n`);
     } catch (err) {
       failures += 1;
       process.stdout.write(`FAIL  ${(err as Error).message}\n`);
