@@ -2,14 +2,14 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { findSecrets } from '../src/detect/detector.js';
 import { cliEnv, runCli, type CliResult } from './helpers/cli-process.js';
 import { FAKE_ADMIN_TOKEN, startHarness, type Harness } from './helpers/harness.js';
 import { parseJson } from './helpers/security-http.js';
+import { createLeakFinder, type Secret } from './helpers/leak-finder.js';
+import { rawExchange } from './helpers/raw-http.js';
 
 /*
  * Threat (THREATS.md, "Keys and content leaking"), the surfaces added after
@@ -52,50 +52,11 @@ const FORGED_ADMIN_TOKEN = `kwa_${'canaryid'.repeat(2)}_${(CREDENTIAL_CANARY + r
 /** The masked form OpenAI (and the mock) use when naming a rejected key: first 7, `****`, last 4. */
 const MASKED_PROVIDER_KEY = PROVIDER_KEY.slice(0, 7) + '****' + PROVIDER_KEY.slice(-4);
 
-interface Secret {
-  name: string;
-  value: string;
-}
-
-/** Every window of `size` characters of `value` (a partial or masked copy still shows one). */
-function windows(value: string, size = 12): string[] {
-  const out = new Set<string>();
-  for (let i = 0; i + size <= value.length; i++) {
-    const w = value.slice(i, i + size);
-    if (new Set(w).size > 2) out.add(w);
-  }
-  return [...out];
-}
-
-/** Key-shaped strings, whoever they belong to; masked provider keys; a provider's own error text. */
-const KEY_DETECTORS: ReadonlyArray<[string, RegExp]> = [
-  ['provider-key shape', /sk-[A-Za-z0-9_-]{12,}/],
-  ['tenant-key shape', /kw_[a-z0-9]{16}_[A-Za-z0-9_-]{43}/],
+/** The base key shapes, plus JWTs and admin tokens (this suite plants both). */
+const findLeaks = createLeakFinder(MASKED_PROVIDER_KEY, [
   ['admin-token shape', /kwa_[a-z0-9]{16}_[A-Za-z0-9_-]{43}/],
-  ['masked provider key', /sk-[A-Za-z0-9_-]*\*{3,}[A-Za-z0-9_-]*/],
-  ['provider error text', /Incorrect API key provided|invalid_api_key|platform\.openai\.com/],
   ['JWT shape', /eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\./],
-];
-
-/** One line per finding of any secret (whole or any 12-character window) or key shape in `text`; empty when clean. */
-function findLeaks(where: string, text: string, secrets: readonly Secret[]): string[] {
-  const found: string[] = [];
-  for (const secret of secrets) {
-    if (text.includes(secret.value)) {
-      found.push(`${where}: the ${secret.name} itself`);
-      continue;
-    }
-    const hit = windows(secret.value).find((w) => text.includes(w));
-    if (hit !== undefined) found.push(`${where}: part of the ${secret.name} (${JSON.stringify(hit)})`);
-  }
-  for (const [name, pattern] of KEY_DETECTORS) {
-    const match = pattern.exec(text);
-    if (match) found.push(`${where}: ${name} ${JSON.stringify(match[0].slice(0, 24))}…`);
-  }
-  for (const f of findSecrets(text)) found.push(`${where}: detector ${f.ruleId} ${f.masked}`);
-  if (text.includes(MASKED_PROVIDER_KEY)) found.push(`${where}: the masked provider key`);
-  return found;
-}
+]);
 
 interface Seen {
   label: string;
@@ -111,38 +72,6 @@ async function fetchSeen(label: string, url: string, init: RequestInit = {}): Pr
   return { label, status: res.status, headerText: lines.join('\n'), body: await res.text() };
 }
 
-/** Writes `bytes` on one connection to `baseUrl` and reads everything until the server closes it or it stays quiet for `idleMs`. */
-function rawExchange(baseUrl: string, bytes: string, idleMs = 400): Promise<{ statuses: number[]; text: string }> {
-  const url = new URL(baseUrl);
-  return new Promise((resolve) => {
-    const socket = connect({ host: url.hostname, port: Number(url.port) });
-    const chunks: Buffer[] = [];
-    let timer: NodeJS.Timeout | undefined;
-    let done = false;
-    const finish = () => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      socket.destroy();
-      const text = Buffer.concat(chunks).toString('latin1');
-      resolve({ statuses: [...text.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => Number(m[1])), text });
-    };
-    const arm = () => {
-      clearTimeout(timer);
-      timer = setTimeout(finish, idleMs);
-    };
-    socket.on('connect', () => {
-      socket.write(bytes);
-      arm();
-    });
-    socket.on('data', (chunk: Buffer) => {
-      chunks.push(chunk);
-      arm();
-    });
-    socket.on('error', () => undefined);
-    socket.on('close', finish);
-  });
-}
 
 // ---------------------------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import { findSecrets } from '../src/detect/detector.js';
 import { FAKE_ADMIN_TOKEN, startHarness, type Harness } from './helpers/harness.js';
 import { mapLimit, parseJson } from './helpers/security-http.js';
+import { createLeakFinder, type Secret } from './helpers/leak-finder.js';
 
 /*
  * Threat (THREATS.md, "Keys and content leaking"): a provider key, tenant key, admin token or
@@ -175,50 +176,7 @@ function messagesBody(extra: Record<string, unknown> = {}, directive = ''): Reco
 // Detectors
 // ---------------------------------------------------------------------------------------------
 
-interface Secret {
-  name: string;
-  value: string;
-}
-
-/** Every window of `size` characters of `value` (a partial or masked copy still shows one). */
-function windows(value: string, size = 12): string[] {
-  const out = new Set<string>();
-  for (let i = 0; i + size <= value.length; i++) {
-    const w = value.slice(i, i + size);
-    // a window of one repeated character says nothing about where it came from
-    if (new Set(w).size > 2) out.add(w);
-  }
-  return [...out];
-}
-
-/** Key-shaped strings, whoever they belong to; a masked provider key (`sk-fake****abcd`). */
-const KEY_DETECTORS: ReadonlyArray<[string, RegExp]> = [
-  ['provider-key shape', /sk-[A-Za-z0-9_-]{12,}/],
-  ['tenant-key shape', /kw_[a-z0-9]{16}_[A-Za-z0-9_-]{43}/],
-  ['masked provider key', /sk-[A-Za-z0-9_-]*\*{3,}[A-Za-z0-9_-]*/],
-  ['provider error text', /Incorrect API key provided|invalid_api_key|platform\.openai\.com/],
-];
-
-/** Returns one line per finding of any secret (or key shape) in `text`; empty when clean. */
-function findLeaks(where: string, text: string, secrets: readonly Secret[]): string[] {
-  const found: string[] = [];
-  for (const secret of secrets) {
-    if (text.includes(secret.value)) {
-      found.push(`${where}: the ${secret.name} itself`);
-      continue;
-    }
-    const hit = windows(secret.value).find((w) => text.includes(w));
-    if (hit !== undefined) found.push(`${where}: part of the ${secret.name} (${JSON.stringify(hit)})`);
-  }
-  for (const [name, pattern] of KEY_DETECTORS) {
-    const match = pattern.exec(text);
-    if (match) found.push(`${where}: ${name} ${JSON.stringify(match[0].slice(0, 24))}…`);
-  }
-  // the project's own detector library (the rules of `keywarden scan` and prompt DLP)
-  for (const f of findSecrets(text)) found.push(`${where}: detector ${f.ruleId} ${f.masked}`);
-  if (text.includes(MASKED_PROVIDER_KEY)) found.push(`${where}: the masked provider key`);
-  return found;
-}
+const findLeaks = createLeakFinder(MASKED_PROVIDER_KEY);
 
 // ---------------------------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { startHarness, type Harness } from './helpers/harness.js';
 import { assertErrorShape, parseJson } from './helpers/security-http.js';
+import { rawExchange } from './helpers/raw-http.js';
 
 /*
  * Threats found reviewing the public listener's move from Fastify to plain node:http
@@ -24,51 +25,8 @@ after(async () => {
   await h.close();
 });
 
-interface Exchange {
-  /** Every status line the server sent on the connection, in order. */
-  statuses: number[];
-  /** The raw bytes read, as latin1 text. */
-  text: string;
-  /** True when the server closed the connection before the client gave up. */
-  closedByServer: boolean;
-}
-
-/** Writes `bytes` on one connection and reads everything until the server closes it or it stays quiet for `idleMs`. */
-function exchange(bytes: string, idleMs = 400): Promise<Exchange> {
-  const url = new URL(h.url);
-  return new Promise((resolve) => {
-    const socket = connect({ host: url.hostname, port: Number(url.port) });
-    const chunks: Buffer[] = [];
-    let timer: NodeJS.Timeout | undefined;
-    let closedByServer = false;
-    let done = false;
-    const finish = () => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      socket.destroy();
-      const text = Buffer.concat(chunks).toString('latin1');
-      resolve({ statuses: [...text.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => Number(m[1])), text, closedByServer });
-    };
-    const arm = () => {
-      clearTimeout(timer);
-      timer = setTimeout(finish, idleMs);
-    };
-    socket.on('connect', () => {
-      socket.write(bytes);
-      arm();
-    });
-    socket.on('data', (chunk: Buffer) => {
-      chunks.push(chunk);
-      arm();
-    });
-    socket.on('error', () => undefined);
-    socket.on('close', () => {
-      closedByServer = !done;
-      finish();
-    });
-  });
-}
+/** Writes `bytes` on one raw connection to the harness and reads what comes back. */
+const exchange = (bytes: string, idleMs = 400) => rawExchange(h.url, bytes, idleMs);
 
 /**
  * Opens a connection, writes `head`, then keeps sending body bytes as fast as the server takes
