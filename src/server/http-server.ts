@@ -18,6 +18,14 @@ export function refuseConnection(socket: Socket): void {
   refusedSockets.add(socket);
 }
 
+/**
+ * True for a connection refused for its framing: Node's parser has already read any requests
+ * pipelined behind the refused one (a smuggled request); they are never acted on.
+ */
+export function isRefusedConnection(socket: Socket): boolean {
+  return refusedSockets.has(socket);
+}
+
 const inFlight = new WeakMap<Server, { count: number }>();
 
 /** Requests the server is still answering (streams included); drains wait for this to reach zero. */

@@ -1,5 +1,4 @@
 import type { IncomingMessage, OutgoingHttpHeaders, Server, ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
 import { GatewayError, errorBody, type ErrorDialect } from '../errors/index.js';
 import type { Authenticator } from '../auth/authenticate.js';
 import { credentialHeaders, extractCredential } from '../auth/credentials.js';
@@ -12,7 +11,7 @@ import { requestIdFrom } from './request-id.js';
 import { PROVIDER_ROUTES, dialectForPath, type ProviderRoute } from './routes.js';
 import { newRequestContext, type Proxy, type RequestContext } from './proxy.js';
 import { RequestAbort } from './request-abort.js';
-import { createHttpServer, refuseConnection, type HttpServerTls } from './http-server.js';
+import { createHttpServer, isRefusedConnection, refuseConnection, type HttpServerTls } from './http-server.js';
 import { presentedCertificate, type ClientCertAuthenticator } from '../auth/client-cert.js';
 import type { AdmissionStage } from '../quota/admission.js';
 import type { DlpStage } from '../dlp/stage.js';
@@ -55,13 +54,6 @@ export interface PublicApp {
 /** Requests whose body the JSON reader took over (it drains a refused one itself). */
 const bodiesTaken = new WeakSet<IncomingMessage>();
 
-/**
- * Connections whose request was refused for its framing. Node's parser has already read any
- * requests pipelined behind the refused one (a smuggled request) and hands them to the handler:
- * they are dropped unanswered and unprocessed, never authenticated, forwarded or billed.
- */
-const refusedConnections = new WeakSet<Socket>();
-
 /** Methods that name a provider route's path without being POST: 405, without authenticating. */
 const OTHER_METHODS: ReadonlySet<string> = new Set(['GET', 'PUT', 'DELETE', 'PATCH']);
 
@@ -102,7 +94,7 @@ export function createPublicApp(options: PublicAppOptions): PublicApp {
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     // a request behind a refused one on the same connection: parsed from untrusted framing, never acted on
-    if (refusedConnections.has(req.socket)) return;
+    if (isRefusedConnection(req.socket)) return;
     const path = routePath(req.url ?? '/');
     const ctx = newRequestContext(requestIdFrom(req.headers['x-request-id']), dialectForPath(path ?? req.url ?? '/'), performance.now(), req.socket.remoteAddress ?? '');
     // errors on a route that exists are recorded; probes of unknown paths are not
@@ -117,7 +109,6 @@ export function createPublicApp(options: PublicAppOptions): PublicApp {
       if (refusal) {
         // the framing cannot be trusted: answer, then close, and parse nothing more from this connection
         refuseConnection(req.socket);
-        refusedConnections.add(req.socket);
         res.setHeader('connection', 'close');
         // an attempt on a real route is logged (and counted) like any refusal there; a probe of an unknown path is not
         routed = isRouted(route, req.method, path);
