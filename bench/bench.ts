@@ -367,14 +367,15 @@ async function sanityCheck(t: { direct: Target; gateway: Target }): Promise<void
 }
 
 /** Starts the bare pass-through (bench/passthrough.ts) in front of the mock provider. */
-async function startPassthrough(s: Setup): Promise<{ url: string; proc: ChildProcess }> {
-  const log = join(s.dir, 'passthrough.log');
+/** Starts bench/passthrough.ts: the HTTP relay, or with `tcp` the byte relay. */
+async function startPassthrough(s: Setup, tcp = false): Promise<{ url: string; proc: ChildProcess }> {
+  const log = join(s.dir, tcp ? 'tcp-relay.log' : 'passthrough.log');
   const fd = openSync(log, 'a', 0o600);
-  const proc = spawn(process.execPath, [...GATEWAY_NODE_FLAGS, join(ROOT, 'dist', 'bench', 'passthrough.js'), s.mockUrl, FAKE_PROVIDER_KEY], {
+  const proc = spawn(process.execPath, [...GATEWAY_NODE_FLAGS, join(ROOT, 'dist', 'bench', 'passthrough.js'), s.mockUrl, FAKE_PROVIDER_KEY, ...(tcp ? ['--tcp'] : [])], {
     cwd: ROOT, env: childEnv(), stdio: ['ignore', 'pipe', fd],
   });
   closeSync(fd);
-  children.push({ name: 'passthrough', proc, log });
+  children.push({ name: tcp ? 'tcp relay' : 'passthrough', proc, log });
   const url = await new Promise<string>((resolveUrl, reject) => {
     let seen = '';
     const timer = setTimeout(() => reject(new BenchError('the pass-through did not report its address within 15 s')), 15_000);
@@ -777,8 +778,14 @@ async function run(dir: string): Promise<number> {
   progress(`latency at concurrency 1, bare pass-through: ${seq} whole requests per target`);
   const floorSeq = await sequential({ direct: t.direct, gateway: { ...floorTarget, name: 'gateway' } }, seq, timedWhole, requestBody(false), false);
   // its CPU counts as ours in the noise indicator below, not as other processes'
-  const floorCpuUs = cpuUs(passthrough.proc.pid as number, 'passthrough');
+  let floorCpuUs = cpuUs(passthrough.proc.pid as number, 'passthrough');
   await stopChild(passthrough.proc);
+  // and the floor under that: the extra process alone, relaying bytes without any HTTP
+  const relay = await startPassthrough(s, true);
+  progress(`latency at concurrency 1, TCP byte relay: ${seq} whole requests per target`);
+  const relaySeq = await sequential({ direct: t.direct, gateway: { ...t.direct, origin: relay.url, name: 'gateway' } }, seq, timedWhole, requestBody(false), false);
+  floorCpuUs += cpuUs(relay.proc.pid as number, 'tcp relay');
+  await stopChild(relay.proc);
   machine.loadavgEnd = loadavg().map(round3);
   const machine1 = machineCpuUs();
   const ours1 = ours();
@@ -805,6 +812,8 @@ async function run(dir: string): Promise<number> {
   // ---- figures
   const fw = summary(floorSeq.direct);
   const fp = summary(floorSeq.gateway);
+  const rw = summary(relaySeq.direct);
+  const rp = summary(relaySeq.gateway);
   const lw = summary(seqWhole.direct);
   const lg = summary(seqWhole.gateway);
   const tw = summary(seqTtfb.direct);
@@ -850,9 +859,13 @@ async function run(dir: string): Promise<number> {
     ['latency, whole request (ms)', String(lw.n + lg.n), f3(lw.p50), f3(lg.p50), f3(lg.p50 - lw.p50), f3(lw.p99), f3(lg.p99), f3(lg.p99 - lw.p99)],
     ['time to first streamed byte (ms)', String(tw.n + tg.n), f3(tw.p50), f3(tg.p50), f3(tg.p50 - tw.p50), f3(tw.p99), f3(tg.p99), f3(tg.p99 - tw.p99)],
     ['bare pass-through, whole request (ms)', String(fw.n + fp.n), f3(fw.p50), f3(fp.p50), f3(fp.p50 - fw.p50), f3(fw.p99), f3(fp.p99), f3(fp.p99 - fw.p99)],
+    ['TCP byte relay, whole request (ms)', String(rw.n + rp.n), f3(rw.p50), f3(rp.p50), f3(rp.p50 - rw.p50), f3(rw.p99), f3(rp.p99), f3(rp.p99 - rw.p99)],
   ]));
-  out('  (the last row: direct against the bare pass-through instead of the gateway, the floor of the added latency)');
-  if (seqWhole.failures + seqTtfb.failures > 0) out(`  failed sequential requests: ${seqWhole.failures} whole, ${seqTtfb.failures} streamed`);
+  out('  (the last two rows: direct against a bare node:http + undici pass-through, then against a byte relay with no HTTP at all,');
+  out('   instead of the gateway: the floors under the added latency. The byte relay is what one more process in the path costs here.)');
+  if (seqWhole.failures + seqTtfb.failures + floorSeq.failures + relaySeq.failures > 0) {
+    out(`  failed sequential requests: ${seqWhole.failures} whole, ${seqTtfb.failures} streamed, ${floorSeq.failures} pass-through, ${relaySeq.failures} byte relay`);
+  }
   out();
   out('Admission cost, concurrency 1 (whole requests; blocks of 100 in turn; added = limits on - limits off, same gateway process)');
   const admRows: string[][] = [['', 'n', 'p50 ms', 'p99 ms', 'added p50', 'added p99']];
@@ -871,7 +884,7 @@ async function run(dir: string): Promise<number> {
   out(table([['', 'value', 'target', ''], ...targetsOut.map((x) => [x.name, f3(x.value), `<= ${x.limit}`, x.pass ? 'PASS' : 'MISS'])]));
   out();
   const allLoad = [load.whole.direct, load.whole.gateway, load.stream.direct, load.stream.gateway];
-  const bad = allLoad.reduce((n, r) => n + r.non2xx + r.errors, 0) + seqWhole.failures + seqTtfb.failures + admSeq.failures;
+  const bad = allLoad.reduce((n, r) => n + r.non2xx + r.errors, 0) + seqWhole.failures + seqTtfb.failures + floorSeq.failures + relaySeq.failures + admSeq.failures;
   out(`responses: ${bad === 0 ? 'all 2xx' : `${bad} non-2xx or failed (see the table)`}; gateway request log lines: ${log.requestLines} for ${gatewayAnswered} answered requests` +
     ` (more lines = requests cut off when a load run stopped); gateway warnings/errors logged: ${log.warnOrError}` +
     `${log.warnOrError > 0 ? ` ${JSON.stringify(log.messages)}` : ''}; gateway stopped ${stopped ? (stopped.killed ? 'by SIGKILL after the grace period' : `with code ${stopped.code}`) : '?'}`);
@@ -918,6 +931,7 @@ async function run(dir: string): Promise<number> {
       direct: { n: lw.n, p50Ms: round3(lw.p50), p99Ms: round3(lw.p99) }, gateway: { n: lg.n, p50Ms: round3(lg.p50), p99Ms: round3(lg.p99) },
       addedP50Ms: round3(lg.p50 - lw.p50), addedP99Ms: round3(lg.p99 - lw.p99), failures: seqWhole.failures,
       barePassthrough: { direct: { p50Ms: round3(fw.p50) }, passthrough: { p50Ms: round3(fp.p50) }, addedP50Ms: round3(fp.p50 - fw.p50), failures: floorSeq.failures },
+      tcpByteRelay: { direct: { p50Ms: round3(rw.p50) }, relay: { p50Ms: round3(rp.p50) }, addedP50Ms: round3(rp.p50 - rw.p50), failures: relaySeq.failures },
     },
     ttfbC1: {
       direct: { n: tw.n, p50Ms: round3(tw.p50), p99Ms: round3(tw.p99) }, gateway: { n: tg.n, p50Ms: round3(tg.p50), p99Ms: round3(tg.p99) },
