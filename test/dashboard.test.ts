@@ -11,7 +11,9 @@ import type { AuditEvent, AuditRow } from '../src/store/types.js';
  * token, carry no secret and nothing inline; the admin API it reads reports errors per tenant
  * and model and filters the audit trail by action prefix (scoped tokens still see only their
  * tenants); and, in Debian's chromium, the page signs in, shows real traffic, renders hostile
- * text as text, raises no CSP violation and forgets the token on sign-out.
+ * text as text, raises no CSP violation and forgets the token on sign-out. Auto-refresh runs at
+ * the period asked for (`?refresh=N`), one refresh at a time, pauses in a hidden tab, retries a
+ * failure at the period and stops on a 401.
  */
 
 const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
@@ -240,12 +242,18 @@ describe('the dashboard page in chromium', { skip: SKIP_BROWSER }, () => {
     await browser?.close();
   });
 
-  /** A fresh page that records console errors and CSP violations. */
-  async function openDashboard() {
+  /** A fresh page that records console errors, CSP violations and the admin API calls it makes. */
+  async function openDashboard(query = '') {
     const context = await browser.newContext({ viewport: { width: 1200, height: 1100 } });
     const page = await context.newPage();
     const consoleErrors: string[] = [];
     const violations: string[] = [];
+    /** Paths (with query) of the admin API calls the page made, in order. */
+    const calls: string[] = [];
+    page.on('request', (req) => {
+      const url = new URL(req.url());
+      if (url.pathname.startsWith('/admin/')) calls.push(url.pathname + url.search);
+    });
     page.on('console', (msg) => {
       if (msg.type() === 'error') consoleErrors.push(msg.text());
     });
@@ -254,8 +262,8 @@ describe('the dashboard page in chromium', { skip: SKIP_BROWSER }, () => {
     await page.addInitScript(() => {
       document.addEventListener('securitypolicyviolation', (e: any) => window.__reportViolation(`${e.violatedDirective} ${e.blockedURI}`));
     });
-    await page.goto(`${h.adminUrl}/dashboard`);
-    return { context, page, consoleErrors, violations };
+    await page.goto(`${h.adminUrl}/dashboard${query}`);
+    return { context, page, consoleErrors, violations, calls };
   }
 
   async function signIn(page: import('playwright-core').Page, token: string): Promise<void> {
@@ -378,6 +386,193 @@ describe('the dashboard page in chromium', { skip: SKIP_BROWSER }, () => {
       assert.match(await page.textContent('#sign-in-error') ?? '', /token was refused/);
       assert.equal(await page.evaluate(() => sessionStorage.length), 0);
       assert.equal(await page.locator('table').count(), 0);
+    } finally {
+      await context.close();
+    }
+  });
+
+  // ── auto-refresh (a period of 1 s, from the address, keeps these tests short) ──────────────
+  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+  const count = (calls: string[], path: string) => calls.filter((c) => c.startsWith(path)).length;
+
+  /** Emulates the tab being hidden or shown: the page reads document.visibilityState on the event. */
+  async function setVisibility(page: import('playwright-core').Page, state: 'hidden' | 'visible'): Promise<void> {
+    await page.evaluate((s) => {
+      Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => s });
+      Object.defineProperty(document, 'hidden', { configurable: true, get: () => s === 'hidden' });
+      document.dispatchEvent(new Event('visibilitychange'));
+    }, state);
+  }
+
+  /** The requests cell of acme's gpt-4o-mini usage row, as shown. */
+  async function acmeRequests(page: import('playwright-core').Page): Promise<number> {
+    const rows = await page.$$eval('#panel-usage tbody tr', (trs) => trs.map((tr) => [...tr.querySelectorAll('td')].map((td) => td.textContent)));
+    return Number(rows.find((r) => r[0] === 'acme' && r[1] === 'gpt-4o-mini')?.[2]);
+  }
+  async function waitForAcmeRequests(page: import('playwright-core').Page, n: number): Promise<void> {
+    await page.waitForFunction((want) => [...document.querySelectorAll('#panel-usage tbody tr')].some((tr: any) => {
+      const cells = [...tr.querySelectorAll('td')].map((td: any) => td.textContent);
+      return cells[0] === 'acme' && cells[1] === 'gpt-4o-mini' && cells[2] === String(want);
+    }), n, { timeout: 10_000 });
+  }
+
+  it('auto-refresh is off by default; a period chosen in the menu goes into the address', async () => {
+    const { context, page, calls } = await openDashboard();
+    try {
+      await signIn(page, viewerToken);
+      await page.waitForSelector('#panel-usage table');
+      assert.equal(await page.inputValue('#auto-refresh'), 'off');
+      assert.deepEqual(await page.$$eval('#auto-refresh option', (os) => os.map((o) => o.value)), ['off', '10', '30', '60']);
+      await page.selectOption('#auto-refresh', '10');
+      assert.equal(new URL(page.url()).search, '?refresh=10');
+      await page.selectOption('#auto-refresh', 'off');
+      assert.equal(new URL(page.url()).search, '');
+      // an address value outside the accepted range is ignored (stays off)
+      await page.goto(`${h.adminUrl}/dashboard?refresh=0`);
+      await page.waitForSelector('#panel-usage table');
+      assert.equal(await page.inputValue('#auto-refresh'), 'off');
+      const before = count(calls, '/admin/whoami');
+      await sleep(1500);
+      assert.equal(count(calls, '/admin/whoami'), before, 'no refresh on its own while off');
+    } finally {
+      await context.close();
+    }
+  });
+
+  it('re-fetches at the period and shows traffic made through the gateway meanwhile, with the time of the update', async () => {
+    const { context, page, calls, violations, consoleErrors } = await openDashboard('?refresh=1');
+    try {
+      await signIn(page, viewerToken);
+      await page.waitForSelector('#panel-usage table');
+      // the period the address asked for is in the menu and chosen
+      assert.equal(await page.inputValue('#auto-refresh'), '1');
+      assert.equal(await page.textContent('#auto-refresh option:checked'), 'Every 1 s');
+      assert.match(await page.textContent('#updated') ?? '', /^Updated \d{2}:\d{2}:\d{2}$/);
+      const shown = await acmeRequests(page);
+      assert.ok(shown >= 3, `acme shows ${shown} requests`);
+      const usageCalls = count(calls, '/admin/usage');
+
+      assert.equal((await chat(h.url, h.key, 'hello again')).status, 200);
+      await waitForAcmeRequests(page, shown + 1); // nobody clicked anything
+      assert.ok(count(calls, '/admin/usage') > usageCalls);
+      assert.match(await page.textContent('#updated') ?? '', /^Updated \d{2}:\d{2}:\d{2}$/);
+      assert.deepEqual(violations, [], 'no CSP violation');
+      assert.deepEqual(consoleErrors, [], 'no console error');
+    } finally {
+      await context.close();
+    }
+  });
+
+  it('never has two refreshes in flight: a slow answer delays the next one, and a click meanwhile waits its turn', async () => {
+    const { context, page } = await openDashboard('?refresh=1');
+    let holding = 0;
+    let most = 0;
+    const starts: number[] = [];
+    try {
+      // every usage answer takes 1.5 s, longer than the period
+      await page.route(/\/admin\/usage\?/, async (route) => {
+        holding++;
+        most = Math.max(most, holding);
+        starts.push(Date.now());
+        await sleep(1500);
+        holding--;
+        await route.continue().catch(() => undefined); // the page may be closed by then
+      });
+      await signIn(page, viewerToken);
+      await page.waitForSelector('#panel-usage table');
+      await page.click('#refresh'); // maybe while an automatic one is running
+      const deadline = Date.now() + 15_000;
+      while (starts.length < 4 && Date.now() < deadline) await sleep(100);
+      assert.ok(starts.length >= 4, `${starts.length} usage calls`);
+      assert.equal(most, 1, 'two usage calls were in flight at once');
+    } finally {
+      await context.close();
+    }
+  });
+
+  it('fetches nothing while the tab is hidden, and refreshes on its return', async () => {
+    const { context, page, calls } = await openDashboard('?refresh=1');
+    try {
+      await signIn(page, viewerToken);
+      await page.waitForSelector('#panel-usage table');
+      // it is refreshing on its own
+      const first = count(calls, '/admin/whoami');
+      const deadline = Date.now() + 5000;
+      while (count(calls, '/admin/whoami') === first && Date.now() < deadline) await sleep(50);
+      assert.ok(count(calls, '/admin/whoami') > first, 'an automatic refresh happened');
+
+      await setVisibility(page, 'hidden');
+      await sleep(300); // a refresh already running may finish
+      const whileHidden = calls.length;
+      const shown = await acmeRequests(page);
+      assert.equal((await chat(h.url, h.key, 'hello while hidden')).status, 200);
+      await sleep(3500); // three periods and more
+      assert.deepEqual(calls.slice(whileHidden), [], 'no admin call while hidden');
+      assert.equal(await acmeRequests(page), shown);
+
+      // back: more than a period has passed, so it refreshes at once and shows the new request
+      await setVisibility(page, 'visible');
+      await waitForAcmeRequests(page, shown + 1);
+      assert.ok(calls.length > whileHidden);
+    } finally {
+      await context.close();
+    }
+  });
+
+  it('keeps the error state after a failed refresh and retries at the period, not in a loop', async () => {
+    const { context, page, calls } = await openDashboard('?refresh=1');
+    try {
+      await signIn(page, viewerToken);
+      await page.waitForSelector('#panel-usage table');
+      await page.route(/\/admin\/usage\?/, (route) => route.fulfill({
+        status: 500, contentType: 'application/json', body: JSON.stringify({ error: { message: 'boom', type: 'api_error', param: null, code: 'internal_error' } }),
+      }));
+      await page.waitForSelector('#panel-usage .error');
+      assert.equal(await page.textContent('#panel-usage .error'), 'Could not load this panel (the admin API answered 500).');
+      await page.waitForFunction(() => (document.querySelector('#updated')?.textContent ?? '').startsWith('Some panels could not load.'));
+      const status = await page.textContent('#updated') ?? '';
+      assert.match(status, /^Some panels could not load\. Last updated \d{2}:\d{2}:\d{2}\.$/);
+      // other panels still load
+      assert.equal(await page.locator('#panel-alerts table').count(), 1);
+
+      const before = count(calls, '/admin/usage');
+      await sleep(3500);
+      const retries = count(calls, '/admin/usage') - before;
+      assert.ok(retries >= 2 && retries <= 4, `${retries} retries in 3.5 s at a 1 s period`);
+      // failed refreshes do not move the time of the last good one
+      assert.equal(await page.textContent('#updated'), status);
+
+      // the API is back: the next refresh shows data and a fresh time
+      await page.unroute(/\/admin\/usage\?/);
+      await page.waitForSelector('#panel-usage table');
+      await page.waitForFunction(() => /^Updated \d{2}:\d{2}:\d{2}$/.test(document.querySelector('#updated')?.textContent ?? ''));
+    } finally {
+      await context.close();
+    }
+  });
+
+  it('stops auto-refresh on a 401 and asks for the token again', async () => {
+    const { context, page, calls } = await openDashboard('?refresh=1');
+    try {
+      await signIn(page, viewerToken);
+      await page.waitForSelector('#panel-usage table');
+      // the token stops working; nobody clicks: the next automatic refresh meets the 401
+      await page.evaluate((t) => sessionStorage.setItem('keywarden.admin_token', t), FAKE_WRONG_ADMIN_TOKEN);
+      await page.waitForSelector('#sign-in:not([hidden])', { timeout: 5000 });
+      assert.match(await page.textContent('#sign-in-error') ?? '', /token was refused/);
+      assert.equal(await page.evaluate(() => sessionStorage.length), 0);
+      assert.equal(await page.locator('table').count(), 0);
+      const after401 = calls.length;
+      await sleep(3000);
+      assert.deepEqual(calls.slice(after401), [], 'no admin call after the 401');
+
+      // signing in again resumes it at the chosen period
+      await signIn(page, viewerToken);
+      await page.waitForSelector('#panel-usage table');
+      const resumed = count(calls, '/admin/whoami');
+      const deadline = Date.now() + 5000;
+      while (count(calls, '/admin/whoami') === resumed && Date.now() < deadline) await sleep(50);
+      assert.ok(count(calls, '/admin/whoami') > resumed, 'auto-refresh resumed after signing in');
     } finally {
       await context.close();
     }

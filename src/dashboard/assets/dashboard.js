@@ -11,11 +11,25 @@
   const TOKEN_KEY = 'keywarden.admin_token';
   const MAX_ALERTS = 100;
   const MAX_ADMIN_CALLS = 50;
+  // auto-refresh periods (seconds) the address may ask for: `?refresh=N` (see docs/dashboard.md)
+  const MIN_AUTO_SECONDS = 1;
+  const MAX_AUTO_SECONDS = 3600;
 
   const $ = (id) => document.getElementById(id);
   let tenantNames = new Map();
   let adminRows = [];
   let loading = 0;
+  /** The refresh now running (a promise), so that two never run at once. */
+  let inFlight = null;
+  /** Another refresh was asked for while one was running: run it right after. */
+  let again = false;
+  let announceAgain = false;
+  /** The auto-refresh timer, when one is set. */
+  let timer = 0;
+  /** When the last refresh (ok or not) ended, in ms: the next automatic one is a period after it. */
+  let lastDone = 0;
+  /** When the last refresh that loaded every panel ended (a Date), for "Updated HH:MM:SS". */
+  let lastOk = null;
 
   /** A refused call (401): the token is not (or no longer) valid. */
   class SignedOut extends Error {}
@@ -30,6 +44,8 @@
   function signOut(message) {
     sessionStorage.removeItem(TOKEN_KEY);
     loading++; // answers still on their way are dropped, not shown
+    stopTimer(); // auto-refresh waits for the next sign-in
+    lastOk = null;
     tenantNames = new Map();
     adminRows = [];
     for (const body of document.querySelectorAll('.panel-body')) body.replaceChildren();
@@ -199,25 +215,42 @@
     return who;
   }
 
-  /** Runs one panel's load; a 401 anywhere signs out, anything else stays in its panel. */
-  async function guarded(id, work) {
-    try {
-      await work();
-    } catch (err) {
-      if (err instanceof SignedOut) throw err;
-      showError(id, err);
-    }
+  // ── refreshing ───────────────────────────────────────────────────────────────────────
+  function twoDigits(n) {
+    return String(n).padStart(2, '0');
+  }
+  /** HH:MM:SS in the browser's local time. */
+  function clock(date) {
+    return twoDigits(date.getHours()) + ':' + twoDigits(date.getMinutes()) + ':' + twoDigits(date.getSeconds());
+  }
+  function lastUpdated() {
+    return lastOk ? ' Last updated ' + clock(lastOk) + '.' : '';
   }
 
-  async function refresh() {
+  /**
+   * Loads every panel once. A 401 (or 429) anywhere signs out; any other failure stays in its
+   * panel, and the status line says the page is not fully up to date.
+   */
+  async function load(announce) {
     if (!token()) return signOut('');
     const mine = ++loading;
     const since = encodeURIComponent(rangeQuery());
-    $('updated').textContent = 'Loading…';
+    // an automatic refresh keeps "Updated …" on screen while it runs; one you asked for says so
+    if (announce || !lastOk) $('updated').textContent = 'Loading…';
+    // each answer is shown only if no newer refresh (or a sign-out) has started meanwhile
+    const current = () => mine === loading;
+    let failed = false;
+    const guarded = async (ids, work) => {
+      try {
+        await work();
+      } catch (err) {
+        if (err instanceof SignedOut) throw err;
+        if (!(err instanceof NotAvailable)) failed = true;
+        if (current()) for (const id of ids) showError(id, err);
+      }
+    };
     try {
       await loadWho();
-      // each answer is shown only if no newer refresh (or a sign-out) has started meanwhile
-      const current = () => mine === loading;
       try {
         const tenants = await api('admin/tenants');
         tenantNames = new Map(tenants.data.map((t) => [t.id, t.name]));
@@ -226,36 +259,135 @@
         tenantNames = new Map(); // tenant ids are shown instead of names
       }
       await Promise.all([
-        guarded('panel-usage', async () => {
-          try {
-            const usage = (await api('admin/usage?since=' + since)).data;
-            if (current()) renderUsage(usage);
-          } catch (err) {
-            if (err instanceof SignedOut) throw err;
-            if (!current()) return;
-            showError('panel-usage', err);
-            showError('panel-errors', err);
-          }
+        guarded(['panel-usage', 'panel-errors'], async () => {
+          const usage = (await api('admin/usage?since=' + since)).data;
+          if (current()) renderUsage(usage);
         }),
-        guarded('panel-alerts', async () => {
+        guarded(['panel-alerts'], async () => {
           const page = (action) => api('admin/audit?order=desc&limit=' + MAX_ALERTS + '&since=' + since + '&action=' + encodeURIComponent(action));
           const [anomalies, quota] = await Promise.all([page('anomaly.'), page('quota.')]);
           const rows = anomalies.data.concat(quota.data).sort((a, b) => b.seq - a.seq).slice(0, MAX_ALERTS);
           if (current()) renderAlerts(rows);
         }),
-        guarded('panel-admin', async () => {
+        guarded(['panel-admin'], async () => {
           const rows = (await api('admin/audit?order=desc&limit=' + MAX_ADMIN_CALLS + '&since=' + since + '&action=admin.call')).data;
           if (!current()) return;
           adminRows = rows;
           renderAdminCalls();
         }),
       ]);
-      if (mine === loading) $('updated').textContent = 'Updated ' + when(new Date().toISOString());
+      if (!current()) return;
+      if (failed) {
+        $('updated').textContent = 'Some panels could not load.' + lastUpdated();
+      } else {
+        lastOk = new Date();
+        $('updated').textContent = 'Updated ' + clock(lastOk);
+      }
     } catch (err) {
-      if (mine !== loading) return; // a newer refresh or a sign-out has taken over
+      if (!current()) return; // a sign-out has taken over
       if (err instanceof SignedOut) signOut(err.message);
-      else $('updated').textContent = 'Could not load (' + err.message + ').';
+      else $('updated').textContent = 'Could not load (' + (err && err.message ? err.message : 'network error') + ').' + lastUpdated();
     }
+  }
+
+  /**
+   * Refreshes the page, one refresh at a time: asked while one runs (a click, a new range), it
+   * runs once more right after, so the newest choice is what ends up shown. When it ends, the
+   * next automatic refresh is set a full period later, whatever the outcome: a failing API is
+   * retried at the period, never in a tight loop.
+   */
+  function refresh(announce) {
+    if (inFlight) {
+      again = true;
+      announceAgain = announceAgain || Boolean(announce);
+      return inFlight;
+    }
+    stopTimer();
+    inFlight = (async () => {
+      try {
+        await load(announce);
+        while (again && token()) {
+          const announceNext = announceAgain;
+          again = false;
+          announceAgain = false;
+          await load(announceNext);
+        }
+      } finally {
+        again = false;
+        announceAgain = false;
+        inFlight = null;
+        lastDone = Date.now();
+        schedule();
+      }
+    })();
+    return inFlight;
+  }
+
+  // ── auto-refresh ─────────────────────────────────────────────────────────────────────
+  /** The chosen period in seconds, or 0 for off. */
+  function autoSeconds() {
+    const seconds = Number($('auto-refresh').value);
+    return Number.isInteger(seconds) && seconds >= MIN_AUTO_SECONDS && seconds <= MAX_AUTO_SECONDS ? seconds : 0;
+  }
+
+  function stopTimer() {
+    if (timer) clearTimeout(timer);
+    timer = 0;
+  }
+
+  function hidden() {
+    return document.visibilityState === 'hidden';
+  }
+
+  /**
+   * Sets the next automatic refresh a period after the last one ended (at once if that is past
+   * already). None while auto-refresh is off, while signed out, while a refresh runs (it sets
+   * the next one when it ends) or while the tab is hidden (its return sets it).
+   */
+  function schedule() {
+    stopTimer();
+    const seconds = autoSeconds();
+    if (!seconds || !token() || inFlight || hidden()) return;
+    const wait = Math.max(0, lastDone + seconds * 1000 - Date.now());
+    timer = setTimeout(() => {
+      timer = 0;
+      if (!hidden()) refresh(false);
+    }, wait);
+  }
+
+  function onVisibility() {
+    // hidden: nothing is fetched for a tab nobody looks at; back: refresh if a period has passed
+    if (hidden()) stopTimer();
+    else schedule();
+  }
+
+  /**
+   * The period the address asks for (`?refresh=off` or `?refresh=N`, whole seconds from
+   * MIN_AUTO_SECONDS to MAX_AUTO_SECONDS), else null. A period the menu lacks is added to it.
+   */
+  function periodFromAddress() {
+    const asked = new URLSearchParams(location.search).get('refresh');
+    if (asked === null) return null;
+    if (asked === 'off') return 'off';
+    if (!/^[0-9]{1,4}$/.test(asked)) return null;
+    const seconds = Number(asked);
+    if (seconds < MIN_AUTO_SECONDS || seconds > MAX_AUTO_SECONDS) return null;
+    const menu = $('auto-refresh');
+    if (![...menu.options].some((o) => o.value === String(seconds))) {
+      const option = el('option', 'Every ' + seconds + ' s');
+      option.value = String(seconds);
+      menu.append(option);
+    }
+    return String(seconds);
+  }
+
+  /** A period chosen in the menu goes into the address (not the history), so a reload keeps it. */
+  function onPeriodChosen() {
+    const url = new URL(location.href);
+    if (autoSeconds()) url.searchParams.set('refresh', String(autoSeconds()));
+    else url.searchParams.delete('refresh');
+    history.replaceState(null, '', url.pathname + url.search + url.hash);
+    schedule();
   }
 
   async function signIn(event) {
@@ -278,20 +410,24 @@
     $('sign-in').hidden = true;
     $('board').hidden = false;
     $('who').hidden = false;
-    await refresh();
+    await refresh(true);
   }
 
   function start() {
     $('sign-in-form').addEventListener('submit', signIn);
     $('sign-out').addEventListener('click', () => signOut('Signed out.'));
-    $('refresh').addEventListener('click', refresh);
-    $('range').addEventListener('change', refresh);
+    $('refresh').addEventListener('click', () => refresh(true));
+    $('range').addEventListener('change', () => refresh(true));
     $('changes-only').addEventListener('change', renderAdminCalls);
+    const period = periodFromAddress();
+    if (period !== null) $('auto-refresh').value = period;
+    $('auto-refresh').addEventListener('change', onPeriodChosen);
+    document.addEventListener('visibilitychange', onVisibility);
     if (token()) {
       $('sign-in').hidden = true;
       $('board').hidden = false;
       $('who').hidden = false;
-      refresh();
+      refresh(true);
     } else {
       signOut('');
     }
