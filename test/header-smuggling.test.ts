@@ -345,6 +345,19 @@ describe('header smuggling, hop-by-hop headers, path tricks and SSRF', () => {
       const res = await upstreamUntouched(() => send(`GET /v1/models HTTP/1.1\r\nAuthorization: Bearer ${h.key}\r\nConnection: close\r\n\r\n`));
       assertCoded(res, 400, 'request_header_invalid', 'no Host');
     });
+
+    it('refuses two Host headers (a proxy in front may have routed on the other one), with or without the same value', async () => {
+      const body = JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] });
+      for (const hosts of [['Host: a.example', 'Host: b.example'], ['Host: 127.0.0.1', 'host: 127.0.0.1'], ['HOST: 127.0.0.1', 'Host: evil.example']]) {
+        const res = await upstreamUntouched(() => send(head('POST', '/v1/chat/completions', [...hosts, `Authorization: Bearer ${h.key}`, 'Content-Type: application/json',
+          `Content-Length: ${Buffer.byteLength(body)}`, 'Connection: close']) + body));
+        assertCoded(res, 400, 'request_header_invalid', hosts.join(' + '));
+      }
+      // one Host header still works
+      const ok = await send(head('POST', '/v1/chat/completions', ['Host: 127.0.0.1', `Authorization: Bearer ${h.key}`, 'Content-Type: application/json',
+        `Content-Length: ${Buffer.byteLength(body)}`, 'Connection: close']) + body);
+      assert.equal(ok.status, 200, ok.body.slice(0, 200));
+    });
   });
 
   // ---------------------------------------------------------------- SSRF

@@ -408,18 +408,29 @@ function routePath(url: string): string | null {
 
 /**
  * Header checks before routing: Node's parser already refuses `Content-Length` with
- * `Transfer-Encoding` and duplicate lengths; here a missing `Host`, too many headers, a transfer
+ * `Transfer-Encoding` and duplicate lengths; here a missing or repeated `Host`, too many headers, a transfer
  * coding other than plain `chunked` (which Node would half-decode) and an encoded body
  * (never decompressed, so never parsed as if plain) are refused.
  */
 function checkRequestHeaders(req: IncomingMessage, maxHeaders: number): GatewayError | undefined {
   if (req.rawHeaders.length / 2 > maxHeaders) return new GatewayError('request_header_invalid', 'too many request headers');
   if (req.headers.host === undefined) return new GatewayError('request_header_invalid', 'the Host header is required');
+  // Node keeps the first of several Host headers; a proxy in front may have used another (RFC 9112 §3.2: 400)
+  if (hostHeaderCount(req.rawHeaders) > 1) return new GatewayError('request_header_invalid', 'send exactly one Host header');
   const te = req.headers['transfer-encoding'];
   if (te !== undefined && te.trim().toLowerCase() !== 'chunked') return new GatewayError('request_header_invalid', 'only Transfer-Encoding: chunked is accepted');
   const ce = req.headers['content-encoding'];
   if (ce !== undefined && ce.trim().toLowerCase() !== 'identity') return new GatewayError('request_unsupported_media_type', 'compressed request bodies are not accepted');
   return undefined;
+}
+
+function hostHeaderCount(rawHeaders: readonly string[]): number {
+  let count = 0;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i] as string;
+    if (name.length === 4 && name.toLowerCase() === 'host') count += 1;
+  }
+  return count;
 }
 
 const MAX_DISCARDED_BODY_BYTES = 65_536;
