@@ -3,10 +3,11 @@ import { createSecureContext } from 'node:tls';
 
 /*
  * Certificate revocation lists for client certificates (`listen.public_tls.crl`). OpenSSL does
- * the revocation check in the handshake; this module only reads the CRL files at start-up, so a
- * file that is missing, unreadable or not a PEM CRL stops the gateway with every problem listed,
- * and a CRL that would make OpenSSL refuse every certificate (expired, or no CRL for a client CA)
- * is reported before the first client is refused. Nothing here judges a certificate.
+ * the revocation check in the handshake; this module only reads the CRL files, at start-up and at
+ * each reload (src/server/tls-reload.ts), so a file that is missing, unreadable or not a PEM CRL
+ * stops the start (or fails the reload, keeping the CRLs in use) with every problem listed, and a
+ * CRL that would make OpenSSL refuse every certificate (expired, or no CRL for a client CA) is
+ * reported before the first client is refused. Nothing here judges a certificate.
  */
 
 /** What reading the configured CRL files found. */
@@ -15,7 +16,7 @@ export interface LoadedCrls {
   pems: string[];
   /** Problems that stop the start: `listen.public_tls.crl: …`, one line each. */
   problems: string[];
-  /** Conditions under which OpenSSL refuses client certificates, worth a warning at start-up. */
+  /** Conditions under which OpenSSL refuses client certificates, worth a warning at start-up and reload. */
   warnings: string[];
 }
 
@@ -148,7 +149,7 @@ export function loadCrls(files: readonly string[], clientCa: string, path: strin
       result.pems.push(block.pem);
       issuers.push(parsed.issuer);
       if (parsed.nextUpdate !== undefined && parsed.nextUpdate < now) {
-        result.warnings.push(`${path}.crl: ${which} expired at ${new Date(parsed.nextUpdate).toISOString()} (nextUpdate): every client certificate of its CA is refused until a fresh CRL is installed and the gateway restarted`);
+        result.warnings.push(`${path}.crl: ${which} expired at ${new Date(parsed.nextUpdate).toISOString()} (nextUpdate): every client certificate of its CA is refused until a fresh CRL is installed (read again on SIGHUP and every reload_interval)`);
       } else if (parsed.thisUpdate > now) {
         result.warnings.push(`${path}.crl: ${which} is not valid before ${new Date(parsed.thisUpdate).toISOString()} (thisUpdate): client certificates of its CA are refused until then; check the clock`);
       }

@@ -44,7 +44,14 @@ export interface MetricsOptions {
   providerKeyAges?: () => readonly ProviderKeyAge[] | Promise<readonly ProviderKeyAge[]>;
   /** Node.js process metrics (`keywarden_process_…`, `keywarden_nodejs_…`); default true. */
   processMetrics?: boolean;
+  /** The listeners serving TLS, whose reload series start at 0. */
+  tlsListeners?: Iterable<TlsListenerLabel>;
 }
+
+/** `keywarden_tls_reloads_total` labels: the listener and the check's result. */
+export type TlsListenerLabel = 'public' | 'admin';
+export type TlsReloadLabel = 'reloaded' | 'unchanged' | 'failed';
+const TLS_RELOAD_RESULTS: readonly TlsReloadLabel[] = ['reloaded', 'unchanged', 'failed'];
 
 /** Upper bounds in seconds: from a quarter of a millisecond (gateway work) to a minute (long streams). */
 export const DURATION_BUCKETS = [0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60] as const;
@@ -98,11 +105,13 @@ export function createMetrics(options: MetricsOptions) {
   const quotaRefusals = new SeriesTable<{ value: number }>(['limit'], () => ({ value: 0 }));
   const upstreamErrors = new SeriesTable<{ value: number }>(['provider', 'kind'], () => ({ value: 0 }));
   const alerts = new SeriesTable<{ value: number }>(['kind', 'limit'], () => ({ value: 0 }));
+  const tlsReloads = new SeriesTable<{ value: number }>(['listener', 'result'], () => ({ value: 0 }));
   // known, bounded series start at 0 so that rate() and alert rules see the first increment
   for (const code of AUTH_FAILURE_CODES) authFailures.get(code);
   for (const code of QUOTA_REFUSAL_CODES) quotaRefusals.get(code);
   for (const provider of providers) for (const kind of UPSTREAM_ERROR_KINDS) upstreamErrors.get(provider, kind);
   for (const limit of LIMIT_NAMES) alerts.get('budget_threshold', limit);
+  for (const listener of options.tlsListeners ?? []) for (const result of TLS_RELOAD_RESULTS) tlsReloads.get(listener, result);
 
   counterFrom(registry, 'keywarden_requests_total', 'Requests finished on the public listener, by tenant, provider, model, HTTP status and outcome.',
     requests, (s) => s.value);
@@ -114,6 +123,8 @@ export function createMetrics(options: MetricsOptions) {
   counterFrom(registry, 'keywarden_quota_refusals_total', 'Requests refused by the quota stage, by refusal code.', quotaRefusals, (s) => s.value);
   counterFrom(registry, 'keywarden_upstream_errors_total', 'Failed provider calls and broken streams, by provider and error code.', upstreamErrors, (s) => s.value);
   counterFrom(registry, 'keywarden_alerts_fired_total', 'Alerts fired, by kind and limit.', alerts, (s) => s.value);
+  counterFrom(registry, 'keywarden_tls_reloads_total', 'Checks of a listener\'s TLS files (SIGHUP or periodic), by listener and result (reloaded, unchanged, failed).',
+    tlsReloads, (s) => s.value);
 
   const gatewayDuration = new Histogram({
     name: 'keywarden_gateway_duration_seconds', help: 'Time spent in the gateway per request, excluding the time waiting on the provider.',
@@ -199,6 +210,11 @@ export function createMetrics(options: MetricsOptions) {
      */
     alertFired(kind: AlertKind, limit?: LimitName | AnomalyKind): void {
       alerts.get(kind, limit ?? NONE).value++;
+    },
+
+    /** Counts one check of a listener's TLS material (both labels from fixed lists). */
+    tlsReload(listener: TlsListenerLabel, result: TlsReloadLabel): void {
+      tlsReloads.get(listener, result).value++;
     },
 
     /** The metrics in Prometheus text format. */

@@ -1,5 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { TLSSocket } from 'node:tls';
+import type { SecureContextOptions, Server as TlsServer, TLSSocket } from 'node:tls';
 import { secureClientConnection } from '../auth/client-cert.js';
 import { createServer as createHttpsServer } from 'node:https';
 import { createSecureContext } from 'node:tls';
@@ -48,16 +48,77 @@ export interface HttpServerTls {
 }
 
 /**
- * Checks TLS material at start-up, so a wrong key, a key that does not match the certificate or
- * an unreadable CA bundle stops the gateway with a clear message (never the key's content).
+ * The secure-context options of a listener's material: one definition for the start-up check,
+ * the server and every reload, so a reload can never apply something the start would refuse.
+ */
+function secureContextOptions(tls: HttpServerTls): SecureContextOptions {
+  return {
+    cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2',
+    ...(tls.clientCa !== undefined ? { ca: tls.clientCa } : {}),
+    // with CRLs OpenSSL checks the leaf's issuer's CRL: revoked, expired or missing CRL all leave `authorized` false
+    ...(tls.clientCa !== undefined && tls.crl !== undefined ? { crl: [...tls.crl] } : {}),
+  };
+}
+
+/**
+ * Checks TLS material at start-up (and before a reload applies it), so a wrong key, a key that
+ * does not match the certificate or an unreadable CA bundle is refused with a clear message
+ * (never the key's content).
  */
 export function checkServerTls(tls: HttpServerTls, path = 'listen.public_tls'): void {
   try {
-    createSecureContext({ cert: tls.cert, key: tls.key, ...(tls.clientCa !== undefined ? { ca: tls.clientCa } : {}), ...(tls.crl !== undefined ? { crl: [...tls.crl] } : {}) });
+    createSecureContext(secureContextOptions(tls));
   } catch (err) {
     const reason = (err as { code?: string }).code ?? 'unreadable';
     throw new Error(`${path}: the certificate, key or client CA bundle could not be used (${reason})`);
   }
+}
+
+/** The TLS connections of a server and the generation of material each was accepted under. */
+interface TlsConnections {
+  generation: number;
+  live: Map<TLSSocket, number>;
+}
+const tlsConnections = new WeakMap<Server, TlsConnections>();
+/** Responses not yet finished, per connection: a connection with none is idle. */
+const openResponses = new WeakMap<Socket, Set<ServerResponse>>();
+/** Connections accepted under client-certificate trust that has since been replaced. */
+const retiredSockets = new WeakSet<Socket>();
+
+/**
+ * Puts new TLS material in use on a listener: new handshakes use it, established connections keep
+ * the context they were accepted under. With `retireConnections` (the client CA bundle or the
+ * CRLs changed), connections accepted before are not reused: idle ones close now, busy ones once
+ * their responses are done, so a certificate revoked by the new CRL is not served on a kept-alive
+ * connection. Returns the number of connections retired. Throws, leaving the old context in place,
+ * when Node refuses the material (callers check it with checkServerTls first).
+ */
+export function applyServerTls(server: Server, tls: HttpServerTls, options: { retireConnections: boolean }): number {
+  const state = tlsConnections.get(server);
+  if (!state) throw new Error('not a TLS listener');
+  // Node builds the whole new context before swapping it in: on a throw the old one stays.
+  // The new context has new session-ticket keys, so a session from before is not resumed with
+  // its old verdict: its next connection is a full handshake against the new CRLs.
+  (server as unknown as TlsServer).setSecureContext(secureContextOptions(tls));
+  const before = state.generation;
+  state.generation += 1;
+  if (!options.retireConnections) return 0;
+  let retired = 0;
+  for (const [socket, generation] of state.live) {
+    if (generation > before) continue;
+    retired += 1;
+    retiredSockets.add(socket);
+    const pending = openResponses.get(socket);
+    if (!pending || pending.size === 0) {
+      socket.destroy();
+      continue;
+    }
+    for (const res of pending) {
+      if (!res.headersSent) res.setHeader('connection', 'close');
+      else res.once('finish', () => socket.end());
+    }
+  }
+  return retired;
 }
 
 /**
@@ -69,7 +130,7 @@ export function checkServerTls(tls: HttpServerTls, path = 'listen.public_tls'): 
  * With `tls` the server speaks HTTPS (TLS 1.2 at least). With `tls.clientCa` it requests a client
  * certificate but does not refuse a bad one in the handshake: the route's authentication reads
  * the verdict (`socket.authorized`) and answers a coded 401 the client can act on. With `tls.crl`
- * the verdict includes revocation (the CRLs are fixed for the server's life: a new one needs a restart).
+ * the verdict includes revocation. `applyServerTls` replaces the material while the server runs.
  */
 export function createHttpServer(limits: HttpServerLimits, handler: (req: IncomingMessage, res: ServerResponse) => void, tls?: HttpServerTls): Server {
   const httpOptions = {
@@ -85,15 +146,30 @@ export function createHttpServer(limits: HttpServerLimits, handler: (req: Incomi
   if (tls) checkServerTls(tls);
   const server = tls
     ? createHttpsServer({
-      ...httpOptions, cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2',
+      ...httpOptions, ...secureContextOptions(tls),
       // rejectUnauthorized false: every certificate is judged per request, never silently accepted
-      ...(tls.clientCa !== undefined ? { ca: tls.clientCa, requestCert: true, rejectUnauthorized: false } : {}),
-      // with CRLs OpenSSL checks the leaf's issuer's CRL: revoked, expired or missing CRL all leave `authorized` false
-      ...(tls.clientCa !== undefined && tls.crl !== undefined ? { crl: [...tls.crl] } : {}),
+      ...(tls.clientCa !== undefined ? { requestCert: true, rejectUnauthorized: false } : {}),
     }, handler) as unknown as Server
     : createServer(httpOptions, handler);
-  // no renegotiation on any TLS connection; the handshake's client certificate is the only one trusted
-  if (tls) server.on('secureConnection', (socket: TLSSocket) => secureClientConnection(socket));
+  if (tls) {
+    const connections: TlsConnections = { generation: 0, live: new Map() };
+    tlsConnections.set(server, connections);
+    server.on('secureConnection', (socket: TLSSocket) => {
+      // no renegotiation on any TLS connection; the handshake's client certificate is the only one trusted
+      secureClientConnection(socket);
+      connections.live.set(socket, connections.generation);
+      socket.once('close', () => connections.live.delete(socket));
+    });
+    // before the handler: a request on a retired connection is answered, and the connection then closes
+    server.prependListener('request', (req: IncomingMessage, res: ServerResponse) => {
+      const socket = req.socket;
+      if (retiredSockets.has(socket)) res.setHeader('connection', 'close');
+      let pending = openResponses.get(socket);
+      if (!pending) openResponses.set(socket, pending = new Set());
+      pending.add(res);
+      res.once('close', () => pending.delete(res));
+    });
+  }
   const counter = { count: 0 };
   inFlight.set(server, counter);
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {

@@ -5,7 +5,8 @@ import { demoConfig, readSecretFile } from '../demo.js';
 import { createLogger } from '../../log/logger.js';
 
 /**
- * `keywarden serve [--config FILE]`: runs the gateway until SIGTERM/SIGINT, then drains.
+ * `keywarden serve [--config FILE]`: runs the gateway until SIGTERM/SIGINT, then drains. SIGHUP
+ * reloads the TLS listeners' certificates, keys, client CA bundles and CRLs (docs/configuration.md).
  * Without a configuration it runs demo mode: the built-in mock provider as the upstream, a
  * demo tenant, and a ready curl line.
  */
@@ -47,10 +48,25 @@ export async function serveCommand(configPath: string | undefined, env: NodeJS.P
     );
   }
 
+  // SIGHUP reloads TLS material (the daemon convention) instead of ending the process; a failed
+  // reload is logged and keeps the material in use
+  const reload = () => {
+    if (gateway.config.listen.publicTls === undefined && gateway.config.listen.adminTls === undefined) {
+      gateway.logger.info({ signal: 'SIGHUP' }, 'SIGHUP: no TLS listener to reload');
+      gateway.logger.flush();
+      return;
+    }
+    // the outcome is written out at once: whoever sent the signal is watching for it
+    void gateway.reloadTls('signal').then(() => gateway.logger.flush());
+  };
+  process.on('SIGHUP', reload);
+
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
       gateway.logger.info({ signal }, 'shutting down: draining in-flight requests');
+      // the handler stays through the drain (a SIGHUP then is a no-op, not an abrupt exit)
       void gateway.close().then(async () => {
+        process.off('SIGHUP', reload);
         await mock?.close();
         resolve();
       });
