@@ -1,5 +1,7 @@
 import pg from 'pg';
 import type { ClientConfig, CustomTypesConfig, PoolClient } from 'pg';
+// pg's own URL parser (a dependency of pg), so the URL means exactly what it means to pg
+import { parseIntoClientConfig } from 'pg-connection-string';
 
 /** Options of the PostgreSQL store beyond its URL. */
 export interface PostgresStoreOptions {
@@ -41,12 +43,17 @@ export function clientConfig(url: string, options: PostgresStoreOptions): Client
   if (!isPostgresUrl(url)) throw new Error('store: a PostgreSQL URL starts with postgres:// or postgresql://');
   if (options.schema !== undefined && !SCHEMA_NAME.test(options.schema)) throw new Error('store: the schema name must be a plain identifier');
   return {
-    connectionString: url,
     types: numericTypes,
     // a down database fails a request (and /readyz) in seconds rather than hanging it
     connectionTimeoutMillis: 5_000,
     application_name: 'keywarden',
     ...(options.schema !== undefined ? { options: `-c search_path=${options.schema}` } : {}),
+    // parsed here, not passed as `connectionString`: pg lets every field parsed from that string
+    // (the URL's empty password among them) override the same field beside it, so the password
+    // function was dropped and store_password never read: pg fell back to PGPASSWORD, ~/.pgpass or
+    // none (brianc/node-postgres#3327). URL settings still win over the defaults above; the
+    // password function comes after them.
+    ...parseIntoClientConfig(url),
     ...(options.password ? { password: options.password } : {}),
   };
 }
