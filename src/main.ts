@@ -1,3 +1,4 @@
+import { configWarnings } from './config/warnings.js';
 import type { FastifyInstance } from 'fastify';
 import type { PublicApp } from './server/public-app.js';
 import type { DestinationStream } from 'pino';
@@ -12,6 +13,7 @@ import type { Logger } from './log/logger.js';
 import type { ProviderTarget } from './server/proxy.js';
 import type { RecordWriter } from './audit/record-writer.js';
 import type { Metrics } from './metrics/registry.js';
+import type { TlsListenerSource, TlsReloadOutcome } from './server/tls-reload.js';
 import { createTenantService, type TenantService } from './services/tenant-service.js';
 import { createAdminTokenService } from './services/admin-token-service.js';
 import { createActivityService } from './services/activity-service.js';
@@ -93,7 +95,7 @@ export async function loadKeyHashKey(config: GatewayConfig, store: Store, resolv
 /**
  * Loads the public listener's TLS material: the certificate, CA bundle and CRLs from their paths, the
  * private key through the secret resolver; then checks they work together. Errors name the
- * config path and file, never the key.
+ * config path and file, never the key. The start and every reload (SIGHUP, `reload_interval`) load through here.
  */
 export async function loadPublicTls(
   tls: PublicTlsConfig, resolver: SecretResolver, path: 'listen.public_tls' | 'listen.admin_tls' = 'listen.public_tls', onWarning?: (message: string) => void,
@@ -167,6 +169,12 @@ export interface Gateway {
   adminApp: FastifyInstance;
   /** Starts both listeners; returns their base URLs. */
   listen(): Promise<{ publicUrl: string; adminUrl: string }>;
+  /**
+   * Reads the TLS listeners' files and key again and puts changed material in use for new
+   * connections (`keywarden serve` calls it on SIGHUP). Never rejects: a failure keeps the
+   * material in use and is logged (`tls_reload_failed`). Empty without TLS listeners.
+   */
+  reloadTls(trigger?: 'signal' | 'call'): Promise<readonly TlsReloadOutcome[]>;
   /** Stops accepting, drains in-flight requests, flushes records and logs, closes the store. */
   close(): Promise<void>;
 }
@@ -200,8 +208,12 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
   const sampleKey = config.audit.sampling ? sampling.parseSampleKey((await resolver.resolve(config.audit.sampling.key)).value) : undefined;
   const configuredCheckpointKey = config.audit.checkpointKey ? (await resolver.resolve(config.audit.checkpointKey)).value : undefined;
   // TLS of the public listener: files read, key resolved and checked now, so a bad one stops the gateway
+  const publicTlsWarnings: string[] = [];
   const publicTls = config.listen.publicTls
-    ? await loadPublicTls(config.listen.publicTls, resolver, 'listen.public_tls', (message) => logger.warn({ event: 'tls_crl_warning' }, message))
+    ? await loadPublicTls(config.listen.publicTls, resolver, 'listen.public_tls', (message) => {
+      publicTlsWarnings.push(message);
+      logger.warn({ event: 'tls_crl_warning', listener: 'public' }, message);
+    })
     : undefined;
   const adminTls = config.listen.adminTls ? await loadPublicTls(config.listen.adminTls, resolver, 'listen.admin_tls') : undefined;
   const secretCache = createSecretCache({
@@ -292,6 +304,7 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
   const metrics = createMetrics({
     models: Object.keys(config.models),
     providers: Object.values(config.providers).map((p) => p.id),
+    tlsListeners: [...(publicTls ? ['public' as const] : []), ...(adminTls ? ['admin' as const] : [])],
     // the register's dates, read at each scrape (revoked keys are not reported)
     providerKeyAges: async () => (await store.providerKeys.active()).map((k) => ({
       provider: k.provider, fingerprint: k.fingerprint, state: k.state, ageSeconds: Math.max(0, (Date.now() - k.createdAt) / 1000),
@@ -308,9 +321,17 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
       onError: (err) => logger.error({ event: 'anomaly_detector_failed', err }, 'anomaly detection failed for a request'),
     })
     : undefined;
-  const record = createRequestRecorder({
+  const recordRequest = createRequestRecorder({
     writer, logger, metrics, hashIdentifier, hashAddress, hashKeyIds: config.audit.hashKeyIds, ...(sampler ? { sampler } : {}), ...(anomaly ? { anomaly } : {}),
   });
+  // response ids relayed to a tenant are bound to it: only that tenant may chain on them (docs/security.md)
+  const { createResponseOwners } = await import('./services/response-owners.js');
+  const responseOwners = createResponseOwners({ repo: store.responseOwners, logger, retentionMs: config.tenants.responseOwnerRetentionMs });
+  const record = (ctx: Parameters<typeof recordRequest>[0]): void => {
+    responseOwners.remember(ctx);
+    recordRequest(ctx);
+  };
+  for (const warning of configWarnings(config)) logger.warn({ event: 'config_warning' }, warning);
   const counters = await openCounterStore(config, store, resolver);
   const alerts = createAlertSink({ logger, writer, metrics, webhookUrl: config.alerts.webhookUrl, webhookSecret });
   const admission = createAdmission({
@@ -344,7 +365,7 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
     ? { public: await limiterFor('auth_rate_limited', 'public'), admin: await limiterFor('admin_auth_rate_limited', 'admin') }
     : undefined;
   const publicApp = createPublicApp({
-    authenticate, proxy, admission, dlp, record, logger, models: config.models,
+    authenticate, proxy, admission, dlp, responseOwners, record, logger, models: config.models,
     ...(authFailures ? { authFailures: authFailures.public } : {}),
     maxHeaderBytes: config.server.maxHeaderBytes, maxHeaders: config.server.maxHeaders,
     ...(publicTls ? { tls: publicTls } : {}), ...(clientCertificates ? { clientCertificates } : {}),
@@ -379,12 +400,37 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
     auditChain: createAuditService({ trail: store.auditTrail, checkpointKey }),
   });
 
+  // TLS reload: the same loader as above, applied to the running servers when the bytes changed
+  const tlsSources: TlsListenerSource[] = [];
+  if (publicTls && config.listen.publicTls) {
+    const tls = config.listen.publicTls;
+    tlsSources.push({
+      listener: 'public', path: 'listen.public_tls', server: publicApp.server, initial: publicTls, initialWarnings: publicTlsWarnings,
+      intervalMs: tls.reloadIntervalMs ?? 0, load: (onWarning) => loadPublicTls(tls, resolver, 'listen.public_tls', onWarning),
+    });
+  }
+  if (adminTls && config.listen.adminTls) {
+    const tls = config.listen.adminTls;
+    tlsSources.push({
+      listener: 'admin', path: 'listen.admin_tls', server: adminApp.server, initial: adminTls, initialWarnings: [],
+      intervalMs: tls.reloadIntervalMs ?? 0, load: (onWarning) => loadPublicTls(tls, resolver, 'listen.admin_tls', onWarning),
+    });
+  }
+  const tlsReloader = tlsSources.length > 0
+    ? (await import('./server/tls-reload.js')).createTlsReloader({ listeners: tlsSources, logger, onResult: (listener, result) => metrics.tlsReload(listener, result) })
+    : undefined;
+
   let closed = false;
   return {
     config, logger, store, tenants, keys, writer, counters, metrics, publicApp, adminApp,
+    async reloadTls(trigger = 'call') {
+      if (!tlsReloader || closed) return [];
+      return tlsReloader.reload(trigger);
+    },
     async listen() {
       const publicUrl = await publicApp.listen({ host: config.listen.public.host, port: config.listen.public.port });
       const adminUrl = await adminApp.listen({ host: config.listen.admin.host, port: config.listen.admin.port });
+      tlsReloader?.start();
       // Fastify names the scheme from its own https option, which the server factory bypasses
       return {
         publicUrl: normaliseUrl(publicTls ? publicUrl.replace(/^http:/, 'https:') : publicUrl),
@@ -394,6 +440,7 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
     async close() {
       if (closed) return;
       closed = true;
+      tlsReloader?.stop();
       // stop taking requests, let in-flight ones finish (bounded), then flush what they recorded
       const drain = Promise.all([publicApp.close(), adminApp.close()]);
       // a keep-alive connection whose request finishes during the drain goes idle but stays open
@@ -425,6 +472,7 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
       await anomalyAlerts.drain();
       await auditJobs.stop();
       await writer.close();
+      await responseOwners.close();
       await counters.close();
       await failureStore?.close();
       await Promise.all([...providers.values()].map((p) => p.client.close()));

@@ -355,16 +355,25 @@ describe('content sampling (encrypted, expiring, audited reads)', () => {
     const read = await admin(h.adminUrl, `/admin/samples/${requestId}`);
     assert.equal(read.status, 200);
     assert.equal(read.headers.get('cache-control'), 'no-store');
-    const body = await read.json() as { request_id: string; tenant: string; request: { messages: Array<{ content: string }> }; answer: { choices: unknown[] } };
+    type View = { sample_id: string; request_id: string; tenant_id: string; tenant: string; request: { messages: Array<{ content: string }> }; answer: { choices: unknown[] } };
+    const body = await read.json() as { request_id: string; samples: View[]; next: string | null };
     assert.equal(body.request_id, requestId);
-    assert.equal(body.request.messages[0]!.content, `please remember ${marker}`);
-    assert.ok(Array.isArray(body.answer.choices));
+    assert.equal(body.samples.length, 1);
+    assert.equal(body.next, null);
+    const [sample] = body.samples as [View];
+    assert.equal(sample.request_id, requestId);
+    assert.equal(sample.tenant, 'acme');
+    assert.match(sample.sample_id, /^smp_[0-9a-f]{32}$/);
+    assert.equal(sample.request.messages[0]!.content, `please remember ${marker}`);
+    assert.ok(Array.isArray(sample.answer.choices));
 
     const reads = (await h.gateway.store.records.listAudit({ limit: 10_000 })).filter((a) => a.action === 'sample.read' && a.target === requestId);
     assert.equal(reads.length, 1);
     assert.equal(reads[0]!.actor, 'admin:admin.token');
     assert.equal(reads[0]!.outcome, 'success');
     assert.equal(reads[0]!.requestId, read.headers.get('x-request-id'));
+    assert.equal(reads[0]!.details['sample'], sample.sample_id);
+    assert.equal(reads[0]!.details['tenant'], sample.tenant_id);
     assert.equal((await verifyAuditChain(h.gateway.store.auditTrail, randomBytes(32))).ok, true);
 
     // the content is nowhere else: not in rows, not in logs, not in clear in the database files
@@ -400,8 +409,9 @@ describe('content sampling (encrypted, expiring, audited reads)', () => {
     const res = await postJson(`${h.url}/v1/chat/completions`, h.key, chat('expiring sample'));
     const requestId = res.headers.get('x-request-id') as string;
     await h.gateway.writer.flush();
-    assert.ok(await h.gateway.store.auditTrail.getSample(requestId, Date.now()));
-    assert.equal(await h.gateway.store.auditTrail.getSample(requestId, Date.now() + 8 * DAY), undefined);
+    const samples = (now: number) => h.gateway.store.auditTrail.getSamples({ requestId, now, limit: 10 });
+    assert.equal((await samples(Date.now())).length, 1);
+    assert.equal((await samples(Date.now() + 8 * DAY)).length, 0);
     const result = await runAuditMaintenance({ trail: h.gateway.store.auditTrail, checkpointKey: randomBytes(32), retentionMs: undefined, actor: 'system' }, Date.now() + 8 * DAY);
     assert.ok(result.samplesDeleted >= 1);
     assert.equal(result.checkpoint, undefined);
@@ -414,19 +424,25 @@ describe('content sampling (encrypted, expiring, audited reads)', () => {
     assert.equal((await admin(h.adminUrl, `/admin/samples/${requestId}`)).status, 404);
   });
 
-  it('binds a sealed sample to its request id', () => {
+  it('binds a sealed sample to its sample id, request id, tenant and times', () => {
     const k = randomBytes(32);
-    const sealed = sealSample(k, 'req-aaaaaaaa', Buffer.from('{"x":1}'));
-    assert.equal(openSample(k, { requestId: 'req-aaaaaaaa', ...sealed }).toString(), '{"x":1}');
-    assert.throws(() => openSample(k, { requestId: 'req-bbbbbbbb', ...sealed }));
-    assert.throws(() => openSample(randomBytes(32), { requestId: 'req-aaaaaaaa', ...sealed }));
+    const binding = { sampleId: `smp_${'a'.repeat(32)}`, requestId: 'req-aaaaaaaa', tenantId: 't_acme', createdAt: 1_000, expiresAt: 2_000 };
+    const sealed = sealSample(k, binding, Buffer.from('{"x":1}'));
+    assert.equal(sealed.aadVersion, 2);
+    assert.equal(openSample(k, { ...binding, ...sealed }).toString(), '{"x":1}');
+    const moved = [
+      { sampleId: `smp_${'b'.repeat(32)}` }, { requestId: 'req-bbbbbbbb' }, { tenantId: 't_beta' }, { createdAt: 1_001 }, { expiresAt: 9_000 },
+      { aadVersion: 1 as const },
+    ];
+    for (const change of moved) assert.throws(() => openSample(k, { ...binding, ...sealed, ...change }), JSON.stringify(change));
+    assert.throws(() => openSample(randomBytes(32), { ...binding, ...sealed }));
   });
 
   it('is off by default: no sample, no admin route', async () => {
     const res = await postJson(`${off.url}/v1/chat/completions`, off.key, chat('not sampled'));
     const requestId = res.headers.get('x-request-id') as string;
     await off.gateway.writer.flush();
-    assert.equal(await off.gateway.store.auditTrail.getSample(requestId, Date.now()), undefined);
+    assert.deepEqual(await off.gateway.store.auditTrail.getSamples({ requestId, now: Date.now(), limit: 10 }), []);
     const row = (await off.gateway.store.records.listAudit({ limit: 10_000 })).find((a) => a.requestId === requestId);
     assert.equal(row?.details['sampled'], undefined);
     const read = await admin(off.adminUrl, `/admin/samples/${requestId}`);

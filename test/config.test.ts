@@ -5,6 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError, configFromDocument, loadConfigFile } from '../src/config/load.js';
 import { validateConfig } from '../src/config/validate.js';
+import { configWarnings } from '../src/config/warnings.js';
+import type { GatewayConfig } from '../src/config/types.js';
 import { createSecretResolver } from '../src/secrets/resolver.js';
 import { createEnvSource } from '../src/secrets/env-source.js';
 import { createFileSource } from '../src/secrets/file-source.js';
@@ -284,7 +286,7 @@ describe('environment overrides', () => {
 describe('a PostgreSQL store', () => {
   it('accepts postgres:// and postgresql:// URLs, with the password as a secret reference', () => {
     for (const store of ['postgres://keywarden@db.internal:5432/keywarden', 'postgresql://keywarden@10.0.0.5/kw?sslmode=require']) {
-      const { config, problems } = validateConfig(minimal({ store, store_password: 'env:KW_TEST_PG_PASSWORD' }));
+      const { config, problems } = validateConfig(minimal({ store, store_password: 'env:KW_TEST_PG_PASSWORD', limits: { store: 'redis://redis.internal:6379' } }));
       assert.deepEqual(problems, []);
       assert.equal(config?.store, store);
       assert.equal(config?.storePassword, 'env:KW_TEST_PG_PASSWORD');
@@ -299,6 +301,33 @@ describe('a PostgreSQL store', () => {
     assert.ok(literal.some((p) => p.startsWith('store_password: must be a secret reference')));
     const onSqlite = validateConfig(minimal({ store_password: 'env:KW_TEST_PG_PASSWORD' })).problems;
     assert.ok(onSqlite.some((p) => p.startsWith('store_password: applies only to a postgres:// store')));
+  });
+});
+
+describe('quota counters with a PostgreSQL store', () => {
+  it('requires limits.store to be chosen: memory counters would let N replicas allow N times each limit', () => {
+    const problems = validateConfig(minimal({ store: 'postgres://keywarden@db/kw' })).problems;
+    assert.ok(problems.some((p) => p.startsWith('limits.store: must be set with a postgres:// store')), problems.join('\n'));
+    // the embedded store keeps its one-process default
+    assert.deepEqual(validateConfig(minimal({ store: 'sqlite::memory:' })).problems, []);
+  });
+
+  it('accepts Redis quietly and memory with a warning (doctor and serve show it)', () => {
+    const redis = validateConfig(minimal({ store: 'postgres://keywarden@db/kw', limits: { store: 'redis://redis.internal:6379' } }));
+    assert.deepEqual(redis.problems, []);
+    assert.deepEqual(configWarnings(redis.config as GatewayConfig), []);
+    const memory = validateConfig(minimal({ store: 'postgresql://keywarden@db/kw', limits: { store: 'memory' } }));
+    assert.deepEqual(memory.problems, []);
+    const warnings = configWarnings(memory.config as GatewayConfig);
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0] as string, /^limits\.store: memory with a postgres:\/\/ store counts quotas in each process/);
+    assert.deepEqual(configWarnings(validateConfig(minimal()).config as GatewayConfig), [], 'no warning on the embedded store');
+  });
+
+  it('KEYWARDEN_LIMITS_STORE sets limits.store, so both stores can come from the environment', () => {
+    const config = configFromDocument(minimal(), 'test', { KEYWARDEN_STORE: 'postgres://keywarden@db/kw', KEYWARDEN_LIMITS_STORE: 'redis://redis.internal:6379' });
+    assert.equal(config.quota.store, 'redis://redis.internal:6379');
+    assert.throws(() => configFromDocument(minimal(), 'test', { KEYWARDEN_STORE: 'postgres://keywarden@db/kw' }), /limits\.store: must be set/);
   });
 });
 

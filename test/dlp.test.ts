@@ -134,6 +134,15 @@ describe('dlp stage (apply)', () => {
     assert.ok(!r.error?.message.includes(SECRET.slice(0, 12)));
   });
 
+  it('never echoes a free-form key of a tool input that looks like a key in the path it reports', () => {
+    const b = { model: 'claude-3-5-haiku-latest', max_tokens: 10, messages: [{ role: 'assistant', content: [{ type: 'tool_use', id: 'toolu_1', name: 'f', input: { [SECRET]: SECRET, plain_key: 'x' } }] }] };
+    const r = stage.apply('messages', b, { secrets: 'block', pii: 'off', piiRules: [] });
+    assert.equal(r.action, 'block');
+    assert.equal(r.error?.param, 'messages[0].content[0].input.(field)');
+    assert.ok(!JSON.stringify(r.findings).includes(SECRET.slice(0, 12)), 'the key-shaped name is not in the findings');
+    assert.ok(!(r.error?.message ?? '').includes(SECRET.slice(0, 12)));
+  });
+
   it('scans only the text that reaches the model (not model names, ids or tool schemas)', () => {
     const b = { model: SECRET, messages: [{ role: 'assistant', content: null, tool_calls: [{ type: 'function', id: SECRET, function: { name: 'f', arguments: `{"k":"${SECRET}"}` } }] }] };
     const r = stage.apply('chat', b, { secrets: 'mask', pii: 'off', piiRules: [] });

@@ -49,6 +49,11 @@ const FIELD_VALUE_CANARY = `CANARY-FIELD-VALUE-${rand(20)}`;
 const FIELD_NAME_CANARY = `CANARY_FIELD_NAME_${rand(20)}`;
 /** Not identifier-like (spaces, quotes): must never be echoed at all. */
 const ODD_FIELD_NAME_CANARY = `CANARY FIELD "NAME" ${rand(20)}`;
+/**
+ * A provider-key shape short enough (50) and plain enough (identifier characters) to pass the
+ * field-name echo rule: sent as a field name and a tenant name, it must come back as a placeholder.
+ */
+const KEY_NAME_CANARY = `sk-FAKE-CANARY-NAME-${keyBody(30)}`;
 const CREDENTIAL_CANARY = `CANARY-CREDENTIAL-${rand(24)}`;
 const QUERY_CANARY = `CANARY-QUERY-${rand(20)}`;
 
@@ -297,6 +302,23 @@ describe('key-leak canary: planted keys and prompts never come back out', () => 
       headers: bearer(), body: { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'x', [ODD_FIELD_NAME_CANARY]: FIELD_VALUE_CANARY }] },
     }));
 
+    // ---- key-shaped field names (the tenant's own key, a provider-key shape): never echoed, even though they look like identifiers
+    const keyNamed = (label: string, path: string, headers: Record<string, string>, body: Record<string, unknown>) =>
+      add(() => call(`key-shaped name: ${label}`, path, { headers, body }));
+    keyNamed('tenant key as a top-level field (chat)', '/v1/chat/completions', bearer(), chatBody({ [h.key]: 1 }));
+    keyNamed('sk key as a top-level field (chat)', '/v1/chat/completions', bearer(), chatBody({ [KEY_NAME_CANARY]: 1 }));
+    keyNamed('tenant key as a metadata key (chat)', '/v1/chat/completions', bearer(), chatBody({ metadata: { [h.key]: 1 } }));
+    keyNamed('sk key as a metadata key (chat)', '/v1/chat/completions', bearer(), chatBody({ metadata: { [KEY_NAME_CANARY]: 1 } }));
+    keyNamed('sk key as a nested field (chat)', '/v1/chat/completions', bearer(), { model: 'gpt-4o-mini', messages: [{ role: 'user', content: PROMPT_CANARY, [KEY_NAME_CANARY]: 'x' }] });
+    keyNamed('tenant key as a nested field (chat)', '/v1/chat/completions', bearer(), { model: 'gpt-4o-mini', messages: [{ role: 'user', content: PROMPT_CANARY, [h.key]: 'x' }] });
+    keyNamed('tenant key as a top-level field (responses)', '/v1/responses', bearer(), responsesBody({ [h.key]: 1 }));
+    keyNamed('sk key as a top-level field (embeddings)', '/v1/embeddings', bearer(), embeddingsBody({ [KEY_NAME_CANARY]: 1 }));
+    keyNamed('tenant key as a top-level field (messages)', '/v1/messages', anthropicHeaders(), messagesBody({ [h.key]: 1 }));
+    keyNamed('sk key as a metadata key (messages)', '/v1/messages', anthropicHeaders(), messagesBody({ metadata: { [KEY_NAME_CANARY]: 'x' } }));
+    keyNamed('sk key as a nested field (messages)', '/v1/messages', anthropicHeaders(), {
+      ...messagesBody(), messages: [{ role: 'user', content: [{ type: 'text', text: PROMPT_CANARY, [KEY_NAME_CANARY]: 1 }] }],
+    });
+
     // ---- upstream errors, whole and streamed, in both dialects
     const faults = ['status=401', 'status=500', 'status=429', 'status=503', 'delay=1500', 'reset', 'malformed', 'truncate', 'redirect'];
     for (const fault of faults) {
@@ -368,6 +390,32 @@ describe('key-leak canary: planted keys and prompts never come back out', () => 
     assert.equal(revokedUse.status, 401);
     await call('admin list keys after revoke', '/admin/keys', { listener: 'admin', headers: adminAuth });
 
+    // ---- key-shaped tenant names in admin URLs: not found, named back only as a placeholder
+    const scopedIssue = await fetch(`${h.adminUrl}/admin/tokens`, {
+      method: 'POST', headers: { ...adminAuth, 'content-type': 'application/json' }, body: JSON.stringify({ owner: 'canary-scoped', role: 'viewer', tenants: ['acme'] }),
+    });
+    assert.equal(scopedIssue.status, 201);
+    const scopedAuth = { authorization: `Bearer ${((await scopedIssue.json()) as { token: string }).token}` };
+    for (const [what, name] of [['tenant key', h.key], ['sk key', KEY_NAME_CANARY]] as const) {
+      const enc = encodeURIComponent(name);
+      for (const [who, headers] of [['unscoped', adminAuth], ['scoped', scopedAuth]] as const) {
+        await call(`admin key-shaped name: ${what} as a tenant in the path (${who})`, `/admin/tenants/${enc}`, { listener: 'admin', headers });
+        await call(`admin key-shaped name: ${what} as ?tenant= of /admin/keys (${who})`, `/admin/keys?tenant=${enc}`, { listener: 'admin', headers });
+        await call(`admin key-shaped name: ${what} as ?tenant= of /admin/usage (${who})`, `/admin/usage?tenant=${enc}`, { listener: 'admin', headers });
+        await call(`admin key-shaped name: ${what} as ?tenant= of /admin/audit (${who})`, `/admin/audit?tenant=${enc}`, { listener: 'admin', headers });
+        await call(`admin key-shaped echo: ${what} as a repeated query parameter name (${who})`, `/admin/tenants?${enc}=1&${enc}=2`, { listener: 'admin', headers });
+      }
+      await call(`admin key-shaped echo: ${what} as a tenant of a scoped token`, '/admin/tokens', {
+        listener: 'admin', method: 'POST', headers: { ...adminAuth, 'content-type': 'application/json' }, body: { owner: 'canary-x', role: 'viewer', tenants: [name] },
+      });
+      await call(`admin key-shaped echo: ${what} as the tenant to contain`, '/admin/incidents/contain', {
+        listener: 'admin', method: 'POST', headers: { ...adminAuth, 'content-type': 'application/json' }, body: { tenant: name, reason: 'canary' },
+      });
+      await call(`admin key-shaped echo: ${what} as a provider to rotate`, `/admin/provider-keys/rotate`, {
+        listener: 'admin', method: 'POST', headers: { ...adminAuth, 'content-type': 'application/json' }, body: { provider: name },
+      });
+    }
+
     // let aborted and stalled requests finish and be recorded, then read everything back
     await new Promise((resolve) => setTimeout(resolve, 1200));
     await h.gateway.writer.flush();
@@ -393,6 +441,7 @@ describe('key-leak canary: planted keys and prompts never come back out', () => 
       { name: 'field name canary', value: FIELD_NAME_CANARY },
       { name: 'odd field name canary', value: ODD_FIELD_NAME_CANARY },
       { name: 'credential canary', value: CREDENTIAL_CANARY },
+      { name: 'key-shaped field name canary', value: KEY_NAME_CANARY },
       { name: 'query canary', value: QUERY_CANARY },
     ];
   });
@@ -436,6 +485,32 @@ describe('key-leak canary: planted keys and prompts never come back out', () => 
     assert.equal(status('dlp mask chat upstream 401'), 502);
     assert.equal(status('dlp block responses'), 400);
     assert.equal(status('dlp block embeddings'), 400);
+  });
+
+  it('refuses a key-shaped field or tenant name and names it back only as a placeholder', () => {
+    const keyNamed = exchanges.filter((e) => e.label.startsWith('key-shaped name: '));
+    const adminNamed = exchanges.filter((e) => e.label.startsWith('admin key-shaped name: '));
+    assert.equal(keyNamed.length, 11);
+    assert.equal(adminNamed.length, 16);
+    for (const e of keyNamed) {
+      assert.equal(e.status, 400, `${e.label}: ${e.body}`);
+      const json = parseJson(e.body) as { error?: { message?: unknown; param?: unknown; code?: unknown } } | undefined;
+      assert.match(String(json?.error?.code), /^request_(unknown_field|invalid)$/, e.label);
+      assert.match(String(json?.error?.message), /\(field\)/, `${e.label}: the name is shown as a placeholder`);
+      if (json?.error?.param !== undefined) assert.match(String(json.error.param), /\(field\)$/, e.label);
+    }
+    for (const e of adminNamed) {
+      assert.equal(e.status, 404, `${e.label}: ${e.body}`);
+      assert.match(e.body, /admin_not_found/, e.label);
+      assert.match(e.body, /no tenant named \\"\(name\)\\"/, `${e.label}: the name is shown as a placeholder`);
+    }
+    // other admin answers that name what they were given: refused, with a placeholder in its place
+    const adminEchoed = exchanges.filter((e) => e.label.startsWith('admin key-shaped echo: '));
+    assert.equal(adminEchoed.length, 10);
+    for (const e of adminEchoed) {
+      assert.ok(e.status >= 400 && e.status < 500, `${e.label}: ${e.status} ${e.body}`);
+      assert.match(e.body, /\((name|parameter)\)/, `${e.label}: the name is shown as a placeholder: ${e.body}`);
+    }
   });
 
   it('never puts a key, token or canary into any log line', () => {

@@ -217,6 +217,58 @@ describe('openai SDK against the gateway', () => {
     });
   });
 
+  describe('output caps on the Responses API', () => {
+    it('clamps max_output_tokens to a tenant’s lower cap upstream, whole and streamed, and the answer stops there', async () => {
+      const small = await h.tenantKey('sdk-responses-small-cap', { max_output_tokens: 3 });
+      const smallClient = new OpenAI({ apiKey: small.key, baseURL: h.url + '/v1', maxRetries: 0 });
+
+      const whole = await smallClient.responses.create({ model: 'gpt-4o-mini', input: PROMPT, max_output_tokens: 50 });
+      assert.equal(upstreamBody()['max_output_tokens'], 3);
+      assert.equal(whole.status, 'incomplete', 'the reply was cut by the clamped cap');
+      assert.equal(whole.usage?.output_tokens, 3);
+
+      const stream = await smallClient.responses.create({ model: 'gpt-4o-mini', input: PROMPT, max_output_tokens: 50, stream: true });
+      let final: OpenAI.Responses.Response | undefined;
+      for await (const event of stream) {
+        if (event.type === 'response.incomplete' || event.type === 'response.completed') final = event.response;
+      }
+      assert.equal(upstreamBody()['max_output_tokens'], 3);
+      assert.equal(upstreamBody()['stream'], true);
+      assert.equal(final?.status, 'incomplete');
+      assert.equal(final?.usage?.output_tokens, 3);
+    });
+
+    it('keeps a max_output_tokens below the tenant cap, and sends the cap for an explicit null', async () => {
+      await client.responses.create({ model: 'gpt-4o-mini', input: PROMPT, max_output_tokens: 20 });
+      assert.equal(upstreamBody()['max_output_tokens'], 20);
+      await client.responses.create({ model: 'gpt-4o-mini', input: PROMPT, max_output_tokens: null, stream: true }).then(async (s) => {
+        for await (const _ of s) void _;
+      });
+      assert.equal(upstreamBody()['max_output_tokens'], 4096);
+    });
+  });
+
+  describe('an explicit null output cap', () => {
+    it('is treated as absent on chat: exactly one cap field, clamped, reaches the provider', async () => {
+      await client.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: PROMPT }], max_tokens: null, max_completion_tokens: 99_999 });
+      let body = upstreamBody();
+      assert.equal(body['max_completion_tokens'], 4096);
+      assert.equal(Object.hasOwn(body, 'max_tokens'), false, 'the null max_tokens is not sent as a second cap');
+
+      await client.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: PROMPT }], max_tokens: 7, max_completion_tokens: null });
+      body = upstreamBody();
+      assert.equal(body['max_tokens'], 7);
+      assert.equal(Object.hasOwn(body, 'max_completion_tokens'), false);
+
+      await client.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: PROMPT }], max_tokens: null, stream: true }).then(async (s) => {
+        for await (const _ of s) void _;
+      });
+      body = upstreamBody();
+      assert.equal(body['max_completion_tokens'], 4096);
+      assert.equal(Object.hasOwn(body, 'max_tokens'), false);
+    });
+  });
+
   describe('embeddings', () => {
     it('decodes the SDK’s default base64 embeddings to the same vector as float ones', async () => {
       const requestId = newRequestId('sdk');

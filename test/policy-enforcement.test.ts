@@ -278,6 +278,34 @@ describe('policy enforcement over HTTP', () => {
       assert.equal(ok.status, 200);
     });
 
+    it('counts embeddings input items against max_messages, strings and token arrays alike', async () => {
+      const model = 'text-embedding-3-small';
+      await refused(EMBEDDINGS, few.key, { model, input: ['a', 'b', 'c'] }, { status: 400, code: 'request_too_many_messages', param: 'input' });
+      await refused(EMBEDDINGS, few.key, { model, input: [[1, 2], [3], [4]] }, { status: 400, code: 'request_too_many_messages', param: 'input' });
+      // the default policy cap holds too: 5000 inputs are never forwarded
+      await refused(EMBEDDINGS, h.key, { model, input: Array.from({ length: 5000 }, () => 'x') }, { status: 400, code: 'request_too_many_messages', param: 'input' });
+      const ok = await postJson(h.url + EMBEDDINGS, few.key, { model, input: ['a', 'b'] });
+      assert.equal(ok.status, 200);
+    });
+
+    it('refuses an Anthropic thinking budget that is not below the tenant-clamped max_tokens, in Anthropic’s shape', async () => {
+      const thinker = await h.tenantKey('policy-thinking', { params: ['thinking'], max_output_tokens: 100 });
+      const body = (budget: number) => ({
+        model: 'claude-3-5-haiku-latest', max_tokens: 99_999, messages: [USER], thinking: { type: 'enabled', budget_tokens: budget },
+      });
+      const r = await refused(MESSAGES, thinker.key, body(50_000), { status: 400, code: 'request_invalid' });
+      assert.equal(r.json['type'], 'error');
+      assert.equal(r.json['error']['type'], 'invalid_request_error');
+      assert.match(String(r.json['error']['message']), /"thinking\.budget_tokens"/);
+      assert.match(String(r.json['error']['message']), /\b100\b/, 'the message names the tenant cap');
+      // a budget below the clamped max_tokens goes through untouched
+      const ok = await postJson(h.url + MESSAGES, thinker.key, body(99));
+      assert.equal(ok.status, 200, ok.text);
+      const sent = h.mock.received[h.mock.received.length - 1]?.body as Record<string, any>;
+      assert.equal(sent['max_tokens'], 100);
+      assert.deepEqual(sent['thinking'], { type: 'enabled', budget_tokens: 99 });
+    });
+
     it('refuses a body that is not application/json with 415', async () => {
       await refused(CHAT, h.key, JSON.stringify({ model: 'gpt-4o-mini', messages: [USER] }), { status: 415, code: 'request_unsupported_media_type' }, { 'content-type': 'text/plain' });
     });

@@ -59,7 +59,7 @@ describe('two gateways on one PostgreSQL store', SKIP ? { skip: SKIP } : {}, () 
   before(async () => {
     adminPool = new pg.Pool({ connectionString: DATABASE_URL as string, max: 1 });
     await adminPool.query(`CREATE SCHEMA ${schema}`);
-    a = await startHarness({ config: { store: storeUrl() } });
+    a = await startHarness({ config: { store: storeUrl(), limits: { store: 'memory' } } });
     // the second replica: the same config (store, secrets, providers), its own listeners and process state
     b = await createGateway(a.config, { logDestination: new LogCapture(), flushIntervalMs: 20 });
     ({ publicUrl: bUrl, adminUrl: bAdminUrl } = await b.listen());

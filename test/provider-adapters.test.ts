@@ -120,6 +120,35 @@ describe('OpenAI adapter: requests', () => {
     assert.equal(body['max_tokens'], 10);
   });
 
+  it('treats an explicit null cap field as absent: exactly one cap field goes upstream', () => {
+    // chat: the client used max_completion_tokens and sent max_tokens: null
+    const chat = jsonBody(
+      openai.buildRequest(request({ body: { model: 'fast', messages: [], max_tokens: null, max_completion_tokens: 99_999 } }), KEY, {}),
+    );
+    assert.equal(chat['max_completion_tokens'], 256);
+    assert.equal('max_tokens' in chat, false, 'the null max_tokens is not turned into a second cap');
+    // and the other way round
+    const other = jsonBody(
+      openai.buildRequest(
+        request({ body: { model: 'fast', messages: [], max_tokens: 50, max_completion_tokens: null }, maxTokensField: 'max_tokens', maxOutputTokens: 50 }),
+        KEY,
+        {},
+      ),
+    );
+    assert.equal(other['max_tokens'], 50);
+    assert.equal('max_completion_tokens' in other, false);
+    // responses: a null max_output_tokens is replaced by the cap
+    const responses = jsonBody(
+      openai.buildRequest(
+        request({ endpoint: 'responses', body: { model: 'fast', input: 'hi', max_output_tokens: null }, maxTokensField: 'max_output_tokens' }),
+        KEY,
+        {},
+      ),
+    );
+    assert.equal(responses['max_output_tokens'], 256);
+    assert.equal('max_tokens' in responses || 'max_completion_tokens' in responses, false);
+  });
+
   it('forces stream_options.include_usage on chat streams and keeps other stream options', () => {
     const upstream = openai.buildRequest(
       request({

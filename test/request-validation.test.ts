@@ -344,7 +344,8 @@ describe('valid requests', () => {
         metadata: { user_id: 'u1' },
         tools: [{ name: 'weather', description: 'w', input_schema: { type: 'object', properties: { city: { type: 'string' } } } }],
         tool_choice: { type: 'auto', disable_parallel_tool_use: true },
-        thinking: { type: 'enabled', budget_tokens: 1024 },
+        // below the clamped max_tokens (1024), as Anthropic requires
+        thinking: { type: 'enabled', budget_tokens: 512 },
         service_tier: 'auto',
       }),
     );
@@ -658,6 +659,18 @@ describe('policy: limits', () => {
     validate('responses', { model: 'fast', input: 'one string is one item' }, policy({ maxMessages: 1 }));
   });
 
+  it('counts embeddings input items (strings or token arrays) against the message cap', () => {
+    const embed = (input: unknown) => ({ model: 'embed', input });
+    refused(() => validate('embeddings', embed(['a', 'b', 'c']), tight), 'request_too_many_messages', 'input');
+    refused(() => validate('embeddings', embed([[1], [2], [3]]), tight), 'request_too_many_messages', 'input');
+    refused(() => validate('embeddings', embed(Array.from({ length: 5000 }, () => 'x')), tight), 'request_too_many_messages', 'input');
+    validate('embeddings', embed(['a', 'b']), tight);
+    validate('embeddings', embed([[1, 2, 3], [4]]), tight);
+    // a string, or one flat token array, is one input
+    validate('embeddings', embed('one string'), policy({ maxMessages: 1 }));
+    validate('embeddings', embed([1, 2, 3, 4, 5]), policy({ maxMessages: 1 }));
+  });
+
   it('refuses more attachments than the tenant allows', () => {
     const image = { type: 'image_url', image_url: { url: 'https://a/b.png' } };
     refused(
@@ -726,6 +739,24 @@ describe('output caps', () => {
     const result = validate('chat', chat({ max_tokens: 5000 }));
     assert.equal(result.maxTokensField, 'max_tokens');
     assert.equal(result.maxOutputTokens, 1024);
+  });
+
+  it('refuses an Anthropic thinking budget that is not below the clamped max_tokens, naming it', () => {
+    const thinking = (budget: number, maxTokens: number) => ({
+      ...MINIMAL.messages, max_tokens: maxTokens, thinking: { type: 'enabled', budget_tokens: budget },
+    });
+    // the tenant cap (1024) lowers max_tokens, so a budget that fit the client's number no longer does
+    const err = refused(() => validate('messages', thinking(50_000, 99_999)), 'request_invalid', 'thinking.budget_tokens');
+    assert.match(err.message, /thinking\.budget_tokens/);
+    assert.match(err.message, /1024/, 'the message names the tenant cap that lowered max_tokens');
+    refused(() => validate('messages', thinking(1024, 99_999)), 'request_invalid', 'thinking.budget_tokens');
+    // below the client's own max_tokens too, as Anthropic requires
+    refused(() => validate('messages', thinking(100, 100)), 'request_invalid', 'thinking.budget_tokens');
+    // the client's budget is kept, never rewritten
+    assert.equal(validate('messages', thinking(1023, 99_999)).maxOutputTokens, 1024);
+    assert.equal(validate('messages', thinking(99, 100)).maxOutputTokens, 100);
+    validate('messages', { ...MINIMAL.messages, max_tokens: 99_999, thinking: { type: 'adaptive' } });
+    validate('messages', { ...MINIMAL.messages, max_tokens: 99_999, thinking: { type: 'disabled' } });
   });
 
   it('reports no cap for embeddings', () => {
@@ -818,6 +849,37 @@ describe('request content never reaches an error message', () => {
   it('shows an unsafe field name as (field)', () => {
     refused(() => validate('chat', chat({ [ODD_NAME]: 1 })), 'request_unknown_field', '(field)');
     refused(() => validate('chat', chat({ metadata: { [ODD_NAME]: 5 } })), 'request_invalid', 'metadata.(field)');
+  });
+
+  // FAKE, TEST-ONLY key shapes that pass SAFE_NAME (identifier characters, at most 64)
+  const KEY_NAMES: Array<[string, string]> = [
+    ['a tenant key', 'kw_faketestonly0000_FAKE_TEST_ONLY_aB3dE5gH7jK9mN1pQ3sT5vX7zAbC'],
+    ['an sk- key', 'sk-FAKEtestONLY0123456789abcdefghijklmnopqrstuvwx'],
+    ['a key only the detectors know (GitHub token)', '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'],
+    ['an AWS access key id', 'AKIAFAKEV3XH2RSMH53Q'],
+  ];
+  for (const [what, name] of KEY_NAMES) {
+    it(`shows ${what} used as a field name as (field), wherever it is`, () => {
+      const where: Array<[Endpoint, Record<string, unknown>, ErrorCode, string]> = [
+        ['chat', chat({ [name]: 1 }), 'request_unknown_field', '(field)'],
+        ['chat', chat({ metadata: { [name]: 1 } }), 'request_invalid', 'metadata.(field)'],
+        ['chat', chat({ messages: [{ role: 'user', content: 'hi', [name]: 'x' }] }), 'request_unknown_field', 'messages[0].(field)'],
+        ['responses', { ...MINIMAL.responses, [name]: 1 }, 'request_unknown_field', '(field)'],
+        ['messages', { ...MINIMAL.messages, [name]: 1 }, 'request_unknown_field', '(field)'],
+        ['messages', { ...MINIMAL.messages, messages: [{ role: 'user', content: [{ type: 'text', text: 'x', [name]: 1 }] }] }, 'request_unknown_field', 'messages[0].content[0].(field)'],
+        ['embeddings', { ...MINIMAL.embeddings, [name]: 1 }, 'request_unknown_field', '(field)'],
+      ];
+      for (const [endpoint, body, code, param] of where) {
+        const err = refused(() => validate(endpoint, body), code, param);
+        assert.ok(!err.message.includes(name), `message echoes the key: ${err.message}`);
+      }
+    });
+  }
+
+  it('still names an ordinary unknown field, even one that starts like a key prefix', () => {
+    refused(() => validate('chat', chat({ base_url: 1 })), 'request_unknown_field', 'base_url');
+    refused(() => validate('chat', chat({ 'sk-short': 1 })), 'request_unknown_field', 'sk-short');
+    refused(() => validate('chat', chat({ metadata: { customer_tier: 1 } })), 'request_invalid', 'metadata.customer_tier');
   });
 });
 

@@ -9,14 +9,17 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { createCipheriv, randomBytes } from 'node:crypto';
 import Database from 'better-sqlite3';
 import pg from 'pg';
 import { openSqliteStore } from '../src/store/sqlite/index.js';
 import { createPostgresStore } from '../src/store/postgres/index.js';
 import { StoreConflictError } from '../src/store/types.js';
-import type { AuditEvent, ProviderKeyRecord, Store, TenantKeyRecord, UsageRecord } from '../src/store/types.js';
+import type { AuditEvent, ContentSample, ProviderKeyRecord, Store, TenantKeyRecord, UsageRecord } from '../src/store/types.js';
 import { pruneAuditTrail, verifyAuditChain } from '../src/audit/trail.js';
+import { newSampleId, openSample, sealSample } from '../src/audit/sampling.js';
+import { SQLITE_MIGRATIONS } from '../src/store/sqlite/migrations.js';
+import { POSTGRES_MIGRATIONS } from '../src/store/postgres/migrations.js';
 
 const DATABASE_URL = process.env.DATABASE_URL;
 const SKIP_POSTGRES = DATABASE_URL
@@ -33,6 +36,21 @@ interface StoreFixture {
   exec(sql: string): Promise<void>;
   /** Closes every store it opened and removes the database. */
   dispose(): Promise<void>;
+  /** Applies the first `level` migrations only, as an older release left the database (then `open` applies the rest). */
+  migrateTo(level: number): Promise<void>;
+  /** The schema level before content samples had sample ids (their rows then held AAD version 1). */
+  legacySampleLevel: number;
+  /** A byte string as an SQL literal of this database. */
+  blob(bytes: Buffer): string;
+}
+
+/** Seals a sample as releases before sample ids did: the request id alone as additional data. */
+function sealV1(key: Buffer, requestId: string, plaintext: string): { iv: Buffer; tag: Buffer; ciphertext: Buffer } {
+  const iv = randomBytes(12);
+  const cipher = createCipheriv('aes-256-gcm', key, iv);
+  cipher.setAAD(Buffer.from(`keywarden-sample:1\n${requestId}`, 'utf8'));
+  const ciphertext = Buffer.concat([cipher.update(plaintext, 'utf8'), cipher.final()]);
+  return { iv, tag: cipher.getAuthTag(), ciphertext };
 }
 
 function event(action: string, fields: Partial<AuditEvent> = {}): AuditEvent {
@@ -79,6 +97,15 @@ function storeContract(name: string, fixture: () => Promise<StoreFixture>, opts:
       const f = await fixture();
       try {
         await fn(f, await f.open());
+      } finally {
+        await f.dispose();
+      }
+    }
+    /** A fixture whose database no store has opened yet (for migrations from an older level). */
+    async function withBareFixture(fn: (f: StoreFixture) => Promise<void>): Promise<void> {
+      const f = await fixture();
+      try {
+        await fn(f);
       } finally {
         await f.dispose();
       }
@@ -391,15 +418,78 @@ function storeContract(name: string, fixture: () => Promise<StoreFixture>, opts:
         assert.equal(await store.adminTokens.get('adm_none'), undefined);
       }));
 
-    it('keeps content samples until they expire', () =>
+    it('keeps every content sample of a request id, across tenants and within one, until they expire', () =>
       withFixture(async (_f, store) => {
-        const sample = { requestId: 'req_1', tenantId: 't_1', createdAt: 100, expiresAt: 200, iv: randomBytes(12), tag: randomBytes(16), ciphertext: randomBytes(40) };
-        await store.auditTrail.putSample(sample);
-        await store.auditTrail.putSample({ ...sample, ciphertext: randomBytes(8) });
-        assert.deepEqual(await store.auditTrail.getSample('req_1', 150), sample, 'the first write stays');
-        assert.equal(await store.auditTrail.getSample('req_1', 200), undefined);
+        const sample = (requestId: string, tenantId: string, createdAt: number, sampleId = newSampleId()): ContentSample => ({
+          sampleId, requestId, tenantId, createdAt, expiresAt: createdAt + 100, aadVersion: 2, iv: randomBytes(12), tag: randomBytes(16), ciphertext: randomBytes(40),
+        });
+        // the same client-chosen request id: tenant 1, then tenant 2, then tenant 1 again; two at one instant (ordered by sample id)
+        const s1 = sample('req_1', 't_1', 100);
+        const s2 = sample('req_1', 't_2', 110, `smp_${'b'.repeat(32)}`);
+        const s3 = sample('req_1', 't_1', 110, `smp_${'a'.repeat(32)}`);
+        const s4 = sample('req_1', 't_2', 120);
+        const other = sample('req_2', 't_1', 100);
+        for (const s of [s4, s1, other, s2, s3]) await store.auditTrail.putSample(s);
+        const get = (fields: Partial<Parameters<Store['auditTrail']['getSamples']>[0]> = {}) => store.auditTrail.getSamples({ requestId: 'req_1', now: 150, limit: 10, ...fields });
+        assert.deepEqual(await get(), [s1, s3, s2, s4], 'no sample displaces or hides another: all of them, oldest first');
+        assert.deepEqual(await get({ tenantId: 't_1' }), [s1, s3]);
+        assert.deepEqual(await get({ tenantId: 't_2' }), [s2, s4]);
+        assert.deepEqual(await get({ tenantId: 't_none' }), []);
+        assert.deepEqual(await get({ limit: 2 }), [s1, s3]);
+        assert.deepEqual(await get({ after: { createdAt: s3.createdAt, sampleId: s3.sampleId }, limit: 2 }), [s2, s4], 'the next page starts after the cursor');
+        assert.deepEqual(await get({ after: { createdAt: s4.createdAt, sampleId: s4.sampleId } }), []);
+        assert.deepEqual(await get({ tenantId: 't_2', after: { createdAt: s1.createdAt, sampleId: s1.sampleId } }), [s2, s4]);
+        assert.deepEqual(await get({ requestId: 'req_2' }), [other]);
+
+        // a second write of one sample id is refused, never ignored or applied over the first
+        await assert.rejects(store.auditTrail.putSample({ ...s1, tenantId: 't_2', ciphertext: randomBytes(8) }));
+        assert.deepEqual((await get({ tenantId: 't_1' }))[0], s1);
+
+        // expiry: s1 expires at 200, s3 and s2 at 210, s4 at 220
+        assert.deepEqual(await get({ now: 200 }), [s3, s2, s4]);
+        assert.deepEqual(await get({ now: 220 }), []);
         assert.equal(await store.auditTrail.deleteExpiredSamples(199), 0);
-        assert.equal(await store.auditTrail.deleteExpiredSamples(200), 1);
+        assert.equal(await store.auditTrail.deleteExpiredSamples(200), 2, 's1 and the other request id\'s sample');
+        assert.deepEqual(await get(), [s3, s2, s4]);
+        assert.equal(await store.auditTrail.deleteExpiredSamples(220), 3);
+      }));
+
+    it('seals each sample to its own row: a sample copied to another row does not open', () =>
+      withFixture(async (_f, store) => {
+        const key = Buffer.from('sample-key-TEST-ONLY-00000000000', 'utf8');
+        const binding = { sampleId: newSampleId(), requestId: 'shared-trace-id-0001', tenantId: 't_1', createdAt: 1_000, expiresAt: 2_000 };
+        await store.auditTrail.putSample({ ...binding, ...sealSample(key, binding, Buffer.from('{"n":1}')) });
+        const [read] = await store.auditTrail.getSamples({ requestId: binding.requestId, now: 1_500, limit: 10 });
+        assert.ok(read);
+        assert.equal(openSample(key, read).toString(), '{"n":1}', 'the row read back opens');
+        // the same sealed bytes under another tenant (same request id) are stored, but do not open
+        await store.auditTrail.putSample({ ...read, sampleId: newSampleId(), tenantId: 't_2' });
+        const copied = (await store.auditTrail.getSamples({ requestId: binding.requestId, now: 1_500, tenantId: 't_2', limit: 10 }))[0];
+        assert.ok(copied);
+        assert.throws(() => openSample(key, copied));
+      }));
+
+    it('keeps samples stored before sample ids readable after the migration (AAD version 1)', () =>
+      withBareFixture(async (f) => {
+        await f.migrateTo(f.legacySampleLevel);
+        const key = Buffer.from('sample-key-TEST-ONLY-00000000000', 'utf8');
+        const sealed = sealV1(key, 'legacy-req-0001', '{"old":true}');
+        await f.exec(`INSERT INTO content_samples (request_id, tenant_id, created_at, expires_at, iv, tag, ciphertext)
+          VALUES ('legacy-req-0001', 't_old', 100, 9000000000000, ${f.blob(sealed.iv)}, ${f.blob(sealed.tag)}, ${f.blob(sealed.ciphertext)})`);
+        const store = await f.open();
+        const [legacy, ...rest] = await store.auditTrail.getSamples({ requestId: 'legacy-req-0001', now: 200, limit: 10 });
+        assert.equal(rest.length, 0);
+        assert.ok(legacy);
+        assert.equal(legacy.aadVersion, 1);
+        assert.equal(legacy.tenantId, 't_old');
+        assert.match(legacy.sampleId, /^smp_[0-9a-f]{32}$/);
+        assert.equal(openSample(key, legacy).toString(), '{"old":true}');
+        assert.throws(() => openSample(key, { ...legacy, aadVersion: 2 }), 'a version-1 row read as version 2 does not open');
+        // a new sample under the same request id sits beside it
+        const binding = { sampleId: newSampleId(), requestId: 'legacy-req-0001', tenantId: 't_new', createdAt: 150, expiresAt: 9_000 };
+        await store.auditTrail.putSample({ ...binding, ...sealSample(key, binding, Buffer.from('{"new":true}')) });
+        const both = await store.auditTrail.getSamples({ requestId: 'legacy-req-0001', now: 200, limit: 10 });
+        assert.deepEqual(both.map((s) => [s.tenantId, s.aadVersion, openSample(key, s).toString()]), [['t_old', 1, '{"old":true}'], ['t_new', 2, '{"new":true}']]);
       }));
 
     it('gives every instance the same instance secret', () =>
@@ -476,6 +566,17 @@ storeContract('sqlite', async () => {
       await Promise.allSettled(opened.map((s) => s.close()));
       rmSync(dir, { recursive: true, force: true });
     },
+    async migrateTo(level) {
+      const db = new Database(url.slice('sqlite:'.length));
+      try {
+        for (const sql of SQLITE_MIGRATIONS.slice(0, level)) db.exec(sql);
+        db.pragma(`user_version = ${level}`);
+      } finally {
+        db.close();
+      }
+    },
+    legacySampleLevel: 7,
+    blob: (bytes) => `X'${bytes.toString('hex')}'`,
   };
 });
 
@@ -510,6 +611,23 @@ storeContract('postgres', async () => {
       await Promise.allSettled(opened.map((s) => s.close()));
       await adminPool?.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
     },
+    async migrateTo(level) {
+      const client = new pg.Client({ connectionString: url });
+      await client.connect();
+      try {
+        await client.query(`CREATE SCHEMA ${schema}`);
+        await client.query(`SET search_path = ${schema}`);
+        await client.query('CREATE TABLE keywarden_schema (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)');
+        for (const [i, sql] of POSTGRES_MIGRATIONS.slice(0, level).entries()) {
+          await client.query(sql);
+          await client.query('INSERT INTO keywarden_schema (version, applied_at) VALUES ($1, $2)', [i + 1, Date.now()]);
+        }
+      } finally {
+        await client.end();
+      }
+    },
+    legacySampleLevel: 2,
+    blob: (bytes) => `'\\x${bytes.toString('hex')}'::bytea`,
   };
 }, SKIP_POSTGRES ? { skip: SKIP_POSTGRES } : {});
 

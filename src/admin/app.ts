@@ -7,7 +7,7 @@ import { parseDuration } from '../config/duration.js';
 import { requestIdFrom } from '../server/request-id.js';
 import { createHttpServer, type HttpServerTls } from '../server/http-server.js';
 import type { Metrics } from '../metrics/registry.js';
-import type { SampleReader } from '../audit/sampling.js';
+import { parseSampleCursor, type SampleReader } from '../audit/sampling.js';
 import type { IncidentService } from '../services/incident-service.js';
 import { roleAtLeast, type AdminIdentity, type AdminTokenService } from '../services/admin-token-service.js';
 import type { ActivityService } from '../services/activity-service.js';
@@ -17,6 +17,7 @@ import type { AuthFailureLimiter } from '../auth/failure-limiter.js';
 import type { AdminProviderKeys } from './provider-keys.js';
 import { DASHBOARD_HEADERS, registerDashboard } from '../dashboard/serve.js';
 import { registerAuditChainRoutes, type AuditChainRoutesOptions } from './audit-chain.js';
+import { echoName } from '../policy/schema-errors.js';
 
 export interface AdminAppOptions {
   /** Verifies admin tokens (issued ones and the configured bootstrap token). */
@@ -29,7 +30,7 @@ export interface AdminAppOptions {
   logger: Logger;
   /** Served at `GET /metrics` (viewer, unscoped tokens); refused admin tokens are counted. */
   metrics?: Pick<Metrics, 'render' | 'contentType' | 'adminAuthFailed'>;
-  /** `GET /admin/samples/:request_id` (only when content sampling is configured); each read is audited. */
+  /** `GET /admin/samples/:request_id[?tenant=&after=]` (only when content sampling is configured): every sample under that request id; each read is audited. */
   readSample?: SampleReader;
   /** Incident response: contain, investigate, report (the same service as `keywarden incident`). */
   incidents?: IncidentService;
@@ -161,7 +162,7 @@ export function createAdminApp(options: AdminAppOptions): FastifyInstance {
     request.admin = identity;
     // a repeated query parameter arrives as a list; every route reads single values
     for (const [name, value] of Object.entries(request.query as Record<string, unknown>)) {
-      if (typeof value !== 'string') throw new GatewayError('admin_invalid_request', `give "${name.slice(0, 32)}" once`, { param: name.slice(0, 32) });
+      if (typeof value !== 'string') throw new GatewayError('admin_invalid_request', `give "${echoName(name, '(parameter)')}" once`, { param: echoName(name, '(parameter)') });
     }
     // unknown routes have no access rule and fall through to the 404 handler
     if (request.routeOptions.url === undefined) return;
@@ -198,12 +199,15 @@ export function createAdminApp(options: AdminAppOptions): FastifyInstance {
   }
   const actorOf = (request: FastifyRequest) => adminActor(identityOf(request));
 
-  /** Refuses (as not found) a tenant outside the token's scope; unscoped tokens pass. */
+  /**
+   * Refuses (as not found) a tenant that does not exist or is outside the token's scope. Checked
+   * for unscoped tokens too, so a missing tenant is always answered here, with its name echoed
+   * only as {@link echoName} allows (the services would echo it as given).
+   */
   async function assertTenantInScope(request: FastifyRequest, name: string): Promise<void> {
     const scope = identityOf(request).tenantIds;
-    if (scope === null) return;
     const id = await tenants.tenantIdOf(name);
-    if (id === undefined || !scope.has(id)) throw new GatewayError('admin_not_found', `no tenant named "${name.slice(0, 64)}"`);
+    if (id === undefined || (scope !== null && !scope.has(id))) throw tenantNotFound(name);
   }
   async function assertKeyInScope(request: FastifyRequest, keyId: string): Promise<void> {
     const scope = identityOf(request).tenantIds;
@@ -216,7 +220,7 @@ export function createAdminApp(options: AdminAppOptions): FastifyInstance {
     const scope = identityOf(request).tenantIds;
     if (name === undefined) return scope === null ? undefined : [...scope];
     const id = await tenants.tenantIdOf(name);
-    if (id === undefined || (scope !== null && !scope.has(id))) throw new GatewayError('admin_not_found', `no tenant named "${name.slice(0, 64)}"`);
+    if (id === undefined || (scope !== null && !scope.has(id))) throw tenantNotFound(name);
     return [id];
   }
 
@@ -434,13 +438,19 @@ export function createAdminApp(options: AdminAppOptions): FastifyInstance {
 
   const { readSample } = options;
   if (readSample) {
-    app.get<{ Params: { request_id: string } }>('/admin/samples/:request_id', { config: { access: global(admin) } }, async (request, reply) => {
+    // every sample stored under a request id, whichever tenant sent it: the id is the client's choice
+    app.get<{ Params: { request_id: string }; Querystring: { tenant?: string; after?: string } }>('/admin/samples/:request_id', { config: { access: global(admin) } }, async (request, reply) => {
       const id = request.params.request_id;
       if (!/^[A-Za-z0-9._:-]{1,128}$/.test(id)) throw new GatewayError('admin_invalid_request', 'not a request id', { param: 'request_id' });
-      // the reader writes the `sample.read` audit row before it returns anything
-      const sample = await readSample(id, actorOf(request), request.id);
-      if (!sample) throw new GatewayError('admin_not_found', 'no unexpired content sample for this request');
-      return reply.header('cache-control', 'no-store').send(sample);
+      const after = request.query.after === undefined ? undefined : parseSampleCursor(request.query.after);
+      if (request.query.after !== undefined && !after) throw new GatewayError('admin_invalid_request', '"after" must be the "next" value of a previous page', { param: 'after' });
+      const tenantId = request.query.tenant === undefined ? undefined : (await reportTenants(request, request.query.tenant))?.[0];
+      // the reader writes the `sample.read` audit rows before it returns anything
+      const page = await readSample({ requestId: id, ...(tenantId !== undefined ? { tenantId } : {}), ...(after ? { after } : {}) }, actorOf(request), request.id);
+      if (page.samples.length === 0 && !after) throw new GatewayError('admin_not_found', 'no unexpired content sample for this request');
+      const names = new Map((await tenants.listTenants()).map((t) => [t.id, t.name]));
+      const samples = page.samples.map((s) => ({ ...s, tenant: names.get(s.tenant_id) ?? null }));
+      return reply.header('cache-control', 'no-store').send({ request_id: id, samples, next: page.next });
     });
   }
 
@@ -504,6 +514,11 @@ function sinceOf(since: string | undefined): { since?: number } {
   const at = /^\d{4}-\d{2}-\d{2}/.test(since) ? Date.parse(since) : Number.NaN;
   if (!Number.isFinite(at)) throw new GatewayError('admin_invalid_request', '"since" must be a date or a duration such as 24h', { param: 'since' });
   return { since: at };
+}
+
+/** A tenant name from a URL or query is named back only when it is a plain name, never when it is shaped like a key. */
+function tenantNotFound(name: string): GatewayError {
+  return new GatewayError('admin_not_found', `no tenant named "${echoName(name, '(name)')}"`);
 }
 
 function objectBody(body: unknown): Record<string, unknown> {

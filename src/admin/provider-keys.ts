@@ -7,6 +7,7 @@ import { isSecretReference, splitReference } from '../secrets/reference.js';
 import { GatewayError } from '../errors/index.js';
 import { createProviderKeyService, RotationRefusedError } from '../services/provider-key-service.js';
 import { createProviderKeyOperations, type DueView, type OwnerChange, type ProviderKeyView, type RevokeView, type RotateView } from '../services/provider-key-views.js';
+import { echoName } from '../policy/schema-errors.js';
 
 /**
  * Secret backends a rotation through the admin API may read the new key from. `file:` and
@@ -145,7 +146,7 @@ export function createAdminProviderKeys(options: AdminProviderKeysOptions): Admi
     due: (actor, withinMs) => operations(actor, () => undefined).due(withinMs),
     async rotate(actor, provider, { from, owner }) {
       if (!Object.hasOwn(config.providers, provider)) {
-        throw new GatewayError('admin_invalid_request', `unknown provider "${provider.slice(0, 64)}" (configured: ${Object.keys(config.providers).join(', ')})`, { param: 'provider' });
+        throw new GatewayError('admin_invalid_request', `unknown provider "${echoName(provider, '(name)')}" (configured: ${Object.keys(config.providers).join(', ')})`, { param: 'provider' });
       }
       if (from !== undefined) await checkFrom(from);
       const hidden = await hiddenReferences(from);

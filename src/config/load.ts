@@ -21,6 +21,7 @@ export const ENV_OVERRIDES: Readonly<Record<string, readonly string[]>> = {
   KEYWARDEN_LISTEN_PUBLIC: ['listen', 'public'],
   KEYWARDEN_LISTEN_ADMIN: ['listen', 'admin'],
   KEYWARDEN_STORE: ['store'],
+  KEYWARDEN_LIMITS_STORE: ['limits', 'store'],
   KEYWARDEN_LOG_LEVEL: ['log', 'level'],
 };
 

@@ -83,10 +83,16 @@ export interface PublicTlsConfig {
   key: string;
   /** Path of the CA bundle (PEM) client certificates must chain to; when set, client certificates are requested. */
   clientCa?: string;
-  /** Paths of PEM CRL files (`crl`, a path or a list) client certificates are checked against; read at start-up only. */
+  /** Paths of PEM CRL files (`crl`, a path or a list) client certificates are checked against; read at start-up and at each reload. */
   crl?: readonly string[];
   /** `require`: every request needs a verified certificate; `optional`: requests without one use keys or JWTs. */
   clientAuth: 'require' | 'optional';
+  /**
+   * `reload_interval`: how often the files and the key are read again and, when they changed,
+   * applied to new handshakes (SIGHUP does it at once); 0 turns the periodic check off. Set by
+   * the validator (default 5m); unset means off.
+   */
+  reloadIntervalMs?: number;
 }
 
 /** What of a verified client certificate names its tenant (`auth.client_certificates.map_by`). */
@@ -140,7 +146,11 @@ export interface GatewayConfig {
   log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
   providers: Readonly<Record<string, ProviderConfig>>;
   models: Readonly<Record<string, ModelRoute>>;
-  tenants: { defaults: { policy: TenantPolicy } };
+  /**
+   * `responseOwnerRetentionMs` (`tenants.response_owner_retention`, default 30d): how long the
+   * gateway remembers which tenant a stored Responses answer went to; chaining on an older id is refused.
+   */
+  tenants: { defaults: { policy: TenantPolicy }; responseOwnerRetentionMs: number };
   /** HTTP-level bounds of the listeners and the upstream client. */
   server: {
     /** Most header bytes per request (Node's parser refuses more). */

@@ -200,7 +200,7 @@ function listenerTlsConfig(value: Json, problems: Problems, path: 'listen.public
     return undefined;
   }
   // admin tokens authenticate admins; client certificates map only tenants
-  checkKeys(value, path, path === 'listen.public_tls' ? ['cert', 'key', 'client_ca', 'client_auth', 'crl'] : ['cert', 'key'], problems);
+  checkKeys(value, path, path === 'listen.public_tls' ? ['cert', 'key', 'client_ca', 'client_auth', 'crl', 'reload_interval'] : ['cert', 'key', 'reload_interval'], problems);
   const filePath = (key: string, required: boolean): string | undefined => {
     const v = value[key];
     if (v === undefined || v === null) {
@@ -222,7 +222,7 @@ function listenerTlsConfig(value: Json, problems: Problems, path: 'listen.public
     else if (clientCa === undefined) problems.add(`${path}.client_auth`, 'needs client_ca (the CA bundle client certificates are checked against)');
     else clientAuth = value['client_auth'];
   }
-  // revocation lists for client certificates: a path or a list of paths, read at start-up
+  // revocation lists for client certificates: a path or a list of paths, read at start-up and at each reload
   let crl: string[] | undefined;
   if (value['crl'] !== undefined && value['crl'] !== null) {
     const raw = value['crl'];
@@ -238,8 +238,30 @@ function listenerTlsConfig(value: Json, problems: Problems, path: 'listen.public
       if (clientCa === undefined) problems.add(`${path}.crl`, 'needs client_ca (a CRL revokes client certificates)');
     }
   }
+  const reloadIntervalMs = tlsReloadInterval(value['reload_interval'], `${path}.reload_interval`, problems);
   if (cert === undefined || key === undefined) return undefined;
-  return { cert, key, ...(clientCa !== undefined ? { clientCa } : {}), ...(crl !== undefined && crl.length > 0 ? { crl } : {}), clientAuth };
+  return { cert, key, ...(clientCa !== undefined ? { clientCa } : {}), ...(crl !== undefined && crl.length > 0 ? { crl } : {}), clientAuth, reloadIntervalMs };
+}
+
+/** Default of `listen.*_tls.reload_interval`: a new CRL or certificate is in use within five minutes. */
+export const DEFAULT_TLS_RELOAD_INTERVAL_MS = 300_000;
+const MIN_TLS_RELOAD_INTERVAL_MS = 1_000;
+// setTimeout holds at most 2^31-1 ms (a longer delay fires at once), and a CRL is republished daily at the least
+const MAX_TLS_RELOAD_INTERVAL_MS = 86_400_000;
+
+/**
+ * `reload_interval`: a duration from 1s to 24h, or `0`/`off`/`false` for no periodic check
+ * (SIGHUP still reloads). Below a second the key's secret backend would be asked too often.
+ */
+function tlsReloadInterval(value: Json, path: string, problems: Problems): number {
+  if (value === undefined || value === null) return DEFAULT_TLS_RELOAD_INTERVAL_MS;
+  if (value === 0 || value === false || value === '0' || value === 'off') return 0;
+  const ms = typeof value === 'string' ? parseDuration(value) : undefined;
+  if (ms === undefined || ms < MIN_TLS_RELOAD_INTERVAL_MS || ms > MAX_TLS_RELOAD_INTERVAL_MS) {
+    problems.add(path, 'must be a duration from 1s to 24h, such as 5m, or 0 (off)');
+    return DEFAULT_TLS_RELOAD_INTERVAL_MS;
+  }
+  return ms;
 }
 
 function clientCertificatesConfig(value: Json, problems: Problems): ClientCertificatesConfig | undefined {
@@ -597,6 +619,18 @@ function models(value: Record<string, Json>, known: Record<string, ProviderConfi
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
 /**
+ * True when a URL's query has a `password` parameter (its name in any percent-encoding): pg
+ * reads a password from there as well as from the user-info part.
+ */
+function queryNamesPassword(url: string): boolean {
+  const beforeFragment = url.split('#')[0] as string;
+  const q = beforeFragment.indexOf('?');
+  if (q < 0) return false;
+  for (const name of new URLSearchParams(beforeFragment.slice(q + 1)).keys()) if (name.toLowerCase() === 'password') return true;
+  return false;
+}
+
+/**
  * Validates a parsed YAML document and returns a frozen GatewayConfig, or the full list of problems.
  */
 export function validateConfig(doc: Json): { config?: GatewayConfig; problems: string[] } {
@@ -615,7 +649,7 @@ export function validateConfig(doc: Json): { config?: GatewayConfig; problems: s
   const postgresStore = typeof store === 'string' && /^postgres(ql)?:\/\/[^\s]+$/.test(store);
   if (typeof store !== 'string' || !(/^sqlite:.+/.test(store) || postgresStore)) {
     problems.add('store', 'must be sqlite:PATH or a postgres://user@host:port/db (or postgresql://) URL');
-  } else if (postgresStore && /^postgres(ql)?:\/\/[^/@]*:[^/@]*@/.test(store)) {
+  } else if (postgresStore && (/^postgres(ql)?:\/\/[^/@]*:[^/@]*@/.test(store) || queryNamesPassword(store))) {
     // a password in the URL would sit in a config file and in doctor's output: use a reference
     problems.add('store', 'must not carry a password; set store_password to a secret reference (or use PGPASSWORD or ~/.pgpass)');
   }
@@ -678,7 +712,10 @@ export function validateConfig(doc: Json): { config?: GatewayConfig; problems: s
   const modelMap = models(section(doc, 'models', '', problems), providerMap, problems);
 
   const tenants = section(doc, 'tenants', '', problems);
-  checkKeys(tenants, 'tenants', ['defaults'], problems);
+  checkKeys(tenants, 'tenants', ['defaults', 'response_owner_retention'], problems);
+  // as long as the provider keeps stored responses (OpenAI: 30 days by default)
+  const responseOwnerRetentionMs = duration(tenants['response_owner_retention'], 'tenants.response_owner_retention', 30 * 86_400_000, problems);
+  if (responseOwnerRetentionMs < 3_600_000) problems.add('tenants.response_owner_retention', 'must be a duration of at least 1h, such as 30d');
   const defaults = section(tenants, 'defaults', 'tenants', problems);
   checkKeys(defaults, 'tenants.defaults', ['policy'], problems);
   const policy = parsePolicy(defaults['policy'], 'tenants.defaults.policy', DEFAULT_POLICY, problems);
@@ -694,6 +731,11 @@ export function validateConfig(doc: Json): { config?: GatewayConfig; problems: s
   const limitsSection = section(doc, 'limits', '', problems);
   checkKeys(limitsSection, 'limits', ['store', 'redis_password', 'reservation_lease', 'key_prefix'], problems);
   const quotaStore = limitsSection['store'] ?? 'memory';
+  // replicas share a PostgreSQL store; counters in each process's memory would let N replicas
+  // allow N times every limit, so on PostgreSQL the choice is the operator's, made explicitly
+  if (limitsSection['store'] === undefined && typeof store === 'string' && /^postgres(ql)?:\/\//.test(store)) {
+    problems.add('limits.store', 'must be set with a postgres:// store: a redis:// URL shares quota counters across replicas; memory counts in each process (N replicas allow N times each limit)');
+  }
   if (typeof quotaStore !== 'string' || !(quotaStore === 'memory' || /^rediss?:\/\/[^\s]+$/.test(quotaStore))) {
     problems.add('limits.store', 'must be memory or a redis:// (or rediss://) URL');
   } else if (/^rediss?:\/\/[^/@]*:[^/@]+@/.test(quotaStore)) {
@@ -804,7 +846,7 @@ export function validateConfig(doc: Json): { config?: GatewayConfig; problems: s
     log: { level: level as GatewayConfig['log']['level'] },
     providers: Object.freeze(providerMap),
     models: Object.freeze(modelMap),
-    tenants: { defaults: { policy } },
+    tenants: { defaults: { policy }, responseOwnerRetentionMs },
     server: {
       maxHeaderBytes: positiveInt(server['max_header_bytes'], 'server.max_header_bytes', 16_384, problems, 1_048_576),
       maxHeaders: positiveInt(server['max_headers'], 'server.max_headers', 100, problems, 2000),

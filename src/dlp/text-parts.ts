@@ -18,6 +18,7 @@
  * the request invalid).
  */
 import type { Endpoint } from '../providers/types.js';
+import { echoName } from '../policy/schema-errors.js';
 
 export type JsonPath = readonly (string | number)[];
 export type TextVisitor = (text: string, path: JsonPath) => void;
@@ -28,7 +29,8 @@ const isRecord = (v: Json): v is Record<string, Json> => typeof v === 'object' &
 /** `messages[1].content[0].text`: a path for errors and audit rows (names and indexes only, never values). */
 export function formatPath(path: JsonPath): string {
   let out = '';
-  for (const step of path) out += typeof step === 'number' ? `[${step}]` : out === '' ? step : `.${step}`;
+  // keys can be free-form (tool inputs): one that looks like a key, or is not a plain name, is not echoed
+  for (const step of path) out += typeof step === 'number' ? `[${step}]` : out === '' ? echoName(step) : `.${echoName(step)}`;
   return out;
 }
 

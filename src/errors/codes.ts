@@ -47,6 +47,9 @@ export const ERROR_CODES = {
   policy_tools_not_allowed: { status: 400, family: 'invalid_request' },
   policy_files_not_allowed: { status: 400, family: 'invalid_request' },
   policy_capability_not_allowed: { status: 403, family: 'permission' },
+  // a provider-stored object (previous_response_id) this tenant was not given: the same answer as
+  // for an unknown id (400, as the provider answers an unknown one), so nobody learns another's ids exist
+  request_object_not_owned: { status: 400, family: 'invalid_request' },
 
   // prompt DLP: the tenant's policy blocks secrets or personal data in the text sent to the model
   dlp_secret_blocked: { status: 400, family: 'invalid_request' },

@@ -13,14 +13,15 @@
  * a clean line costs a couple of native regular-expression scans.
  */
 import { findSecrets } from '../detect/detector.js';
+import { KEY_SHAPE_SOURCE } from '../detect/key-shape.js';
 
 const REDACTED = '[REDACTED]';
 const MIN_REGISTERED_LENGTH = 8;
 const registered = new Set<string>();
 
-// key shapes: tenant keys and admin tokens, OpenAI/Anthropic-style keys, AWS access key ids, bearer credentials
-const KEY_PATTERN =
-  /kwa?_[A-Za-z0-9]{4,32}_[A-Za-z0-9_-]{8,}|sk-[A-Za-z0-9_-]{12,}|AKIA[0-9A-Z]{16}|(?<=Bearer\s+)[^\s"',]{8,}/g;
+// key shapes: tenant keys and admin tokens, OpenAI/Anthropic-style keys, AWS access key ids, bearer
+// credentials (shared with the echo check of client-supplied names, src/detect/key-shape.ts)
+const KEY_PATTERN = new RegExp(KEY_SHAPE_SOURCE, 'g');
 
 /** Adds a secret value to the set scrubbed from every log line. Short values are ignored (too common to mask). */
 export function registerSecret(value: string): void {

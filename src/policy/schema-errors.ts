@@ -1,6 +1,7 @@
 import { KindGuard, type TObject, type TSchema } from '@sinclair/typebox';
 import { TypeCompiler, ValueErrorType, type TypeCheck, type ValueError, type ValueErrorIterator } from '@sinclair/typebox/compiler';
 import { Errors } from '@sinclair/typebox/errors';
+import { looksLikeKey } from '../detect/key-shape.js';
 import { GatewayError } from '../errors/index.js';
 
 /**
@@ -15,7 +16,7 @@ import { GatewayError } from '../errors/index.js';
  *
  * SECURITY: messages and params are built from the JSON path and the schema only, never from a
  * request value (request content must not reach logs or responses). A field name is echoed
- * only when it matches {@link SAFE_NAME}; any other name is shown as `(field)`.
+ * only when {@link echoName} allows it; any other name is shown as `(field)`.
  */
 export function schemaError(check: TypeCheck<TSchema>, body: unknown): GatewayError {
   const at = locate(check.Schema(), body);
@@ -138,6 +139,24 @@ function firstError(errors: ValueErrorIterator): ValueError | undefined {
 
 /** Field names that may be echoed back; anything else (spaces, quotes, control bytes, canaries with odd characters) becomes `(field)`. */
 export const SAFE_NAME = /^[A-Za-z0-9_-]{1,64}$/;
+
+/**
+ * A client-supplied name (a field name, a tenant name from a URL) as it may appear in an error
+ * message or `param`: itself when it is a plain identifier ({@link SAFE_NAME}) and not shaped like
+ * a key or token, else `placeholder`. Ordinary names are echoed because they help the caller
+ * find the mistake.
+ *
+ * SECURITY: identifier characters alone are not enough: a 63-character tenant key or an
+ * `sk-…` key passes {@link SAFE_NAME}, and a key sent as a field name must not come back in the
+ * error (which may be logged or shown by a client library).
+ *
+ * @example echoName('temprature') // 'temprature'
+ * @example echoName('sk-FAKE-TEST-ONLY-0123456789') // '(field)'
+ */
+export function echoName(name: string, placeholder = '(field)'): string {
+  return SAFE_NAME.test(name) && !looksLikeKey(name) ? name : placeholder;
+}
+
 const INDEX = /^\d{1,10}$/;
 /** Schema literals we are willing to print (our own constants, never request values). */
 const SAFE_LITERAL = /^[A-Za-z0-9_./-]{1,64}$/;
@@ -165,7 +184,7 @@ export function renderPath(pointer: string, body: unknown, extraKey: string | un
 }
 
 function key(prefix: string, name: string): string {
-  const shown = SAFE_NAME.test(name) ? name : '(field)';
+  const shown = echoName(name);
   return prefix === '' ? shown : `.${shown}`;
 }
 

@@ -233,6 +233,7 @@ function validateEmbeddings(body: object, policy: TenantPolicy, routedModels: Re
   if (!EMBEDDINGS.Check(body)) throw schemaError(EMBEDDINGS, body);
   checkModel(body.model, policy, routedModels);
   checkParams(body, EMBEDDINGS_REQUIRED, policy);
+  checkItemCount(embeddingsItems(body.input), 'input', policy);
   return {
     endpoint: 'embeddings',
     model: body.model,
@@ -241,6 +242,16 @@ function validateEmbeddings(body: object, policy: TenantPolicy, routedModels: Re
     maxTokensField: undefined,
     maxOutputTokens: undefined,
   };
+}
+
+/**
+ * How many inputs an embeddings body holds: a string or one flat token array is one input; an
+ * array of strings or of token arrays holds one per item. Each input is embedded separately, so
+ * `max_messages` ("most messages or input items") caps them as it caps chat messages.
+ */
+function embeddingsItems(input: EmbeddingsBody['input']): number {
+  if (typeof input === 'string') return 1;
+  return typeof input[0] === 'number' ? 1 : input.length;
 }
 
 function validateMessages(body: object, tenantPolicy: TenantPolicy, routedModels: ReadonlySet<string>): ValidatedRequest {
@@ -289,14 +300,32 @@ function validateMessages(body: object, tenantPolicy: TenantPolicy, routedModels
   }
   finishScan(scan, messages.length, 'messages', policy);
 
+  const maxOutputTokens = clamp(body.max_tokens, policy.maxOutputTokens);
+  if (body.thinking?.type === 'enabled') checkThinkingBudget(body.thinking.budget_tokens, body.max_tokens, maxOutputTokens);
   return {
     endpoint: 'messages',
     model: body.model,
     stream: body.stream === true,
     clientWantsStreamUsage: false,
     maxTokensField: 'max_tokens',
-    maxOutputTokens: clamp(body.max_tokens, policy.maxOutputTokens),
+    maxOutputTokens,
   };
+}
+
+/**
+ * Anthropic requires `thinking.budget_tokens` below `max_tokens`, and the gateway may have
+ * lowered `max_tokens` to the tenant's cap. A budget that no longer fits is refused here, naming
+ * the cap, rather than rewritten: the client chose its budget, and a silently smaller one would
+ * change the answer it gets. (Forwarded as it is, the provider would refuse it with its own words.)
+ */
+function checkThinkingBudget(budget: number, clientMax: number, effectiveMax: number): void {
+  if (budget < effectiveMax) return;
+  // numbers from the policy only: the client's own values are not echoed
+  const message =
+    clientMax > effectiveMax
+      ? `"thinking.budget_tokens" must be below "max_tokens", which this tenant's output cap lowers to ${effectiveMax}`
+      : '"thinking.budget_tokens" must be below "max_tokens"';
+  throw new GatewayError('request_invalid', message, { param: 'thinking.budget_tokens' });
 }
 
 type AnthropicBlock = Extract<MessagesBody['messages'][number]['content'], unknown[]>[number];
@@ -538,6 +567,15 @@ function toolsRefused(path: string): GatewayError {
   return new GatewayError('policy_tools_not_allowed', 'tools are not allowed for this tenant', { param: path });
 }
 
+/** `max_messages`: most messages (or input items) one request may hold. */
+function checkItemCount(items: number, field: string, policy: TenantPolicy): void {
+  if (items > policy.maxMessages) {
+    throw new GatewayError('request_too_many_messages', `"${field}" may hold at most ${policy.maxMessages} items`, {
+      param: field,
+    });
+  }
+}
+
 /** The client's cap clamped to the policy's, or the policy's when the client gave none. */
 function clamp(client: number | null | undefined, cap: number): number {
   return typeof client === 'number' && client < cap ? client : cap;
@@ -606,11 +644,7 @@ function filesRefused(path: string): GatewayError {
 
 function finishScan(scan: Scan, items: number, field: string, policy: TenantPolicy): void {
   if (scan.fileRefused !== undefined) throw filesRefused(scan.fileRefused);
-  if (items > policy.maxMessages) {
-    throw new GatewayError('request_too_many_messages', `"${field}" may hold at most ${policy.maxMessages} items`, {
-      param: field,
-    });
-  }
+  checkItemCount(items, field, policy);
   if (scan.attachments > policy.maxAttachments) {
     throw new GatewayError(
       'request_too_many_attachments',

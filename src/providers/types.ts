@@ -68,6 +68,11 @@ export interface StreamUsageReader {
   usage(): Usage;
   /** True once the provider's terminal event was seen (`[DONE]`, `message_stop`, `response.completed`). */
   finished(): boolean;
+  /**
+   * The id of the object the provider stored for this answer (OpenAI Responses), once an event
+   * named it; undefined otherwise. The gateway binds it to the tenant (src/services/response-owners.ts).
+   */
+  responseId?(): string | undefined;
 }
 
 /**
@@ -84,6 +89,11 @@ export interface ProviderAdapter {
   buildKeyCheckRequest(apiKey: string): UpstreamRequest;
   /** Usage from a whole (non-streamed) JSON answer; undefined when the answer carries none. */
   readUsage(endpoint: Endpoint, answer: unknown): Usage | undefined;
+  /**
+   * The id of the object the provider stored for a whole answer, which a later request can chain
+   * on (OpenAI Responses `id`, unless `store` is false); undefined when there is none.
+   */
+  readResponseId?(endpoint: Endpoint, answer: unknown): string | undefined;
   /** A fresh reader for one streamed answer. */
   createStreamReader(request: NormalisedRequest): StreamUsageReader;
   /**

@@ -11,7 +11,7 @@ import { createEncFileSource } from './backends/enc-file.js';
 
 export interface ConfiguredResolverOptions {
   env?: NodeJS.ProcessEnv;
-  /** Told once per environment variable read as a secret while NODE_ENV=production. */
+  /** Told once per environment variable read as a secret, unless NODE_ENV is development or test. */
   onWarning?: (message: string) => void;
 }
 
@@ -24,13 +24,15 @@ export async function createConfiguredResolver(config: SecretsConfig, options: C
   const env = options.env ?? process.env;
   const warned = new Set<string>();
   const envSource = createEnvSource(env);
-  const production = env['NODE_ENV'] === 'production';
+  // env: references are for development (DESIGN): anywhere else — NODE_ENV unset included, as it
+  // usually is under `keywarden serve` — each one is named once in a warning
+  const development = env['NODE_ENV'] === 'development' || env['NODE_ENV'] === 'test';
   const watchedEnv: SecretSource = {
     scheme: 'env',
     async load(name) {
-      if (production && !warned.has(name)) {
+      if (!development && !warned.has(name)) {
         warned.add(name);
-        options.onWarning?.(`secret env:${name} is read from an environment variable in production; use a vault backend`);
+        options.onWarning?.(`secret env:${name} is read from an environment variable, which is meant for development (NODE_ENV=${env['NODE_ENV'] ?? 'unset'}); use a vault backend or a file: reference`);
       }
       return envSource.load(name);
     },

@@ -53,13 +53,15 @@ export interface RequestContext {
    * to the record stage, which seals them and drops this field. Never logged or recorded in clear.
    */
   sample: { request: Record<string, unknown>; answer: Buffer | null } | undefined;
+  /** The id of the object the provider stored for this answer (OpenAI Responses), bound to the tenant when recorded; null when none. */
+  responseId: string | null;
 }
 
 export function newRequestContext(requestId: string, dialect: ErrorDialect, startedAt: number, clientAddress = ''): RequestContext {
   return {
     requestId, startedAt, clientAddress, endpoint: null, dialect, principal: undefined, model: null, provider: null, stream: false,
     usage: { inputTokens: 0, outputTokens: 0 }, upstreamMs: 0, status: 0, outcome: 'success', errorCode: null, promptFingerprint: null, fingerprintInput: null, providerKeyId: null,
-    costNanoUsd: 0, upstreamAccepted: false, upstreamModel: null, admission: undefined, sample: undefined,
+    costNanoUsd: 0, upstreamAccepted: false, upstreamModel: null, admission: undefined, sample: undefined, responseId: null,
   };
 }
 
@@ -225,6 +227,7 @@ export function createProxy(deps: ProxyDeps) {
       }
       const usage = target.adapter.readUsage(endpoint, answer);
       if (usage) ctx.usage = usage;
+      ctx.responseId = target.adapter.readResponseId?.(endpoint, answer) ?? null;
       if (ctx.sample) ctx.sample.answer = buffer;
       return { status: 200, body: buffer, usage: ctx.usage };
     },
@@ -321,6 +324,7 @@ export function createProxy(deps: ProxyDeps) {
       } finally {
         ctx.upstreamMs = performance.now() - sentAt;
         ctx.usage = reader.usage();
+        ctx.responseId = reader.responseId?.() ?? null;
       }
       if (abort.signal.aborted) {
         ctx.outcome = 'client_aborted';

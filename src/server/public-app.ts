@@ -15,6 +15,7 @@ import { createHttpServer, isRefusedConnection, refuseConnection, type HttpServe
 import { presentedCertificate, type ClientCertAuthenticator } from '../auth/client-cert.js';
 import type { AdmissionStage } from '../quota/admission.js';
 import type { DlpStage } from '../dlp/stage.js';
+import type { ResponseOwners } from '../services/response-owners.js';
 
 export interface ReadinessCheck {
   name: string;
@@ -28,6 +29,8 @@ export interface PublicAppOptions {
   admission?: AdmissionStage;
   /** The dlp stage (prompt DLP, between validate and admit); undefined when not wired (every request passes as sent). */
   dlp?: DlpStage;
+  /** The response-ownership stage (previous_response_id must name the tenant's own response); undefined when not wired. */
+  responseOwners?: Pick<ResponseOwners, 'check'>;
   /** Slows credential guessing (auth.failure_limits); undefined when turned off. */
   authFailures?: AuthFailureLimiter;
   record(ctx: RequestContext): void;
@@ -211,6 +214,7 @@ export function createPublicApp(options: PublicAppOptions): PublicApp {
     const body = await readBody(req, principal);
     if (body === undefined) throw new GatewayError('request_invalid_json', 'the request body must be a JSON object');
     const validated = proxy.validate(ctx, route.endpoint, body, req.headers);
+    await options.responseOwners?.check(principal.tenantId, validated);
     // dlp: mask or block secrets and personal data before admission, so the token estimate,
     // a content sample and the provider all see the masked body (streamed requests too)
     const prepared = dlp ? dlp.run(ctx, validated) : validated;

@@ -3,6 +3,7 @@ import type { AdminRole, AdminTokenRecord, AuditEvent, Store } from '../store/ty
 import { hashKeySecret, hashesEqual } from '../auth/tenant-key.js';
 import { mintCredential, parseAdminToken } from '../auth/admin-token.js';
 import { ServiceError } from './tenant-service.js';
+import { echoName } from '../policy/schema-errors.js';
 
 export const ADMIN_ROLES: readonly AdminRole[] = ['viewer', 'operator', 'admin'];
 
@@ -76,7 +77,7 @@ export function createAdminTokenService(options: { store: Store; hashKey: Buffer
         tenantIds = [];
         for (const name of request.tenants) {
           const tenant = await store.tenants.getByName(name);
-          if (!tenant) throw new ServiceError('not_found', `no tenant named "${name.slice(0, 64)}"`);
+          if (!tenant) throw new ServiceError('not_found', `no tenant named "${echoName(name, '(name)')}"`);
           if (!tenantIds.includes(tenant.id)) tenantIds.push(tenant.id);
         }
       }

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { AuditEvent, AuditRow, IncidentRecord, ProviderKeyRecord, Store, UsageRecord } from '../store/types.js';
 import { ServiceError } from './tenant-service.js';
+import { echoName } from '../policy/schema-errors.js';
 
 /** What to contain: exactly one of a provider key fingerprint, a tenant key id or a tenant name. */
 export interface ContainTarget {
@@ -128,7 +129,7 @@ export function createIncidentService(options: { store: Store; now?: () => numbe
 
   async function containTenant(name: string, actor: string, incidentId: string): Promise<Omit<IncidentRecord, 'id' | 'actor' | 'containedAt'>> {
     const tenant = await store.tenants.getByName(name);
-    if (!tenant) throw new ServiceError('not_found', `no tenant named "${name.slice(0, 64)}"`);
+    if (!tenant) throw new ServiceError('not_found', `no tenant named "${echoName(name, '(name)')}"`);
     const wasDisabled = tenant.status === 'disabled';
     if (!wasDisabled) await store.tenants.setStatus(tenant.id, 'disabled', event(actor, 'tenant.disable', tenant.id, { reason: 'incident', incident: incidentId }));
     return {
@@ -290,7 +291,8 @@ export function renderInvestigation(b: BlastRadius): string {
     `keys (${b.keys.length}):`, ...b.keys.map((k) => `  ${k.id} (tenant ${k.tenant_id}): ${k.requests}`),
     `models (${b.models.length}):`, ...b.models.map((m) => `  ${m.model}: ${m.requests} requests, ${m.input_tokens} in / ${m.output_tokens} out, $${nanoUsdText(m.cost_nano_usd)}`),
     `client addresses (${b.clients.length}, as HMACs):`, ...b.clients.map((c) => `  ${c.hmac}: ${c.requests}`),
-    `anomalies (${b.anomalies.length}):`, ...b.anomalies.map((a) => `  ${a.ts} ${a.kind} ${a.target ?? ''}${a.request_id ? ` request ${a.request_id}` : ''}`),
+    // a request id is the client's choice and may be shared across tenants: never shown without its tenant
+    `anomalies (${b.anomalies.length}):`, ...b.anomalies.map((a) => `  ${a.ts} ${a.kind} ${a.target ?? ''}${a.request_id ? ` request ${a.request_id} (tenant ${a.tenant ?? '-'})` : ''}`),
   ];
   if (b.truncated) lines.push('note: the window holds more ledger rows than one investigation reads; narrow it with --since');
   return `${lines.join('\n')}\n`;
@@ -303,7 +305,7 @@ export function renderReport(b: BlastRadius): string {
     : `| ${head.join(' | ')} |\n| ${head.map(() => '---').join(' | ')} |\n${rows.map((r) => `| ${r.join(' | ')} |`).join('\n')}\n`;
   const timeline: Array<[string, string]> = [];
   if (b.first_use) timeline.push([b.first_use, 'first recorded use in the window']);
-  for (const a of b.anomalies) timeline.push([a.ts, `anomaly \`${a.kind}\` raised${a.request_id ? ` (request \`${a.request_id}\`)` : ''}`]);
+  for (const a of b.anomalies) timeline.push([a.ts, `anomaly \`${a.kind}\` raised${a.request_id ? ` (request \`${a.request_id}\` of tenant \`${a.tenant ?? '-'}\`)` : ''}`]);
   if (b.last_use) timeline.push([b.last_use, 'last recorded use']);
   timeline.push([i.contained_at, `contained: ${KIND_TEXT[i.kind]} \`${i.target}\` by \`${i.actor}\``]);
   timeline.sort((x, y) => x[0].localeCompare(y[0]));
@@ -343,7 +345,7 @@ ${table(['model', 'requests', 'input tokens', 'output tokens', 'cost (USD)'], b.
 ${table(['client (hmac)', 'requests'], b.clients.map((c) => [`\`${c.hmac}\``, c.requests]))}
 ### Anomalies
 
-${table(['time', 'kind', 'target', 'request'], b.anomalies.map((a) => [a.ts, a.kind, a.target ? `\`${a.target}\`` : '-', a.request_id ? `\`${a.request_id}\`` : '-']))}
+${table(['time', 'kind', 'target', 'tenant id', 'request'], b.anomalies.map((a) => [a.ts, a.kind, a.target ? `\`${a.target}\`` : '-', a.tenant ? `\`${a.tenant}\`` : '-', a.request_id ? `\`${a.request_id}\`` : '-']))}
 ## Root cause
 
 _How was the key or tenant exposed?_

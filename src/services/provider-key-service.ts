@@ -8,6 +8,7 @@ import type { SecretResolver } from '../secrets/resolver.js';
 import { newProviderKeyId, providerKeyFingerprint } from '../secrets/provider-keys.js';
 import { postWebhook } from './webhook.js';
 import { createKeyAdmin, KEY_ADMIN_MAX_PAGES, KeyAdminError, matchListedKeys, type ListedProviderKey } from '../providers/key-admin.js';
+import { echoName } from '../policy/schema-errors.js';
 
 const DAY_MS = 86_400_000;
 /** A rotation lock whose holder has not written a heartbeat for this long is stale (its process died). */
@@ -162,7 +163,7 @@ export function createProviderKeyService(options: ProviderKeyServiceOptions) {
 
   function providerConfig(provider: string): ProviderConfig {
     const p = Object.hasOwn(config.providers, provider) ? config.providers[provider] : undefined;
-    if (!p) throw new RotationRefusedError(`unknown provider "${provider.slice(0, 64)}" (configured: ${Object.keys(config.providers).join(', ')})`);
+    if (!p) throw new RotationRefusedError(`unknown provider "${echoName(provider, '(name)')}" (configured: ${Object.keys(config.providers).join(', ')})`);
     return p;
   }
 

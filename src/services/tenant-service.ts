@@ -3,6 +3,7 @@ import { StoreConflictError } from '../store/types.js';
 import type { TenantPolicy } from '../policy/types.js';
 import { checkPolicyOverride, parseLimits } from '../config/validate.js';
 import { generateTenantKey, hashKeySecret } from '../auth/tenant-key.js';
+import { echoName } from '../policy/schema-errors.js';
 
 /** A failure a caller (admin API or CLI) shows to the operator; `kind` picks the status. */
 export class ServiceError extends Error {
@@ -76,7 +77,7 @@ export function createTenantService(options: { store: Store; hashKey: Buffer; de
 
   async function requireTenant(name: string): Promise<TenantRecord> {
     const tenant = await store.tenants.getByName(name);
-    if (!tenant) throw new ServiceError('not_found', `no tenant named "${name.slice(0, 64)}"`);
+    if (!tenant) throw new ServiceError('not_found', `no tenant named "${echoName(name, '(name)')}"`);
     return tenant;
   }
 

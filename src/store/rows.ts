@@ -4,7 +4,7 @@
  * JSON columns are text in both; booleans are 0/1 in SQLite and boolean in PostgreSQL.
  */
 import type {
-  AdminRole, AdminTokenRecord, AuditCheckpoint, AuditRow, IncidentKind, IncidentRecord, ProviderKeyRecord,
+  AdminRole, AdminTokenRecord, AuditCheckpoint, AuditRow, ContentSample, IncidentKind, IncidentRecord, ProviderKeyRecord,
   ProviderKeyRotation, ProviderKeyState, TenantKeyRecord, TenantRecord, TenantStatus, UsageRecord,
 } from './types.js';
 
@@ -22,7 +22,9 @@ export interface IncidentRow {
   since: number; contained_at: number; actor: string; details: string;
 }
 export interface CheckpointRow { id: number; up_to_seq: number; up_to_hash: string; removed_count: number; created_at: number; signature: string }
-export interface SampleRow { request_id: string; tenant_id: string; created_at: number; expires_at: number; iv: Buffer; tag: Buffer; ciphertext: Buffer }
+export interface SampleRow {
+  sample_id: string; request_id: string; tenant_id: string; created_at: number; expires_at: number; aad_version: number; iv: Buffer; tag: Buffer; ciphertext: Buffer;
+}
 export interface ProviderKeyRow {
   id: string; provider: string; reference: string; fingerprint: string; version: string | null; state: string; owner: string | null;
   purpose: string | null; created_at: number; rotated_at: number | null; rotate_every_days: number; previous_until: number | null; revoked_at: number | null;
@@ -76,6 +78,17 @@ export function toAuditRow(r: AuditDbRow): AuditRow {
 
 export function toCheckpoint(r: CheckpointRow): AuditCheckpoint {
   return { id: r.id, upToSeq: r.up_to_seq, upToHash: r.up_to_hash, removedCount: r.removed_count, createdAt: r.created_at, signature: r.signature };
+}
+
+/** The columns of a content sample, in the order both stores insert them. */
+export const SAMPLE_COLUMNS = 'sample_id, request_id, tenant_id, created_at, expires_at, aad_version, iv, tag, ciphertext';
+
+/** A sample row; any AAD version but 1 is read as 2, so an altered version fails to open rather than opening weaker. */
+export function toSample(r: SampleRow): ContentSample {
+  return {
+    sampleId: r.sample_id, requestId: r.request_id, tenantId: r.tenant_id, createdAt: r.created_at, expiresAt: r.expires_at,
+    aadVersion: r.aad_version === 1 ? 1 : 2, iv: r.iv, tag: r.tag, ciphertext: r.ciphertext,
+  };
 }
 
 export function toProviderKey(r: ProviderKeyRow): ProviderKeyRecord {

@@ -120,15 +120,37 @@ export interface AuditCheckpoint {
   signature: string;
 }
 
-/** One sampled prompt and answer, sealed with AES-256-GCM (the request id is the AAD). */
+/**
+ * One sampled prompt and answer, sealed with AES-256-GCM. A sample is keyed by `sampleId`, which
+ * the gateway makes: the request id is the client's to choose (`x-request-id`), so many samples,
+ * of one tenant or of several, may share it, and none displaces or shadows another.
+ */
 export interface ContentSample {
+  /** `smp_` and 32 hex digits, random, made by the gateway before sealing (never client-chosen). */
+  sampleId: string;
   requestId: string;
   tenantId: string;
+  /** The request's time: the same `ts` as its usage-ledger and `request` audit rows. */
   createdAt: number;
   expiresAt: number;
+  /**
+   * What the GCM additional data binds (src/audit/sampling.ts): 2 = sample id, request id, tenant
+   * and both times; 1 = the request id only (samples stored before schema level 8 / PostgreSQL 3).
+   */
+  aadVersion: 1 | 2;
   iv: Buffer;
   tag: Buffer;
   ciphertext: Buffer;
+}
+
+/** Which unexpired samples `getSamples` returns: one request id, optionally one tenant, one page. */
+export interface SampleQuery {
+  requestId: string;
+  now: number;
+  tenantId?: string;
+  /** Only samples after this one in the order (created_at, sample_id): the previous page's last. */
+  after?: { createdAt: number; sampleId: string };
+  limit: number;
 }
 
 /** The audit chain's maintenance side: verification reads, export, retention, content samples. */
@@ -145,11 +167,44 @@ export interface AuditTrailRepository {
    * makes of it to the chain. Returns undefined (and writes nothing) when no row is old enough.
    */
   prune(before: number, now: number, sign: (c: Omit<AuditCheckpoint, 'id' | 'signature'>) => string, audit: (c: AuditCheckpoint) => AuditEvent): Promise<AuditCheckpoint | undefined>;
+  /**
+   * Stores a new sample. Never ignores or replaces one: another sample with the same request id
+   * is a row of its own, and a second write of the same sample id fails.
+   */
   putSample(sample: ContentSample): Promise<void>;
-  /** An unexpired sample (expired ones are treated as gone even before the job deletes them). */
-  getSample(requestId: string, now: number): Promise<ContentSample | undefined>;
+  /**
+   * Unexpired samples of a request id (expired ones are treated as gone even before the job
+   * deletes them), oldest first by (created_at, sample_id), at most `limit`.
+   */
+  getSamples(query: SampleQuery): Promise<ContentSample[]>;
   /** Deletes samples whose expiry passed; returns how many. */
   deleteExpiredSamples(now: number): Promise<number>;
+}
+
+/**
+ * Which tenant an object the provider stored (an OpenAI Responses answer) was relayed to, so a
+ * later request may chain on it (`previous_response_id`) only from that tenant.
+ */
+export interface ResponseOwnerRecord {
+  /** SHA-256 (hex) of the provider id and the object's id: the id itself is never stored. */
+  responseHash: string;
+  tenantId: string;
+  createdAt: number;
+}
+
+export interface ResponseOwnerRepository {
+  /**
+   * Records owners in one transaction. A later record of the same hash replaces the earlier
+   * one (the provider issued the id again: its newest object is the one a chain would read).
+   */
+  put(records: readonly ResponseOwnerRecord[]): Promise<void>;
+  /**
+   * Whether the hash was recorded for this tenant at or after `since`. One query whatever the
+   * answer, so an id of another tenant costs what an unknown one does.
+   */
+  isOwner(responseHash: string, tenantId: string, since: number): Promise<boolean>;
+  /** Deletes records created before `before` (the retention job); returns how many. */
+  deleteBefore(before: number): Promise<number>;
 }
 
 export interface TenantRepository {
@@ -364,6 +419,7 @@ export interface Store {
   records: RecordRepository;
   providerKeys: ProviderKeyRepository;
   auditTrail: AuditTrailRepository;
+  responseOwners: ResponseOwnerRepository;
   /** A random secret generated once and kept in the store (the default tenant-key hash key). */
   instanceSecret(name: string): Promise<Buffer>;
   /** True for the first caller only (until `expiresAt`): one-off events such as threshold alerts. */

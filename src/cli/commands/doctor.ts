@@ -1,3 +1,4 @@
+import { configWarnings } from '../../config/warnings.js';
 import { loadConfigFile } from '../../config/load.js';
 import { createConfiguredResolver } from '../../secrets/from-config.js';
 import { SecretError } from '../../secrets/types.js';
@@ -68,6 +69,7 @@ export async function doctorCommand(configPath: string, online: boolean, env: No
       process.stdout.write(`FAIL  ${(err as Error).message}\n`);
     }
   }
+  for (const warning of configWarnings(config)) process.stdout.write(`WARN  ${warning}\n`);
   try {
     const store = openStore(config);
     await store.ping();

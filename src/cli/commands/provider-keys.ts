@@ -8,6 +8,7 @@ import { createProviderKeyOperations, type ProviderKeyOperations } from '../../s
 import { createRemoteProviderKeyOperations } from '../remote-provider-keys.js';
 import type { CommandTarget } from '../target.js';
 import { CliError, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, printTable } from '../output.js';
+import { echoName } from '../../policy/schema-errors.js';
 
 export interface ProviderKeysFlags {
   json: boolean;
@@ -127,7 +128,7 @@ export async function providerKeysCommand(target: CommandTarget, action: string 
       if (!id) throw new CliError('usage: keywarden provider-keys revoke KEY_ID [--provider-side]', EXIT_USAGE);
       return withOperations(target, flags.json, async (ops) => {
         const result = await ops.revoke(id, flags.providerSide);
-        if (!result) throw new CliError(`no provider key ${id.slice(0, 64)}`, EXIT_FAILURE);
+        if (!result) throw new CliError(`no provider key ${echoName(id, '(id)')}`, EXIT_FAILURE);
         const { key, changed } = result;
         out(changed ? `revoked ${key.id} (${key.provider}, ${key.fingerprint}); gateways stop using it within a second` : `${key.id} was already revoked`);
         if (changed && result.was === 'current') out(`warning: ${key.provider} has no current key now; its requests fail with 503 until: keywarden provider-keys rotate ${key.provider} --from REF`);
@@ -180,7 +181,7 @@ export async function providerKeysCommand(target: CommandTarget, action: string 
           ...(flags.owner !== undefined ? { owner: flags.owner } : {}), ...(flags.purpose !== undefined ? { purpose: flags.purpose } : {}),
           ...(rotateEveryDays !== undefined ? { rotateEveryDays } : {}),
         });
-        if (!key) throw new CliError(`no provider key ${id.slice(0, 64)}`, EXIT_FAILURE);
+        if (!key) throw new CliError(`no provider key ${echoName(id, '(id)')}`, EXIT_FAILURE);
         out(`${key.id}: owner ${key.owner ?? '-'}, purpose ${key.purpose ?? '-'}, rotate every ${key.rotate_every_days}d`);
         return EXIT_OK;
       });

@@ -4,6 +4,7 @@ import { CliError, EXIT_OK, EXIT_USAGE, printTable } from '../output.js';
 import { fetchRemoteUsage, type UsageReport } from '../remote-services.js';
 import type { CommandTarget } from '../target.js';
 import { parseWhen } from './audit.js';
+import { echoName } from '../../policy/schema-errors.js';
 
 export interface UsageFlags {
   json: boolean;
@@ -21,7 +22,7 @@ async function localUsage(target: Extract<CommandTarget, { kind: 'store' }>, fil
     let tenantIds: string[] | undefined;
     if (filter.tenant !== undefined) {
       const tenant = await store.tenants.getByName(filter.tenant);
-      if (!tenant) throw new CliError(`no tenant named "${filter.tenant.slice(0, 64)}"`);
+      if (!tenant) throw new CliError(`no tenant named "${echoName(filter.tenant, '(name)')}"`);
       tenantIds = [tenant.id];
     }
     const data = await createActivityService({ store }).usage({ ...(tenantIds ? { tenantIds } : {}), since: filter.since, until: filter.until });

@@ -41,6 +41,9 @@ const CHAT_USAGE_OBJECT = /"usage"\s*:\s*\{/;
 const CHAT_CONTENT_DELTA = /"content":"[^"]/;
 const RESPONSES_TERMINAL: ReadonlySet<string> = new Set(['response.completed', 'response.failed', 'response.incomplete']);
 const RESPONSES_TERMINAL_TYPE = /"type"\s*:\s*"response\.(?:completed|failed|incomplete)"/;
+const RESPONSES_CREATED_TYPE = /"type"\s*:\s*"response\.created"/;
+/** A provider object id worth recording: printable ASCII without spaces, bounded (`resp_…` in practice). */
+const RESPONSE_ID = /^[\x21-\x7e]{1,256}$/;
 
 export function createOpenAiAdapter(): ProviderAdapter {
   return {
@@ -60,11 +63,14 @@ export function createOpenAiAdapter(): ProviderAdapter {
       const cap = request.maxOutputTokens;
       if (field !== undefined && cap !== undefined) {
         body[field] = cap;
-        // Defence in depth: another cap field the client also sent must not exceed the cap either.
         for (const other of CAP_FIELDS) {
           if (other === field || !Object.hasOwn(body, other)) continue;
           const value = body[other];
-          body[other] = typeof value === 'number' && value < cap ? value : cap;
+          // An explicit null means "no cap" to the provider, as absence does: drop it, so exactly
+          // one cap field (the clamped one) goes upstream instead of a second one set to the cap.
+          if (value === null) delete body[other];
+          // Defence in depth: another cap field the client also sent must not exceed the cap either.
+          else body[other] = typeof value === 'number' && value < cap ? value : cap;
         }
       }
       if (request.endpoint === 'chat' && request.stream) {
@@ -108,6 +114,11 @@ export function createOpenAiAdapter(): ProviderAdapter {
         case 'messages':
           return undefined;
       }
+    },
+
+    readResponseId(endpoint: Endpoint, answer: unknown): string | undefined {
+      // the answer is already parsed for its usage: the id is one more field of it, not a second parse
+      return endpoint === 'responses' && isRecord(answer) ? storedResponseId(answer) : undefined;
     },
 
     createStreamReader(request: NormalisedRequest): StreamUsageReader {
@@ -209,12 +220,24 @@ function createResponsesStreamReader(): StreamUsageReader {
   // as for chat: text deltas stand in for output tokens until the terminal event's usage
   let deltas = 0;
   let done = false;
+  // the stored response's id: from `response.created` (the first event, parsed once, so a stream
+  // the client leaves early is still bound to its tenant), else from the terminal event
+  let responseId: string | undefined;
+  let createdSeen = false;
   return {
     accept(event: SseEvent): boolean {
       const name = event.event;
       if (name === 'response.output_text.delta') {
         deltas += 1;
         return true;
+      }
+      if (!createdSeen && (name !== undefined && name.startsWith('response.') ? name === 'response.created' : RESPONSES_CREATED_TYPE.test(event.data))) {
+        const parsed = parseJson(event.data);
+        if (isRecord(parsed) && parsed['type'] === 'response.created') {
+          createdSeen = true;
+          if (isRecord(parsed['response'])) responseId = storedResponseId(parsed['response']);
+          return true;
+        }
       }
       const candidate =
         name !== undefined && name.startsWith('response.')
@@ -230,12 +253,25 @@ function createResponsesStreamReader(): StreamUsageReader {
       if (isRecord(response)) {
         const read = responsesUsage(response['usage']);
         if (read !== undefined) usage = read;
+        if (!createdSeen) responseId = storedResponseId(response);
       }
       return true;
     },
     usage: () => (usage ? { ...usage } : { inputTokens: 0, outputTokens: deltas }),
     finished: () => done,
+    responseId: () => responseId,
   };
+}
+
+/**
+ * The id of a Responses object the provider keeps (`store` not false: with `store: false` there
+ * is nothing to chain on), when it looks like an id; anything else is not recorded, so a request
+ * chaining on it is refused.
+ */
+function storedResponseId(response: Record<string, unknown>): string | undefined {
+  if (response['store'] === false) return undefined;
+  const id = response['id'];
+  return typeof id === 'string' && RESPONSE_ID.test(id) ? id : undefined;
 }
 
 /** Headers the adapter sets itself, or that must never be forwarded whatever the caller passed. */

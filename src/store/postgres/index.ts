@@ -6,7 +6,7 @@ import { StoreConflictError } from '../types.js';
 import { AUDIT_GENESIS, chainHash } from '../audit-chain.js';
 import { POSTGRES_MIGRATIONS } from './migrations.js';
 import {
-  type TenantRow, type KeyRow, type AdminTokenRow, type AuditDbRow, type UsageDbRow, type IncidentRow, type CheckpointRow, type SampleRow, type ProviderKeyRow, type RotationRow, json, toTenant, toKey, toAdminToken, toUsage, toIncident, toAuditRow, toCheckpoint, toProviderKey, toRotation,
+  type TenantRow, type KeyRow, type AdminTokenRow, type AuditDbRow, type UsageDbRow, type IncidentRow, type CheckpointRow, type SampleRow, type ProviderKeyRow, type RotationRow, SAMPLE_COLUMNS, json, toSample, toTenant, toKey, toAdminToken, toUsage, toIncident, toAuditRow, toCheckpoint, toProviderKey, toRotation,
 } from '../rows.js';
 import { clientConfig, inTransaction, type PostgresStoreOptions } from './connection.js';
 import { NOTIFY_CREDENTIALS, startChangeFeed, type ChangeFeed } from './change-feed.js';
@@ -376,14 +376,18 @@ export function openPostgresStore(url: string, options: PostgresStoreOptions = {
         });
       },
       async putSample(sample: ContentSample) {
+        // no ON CONFLICT: a sample is never ignored, and a repeated sample id is an error
         await run(
-          `INSERT INTO content_samples (request_id, tenant_id, created_at, expires_at, iv, tag, ciphertext) VALUES ($1, $2, $3, $4, $5, $6, $7)
-           ON CONFLICT (request_id) DO NOTHING`,
-          [sample.requestId, sample.tenantId, sample.createdAt, sample.expiresAt, sample.iv, sample.tag, sample.ciphertext]);
+          `INSERT INTO content_samples (${SAMPLE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+          [sample.sampleId, sample.requestId, sample.tenantId, sample.createdAt, sample.expiresAt, sample.aadVersion, sample.iv, sample.tag, sample.ciphertext]);
       },
-      async getSample(requestId, now) {
-        const r = await one<SampleRow>('SELECT * FROM content_samples WHERE request_id = $1 AND expires_at > $2', [requestId, now]);
-        return r ? { requestId: r.request_id, tenantId: r.tenant_id, createdAt: r.created_at, expiresAt: r.expires_at, iv: r.iv, tag: r.tag, ciphertext: r.ciphertext } : undefined;
+      async getSamples(filter) {
+        const after = filter.after ?? null;
+        const rows = await query<SampleRow>(
+          `SELECT ${SAMPLE_COLUMNS} FROM content_samples WHERE request_id = $1 AND expires_at > $2 AND ($3::text IS NULL OR tenant_id = $3)
+           AND ($4::bigint IS NULL OR (created_at, sample_id) > ($4::bigint, $5::text)) ORDER BY created_at, sample_id LIMIT $6`,
+          [filter.requestId, filter.now, filter.tenantId ?? null, after?.createdAt ?? null, after?.sampleId ?? null, filter.limit]);
+        return rows.map(toSample);
       },
       async deleteExpiredSamples(now) {
         return run('DELETE FROM content_samples WHERE expires_at <= $1', [now]);
@@ -522,6 +526,25 @@ export function openPostgresStore(url: string, options: PostgresStoreOptions = {
       },
       async finishRotation(provider, rotationId, audit) {
         await withAudit(audit, (c) => c.query('DELETE FROM provider_key_rotations WHERE provider = $1 AND rotation_id = $2', [provider, rotationId]));
+      },
+    },
+    responseOwners: {
+      async put(records) {
+        if (records.length === 0) return;
+        // one row per hash (the last one wins): ON CONFLICT DO UPDATE cannot touch a row twice in one statement
+        const last = new Map<string, { tenantId: string; createdAt: number }>();
+        for (const r of records) last.set(r.responseHash, { tenantId: r.tenantId, createdAt: r.createdAt });
+        await run(
+          `INSERT INTO response_owners (response_hash, tenant_id, created_at)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
+           ON CONFLICT (response_hash) DO UPDATE SET tenant_id = excluded.tenant_id, created_at = excluded.created_at`,
+          [[...last.keys()], [...last.values()].map((v) => pgText(v.tenantId)), [...last.values()].map((v) => v.createdAt)]);
+      },
+      async isOwner(responseHash, tenantId, since) {
+        return (await one('SELECT 1 AS one FROM response_owners WHERE response_hash = $1 AND tenant_id = $2 AND created_at >= $3', [responseHash, pgText(tenantId), since])) !== undefined;
+      },
+      async deleteBefore(before) {
+        return run('DELETE FROM response_owners WHERE created_at < $1', [before]);
       },
     },
     async claimOnce(name, expiresAt) {

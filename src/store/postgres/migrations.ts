@@ -185,4 +185,25 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE usage_ledger ADD COLUMN provider_key_id TEXT;
   `,
+  // 3 (SQLite 8): content samples keyed by a gateway-made sample id, not the client's request id, so a
+  // second request with the same x-request-id (another tenant's or the same one's) cannot pre-empt or
+  // evade a sample. Rows kept from before are sealed with the request id alone as AAD (aad_version 1).
+  `
+  ALTER TABLE content_samples DROP CONSTRAINT content_samples_pkey;
+  ALTER TABLE content_samples ADD COLUMN sample_id TEXT;
+  ALTER TABLE content_samples ADD COLUMN aad_version INTEGER NOT NULL DEFAULT 1 CHECK (aad_version IN (1, 2));
+  UPDATE content_samples SET sample_id = 'smp_' || md5(request_id || ':' || random()::text || ':' || clock_timestamp()::text);
+  ALTER TABLE content_samples ALTER COLUMN sample_id SET NOT NULL, ADD PRIMARY KEY (sample_id), ALTER COLUMN aad_version DROP DEFAULT;
+  CREATE INDEX content_samples_request ON content_samples(request_id, created_at, sample_id);
+  `,
+  // 4 (SQLite 9): which tenant each stored provider response (OpenAI Responses) was relayed to, so
+  // only that tenant can chain on it (`previous_response_id`); the id is kept as a SHA-256, pruned after retention
+  `
+  CREATE TABLE response_owners (
+    response_hash TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+  );
+  CREATE INDEX response_owners_created ON response_owners(created_at);
+  `,
 ];

@@ -9,7 +9,7 @@ import { StoreConflictError } from '../types.js';
 import { AUDIT_GENESIS, chainHash } from '../audit-chain.js';
 import { SQLITE_MIGRATIONS } from './migrations.js';
 import {
-  toAdminToken, toAuditRow, toCheckpoint, toIncident, toKey, toProviderKey, toRotation, toTenant, toUsage,
+  SAMPLE_COLUMNS, toAdminToken, toAuditRow, toCheckpoint, toIncident, toKey, toProviderKey, toRotation, toSample, toTenant, toUsage,
   type AdminTokenRow, type AuditDbRow, type CheckpointRow, type IncidentRow, type KeyRow, type ProviderKeyRow, type RotationRow, type SampleRow,
   type TenantRow, type UsageDbRow,
 } from '../rows.js';
@@ -121,12 +121,20 @@ export function openSqliteStore(url: string): Store {
     closePruneWindow: db.prepare('DELETE FROM audit_prune_window'),
     deleteAuditUpTo: db.prepare('DELETE FROM audit_log WHERE seq <= ?'),
     insertCheckpoint: db.prepare('INSERT INTO audit_checkpoints (up_to_seq, up_to_hash, removed_count, created_at, signature) VALUES (?, ?, ?, ?, ?)'),
-    insertSample: db.prepare('INSERT OR IGNORE INTO content_samples (request_id, tenant_id, created_at, expires_at, iv, tag, ciphertext) VALUES (?, ?, ?, ?, ?, ?, ?)'),
-    sample: db.prepare<[string, number], SampleRow>('SELECT * FROM content_samples WHERE request_id = ? AND expires_at > ?'),
+    // a plain INSERT: a sample is never ignored, and a repeated sample id is an error
+    insertSample: db.prepare(`INSERT INTO content_samples (${SAMPLE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+    samples: db.prepare<[string, number, string | null, string | null, number | null, number | null, string | null, number], SampleRow>(
+      `SELECT ${SAMPLE_COLUMNS} FROM content_samples WHERE request_id = ? AND expires_at > ? AND (? IS NULL OR tenant_id = ?)
+       AND (? IS NULL OR (created_at, sample_id) > (?, ?)) ORDER BY created_at, sample_id LIMIT ?`),
     deleteExpiredSamples: db.prepare('DELETE FROM content_samples WHERE expires_at <= ?'),
     metaGet: db.prepare<[string], { value: Buffer }>('SELECT value FROM meta WHERE name = ?'),
     metaInsert: db.prepare('INSERT OR IGNORE INTO meta (name, value) VALUES (?, ?)'),
     ping: db.prepare('SELECT 1'),
+    ownerPut: db.prepare(
+      `INSERT INTO response_owners (response_hash, tenant_id, created_at) VALUES (?, ?, ?)
+       ON CONFLICT (response_hash) DO UPDATE SET tenant_id = excluded.tenant_id, created_at = excluded.created_at`),
+    ownerIs: db.prepare<[string, string, number], { one: number }>('SELECT 1 AS one FROM response_owners WHERE response_hash = ? AND tenant_id = ? AND created_at >= ?'),
+    ownerPrune: db.prepare('DELETE FROM response_owners WHERE created_at < ?'),
     pkAll: db.prepare<[], ProviderKeyRow>('SELECT * FROM provider_keys ORDER BY provider, created_at, id'),
     pkActive: db.prepare<[], ProviderKeyRow>(`SELECT * FROM provider_keys WHERE state IN ('pending', 'current', 'previous')`),
     pkGet: db.prepare<[string], ProviderKeyRow>('SELECT * FROM provider_keys WHERE id = ?'),
@@ -392,11 +400,12 @@ export function openSqliteStore(url: string): Store {
         }).immediate();
       },
       async putSample(sample: ContentSample) {
-        q.insertSample.run(sample.requestId, sample.tenantId, sample.createdAt, sample.expiresAt, sample.iv, sample.tag, sample.ciphertext);
+        q.insertSample.run(sample.sampleId, sample.requestId, sample.tenantId, sample.createdAt, sample.expiresAt, sample.aadVersion, sample.iv, sample.tag, sample.ciphertext);
       },
-      async getSample(requestId, now) {
-        const r = q.sample.get(requestId, now);
-        return r ? { requestId: r.request_id, tenantId: r.tenant_id, createdAt: r.created_at, expiresAt: r.expires_at, iv: r.iv, tag: r.tag, ciphertext: r.ciphertext } : undefined;
+      async getSamples(filter) {
+        const tenant = filter.tenantId ?? null;
+        const after = filter.after ?? null;
+        return q.samples.all(filter.requestId, filter.now, tenant, tenant, after?.createdAt ?? null, after?.createdAt ?? null, after?.sampleId ?? null, filter.limit).map(toSample);
       },
       async deleteExpiredSamples(now) {
         return q.deleteExpiredSamples.run(now).changes;
@@ -518,6 +527,20 @@ export function openSqliteStore(url: string): Store {
       },
       async finishRotation(provider, rotationId, audit) {
         withAudit(audit, () => q.rotDelete.run(provider, rotationId));
+      },
+    },
+    responseOwners: {
+      async put(records) {
+        if (records.length === 0) return;
+        db.transaction(() => {
+          for (const r of records) q.ownerPut.run(r.responseHash, r.tenantId, r.createdAt);
+        }).immediate();
+      },
+      async isOwner(responseHash, tenantId, since) {
+        return q.ownerIs.get(responseHash, tenantId, since) !== undefined;
+      },
+      async deleteBefore(before) {
+        return q.ownerPrune.run(before).changes;
       },
     },
     async claimOnce(name, expiresAt) {

@@ -177,4 +177,36 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE usage_ledger ADD COLUMN provider_key_id TEXT;
   `,
+  // 8: content samples keyed by a gateway-made sample id, not the client's request id, so a second
+  // request with the same x-request-id (another tenant's or the same one's) cannot pre-empt or evade
+  // a sample. Rows kept from before are sealed with the request id alone as AAD (aad_version 1).
+  `
+  ALTER TABLE content_samples RENAME TO content_samples_v1;
+  CREATE TABLE content_samples (
+    sample_id TEXT PRIMARY KEY,
+    request_id TEXT NOT NULL,
+    tenant_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    aad_version INTEGER NOT NULL CHECK (aad_version IN (1, 2)),
+    iv BLOB NOT NULL,
+    tag BLOB NOT NULL,
+    ciphertext BLOB NOT NULL
+  );
+  INSERT INTO content_samples (sample_id, request_id, tenant_id, created_at, expires_at, aad_version, iv, tag, ciphertext)
+    SELECT 'smp_' || lower(hex(randomblob(16))), request_id, tenant_id, created_at, expires_at, 1, iv, tag, ciphertext FROM content_samples_v1;
+  DROP TABLE content_samples_v1;
+  CREATE INDEX content_samples_request ON content_samples(request_id, created_at, sample_id);
+  CREATE INDEX content_samples_expiry ON content_samples(expires_at);
+  `,
+  // 9: which tenant each stored provider response (OpenAI Responses) was relayed to, so only that
+  // tenant can chain on it (`previous_response_id`); the id is kept as a SHA-256, pruned after retention
+  `
+  CREATE TABLE response_owners (
+    response_hash TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+  );
+  CREATE INDEX response_owners_created ON response_owners(created_at);
+  `,
 ];

@@ -1,0 +1,242 @@
+import { createHash } from 'node:crypto';
+import { GatewayError } from '../errors/index.js';
+import type { Logger } from '../log/logger.js';
+import type { NormalisedRequest } from '../providers/types.js';
+import type { ResponseOwnerRecord, ResponseOwnerRepository } from '../store/types.js';
+
+/*
+ * Ownership of provider-stored responses (OWASP API1, broken object-level authorisation).
+ *
+ * Every tenant calls the provider with the operator's one key, so the provider keeps every
+ * tenant's stored Responses answers under the same account: any `resp_…` id, sent as
+ * `previous_response_id`, would continue (and so read) that conversation, whoever it belongs to.
+ * The gateway therefore records which tenant each response id was relayed to, and refuses a
+ * chain on an id that was not relayed to the caller's own tenant.
+ *
+ * Read path: an in-memory map of recent ids first (the tenant's very next request, on this
+ * replica, finds its id there even before the write lands), then the store (ids relayed by
+ * other replicas, or before a restart). Write path: off the request, coalesced into one store
+ * transaction per event-loop turn (under load, a batch), retried when the store fails.
+ */
+
+export interface ResponseOwnersOptions {
+  repo: ResponseOwnerRepository;
+  logger: Logger;
+  /** How long an id stays owned (`tenants.response_owner_retention`). */
+  retentionMs: number;
+  /** Recent ids held in memory for the fast path (default 10 000); older ones are read from the store. */
+  memoryEntries?: number;
+  /**
+   * How long an id not found waits before the store is read once more (default 200 ms): another
+   * replica may have relayed it a moment ago and its write may still be landing. Only refusals
+   * (and such races) wait; an id found in memory or in the store does not.
+   */
+  missRecheckMs?: number;
+  /** Most records waiting for the store (default 100 000); beyond it the oldest are dropped, with a log line. */
+  maxPending?: number;
+  /** How often expired records are deleted from the store (default daily; the first run comes a few seconds after start). */
+  pruneIntervalMs?: number;
+  now?: () => number;
+}
+
+/** What the ownership stage reads of a validated request. */
+export interface OwnershipInput {
+  /** The provider the request goes to (its config id): ids are only meaningful per provider. */
+  target: { id: string };
+  request: Pick<NormalisedRequest, 'endpoint' | 'body'>;
+}
+
+/** What the record stage hands over: the tenant, the provider and the id its answer carried. */
+export interface OwnedAnswer {
+  principal: { tenantId: string } | undefined;
+  provider: string | null;
+  responseId: string | null;
+}
+
+export interface ResponseOwners {
+  /**
+   * The ownership stage (after validation, before admission): undefined at once when the request
+   * chains on nothing; otherwise resolves when the id is the tenant's and rejects with
+   * `request_object_not_owned` when it is not (unknown, expired or another tenant's alike).
+   */
+  check(tenantId: string, input: OwnershipInput): Promise<void> | undefined;
+  /** Binds the id an answer carried to its tenant: in memory at once, in the store shortly after. */
+  remember(answer: OwnedAnswer): void;
+  /** Deletes the store's records past retention; returns how many. */
+  prune(): Promise<number>;
+  /** Writes every pending record. */
+  flush(): Promise<void>;
+  /** Stops the prune timer and writes what is pending. */
+  close(): Promise<void>;
+}
+
+/**
+ * The hash a response id is kept under: SHA-256 over the provider id and the response id, so
+ * the same id from two providers never matches, and the store holds no usable id.
+ */
+export function responseHash(provider: string, responseId: string): string {
+  return createHash('sha256').update(`${provider.length}:${provider}:${responseId}`, 'utf8').digest('hex');
+}
+
+/** One answer for "not yours", "unknown" and "expired": nothing tells whether the id exists. */
+function notOwned(): GatewayError {
+  return new GatewayError('request_object_not_owned', 'previous response not found', { param: 'previous_response_id' });
+}
+
+/**
+ * Creates the response-ownership stage and its write-behind recorder.
+ *
+ * @example
+ * const owners = createResponseOwners({ repo: store.responseOwners, logger, retentionMs: 30 * 86_400_000 });
+ * await owners.check(principal.tenantId, prepared); // throws request_object_not_owned
+ * owners.remember(ctx);                              // after the answer was relayed
+ */
+export function createResponseOwners(options: ResponseOwnersOptions): ResponseOwners {
+  const { repo, logger, retentionMs } = options;
+  if (!Number.isFinite(retentionMs) || retentionMs <= 0) throw new Error('response owner retention must be a positive duration');
+  const memoryEntries = options.memoryEntries ?? 10_000;
+  const missRecheckMs = options.missRecheckMs ?? 200;
+  const maxPending = options.maxPending ?? 100_000;
+  const pruneIntervalMs = options.pruneIntervalMs ?? 86_400_000;
+  const now = options.now ?? Date.now;
+
+  // insertion-ordered: the first entry is the oldest, evicted first
+  const recent = new Map<string, { tenantId: string; createdAt: number }>();
+  let pending: ResponseOwnerRecord[] = [];
+  let scheduled = false;
+  let writing: Promise<void> | undefined;
+  let retryTimer: NodeJS.Timeout | undefined;
+  let failures = 0;
+  let closed = false;
+
+  async function writeOnce(): Promise<void> {
+    if (pending.length === 0) return;
+    const batch = pending;
+    pending = [];
+    try {
+      await repo.put(batch);
+      failures = 0;
+    } catch (err) {
+      // kept ahead of newer records and retried; the ids stay usable on this replica meanwhile
+      pending = batch.concat(pending);
+      trimPending();
+      failures += 1;
+      if (failures === 1 || failures % 50 === 0) logger.error({ event: 'response_owner_write_failed', err, pending: pending.length }, 'response ownership could not be written; will retry');
+      if (!closed && retryTimer === undefined) {
+        retryTimer = setTimeout(() => {
+          retryTimer = undefined;
+          schedule();
+        }, 1000);
+        retryTimer.unref();
+      }
+      throw err;
+    }
+  }
+
+  function flush(): Promise<void> {
+    // one write at a time, in order, so a later owner of a re-issued id is written last
+    const next = (writing ?? Promise.resolve()).then(writeOnce, writeOnce);
+    writing = next.catch(() => undefined);
+    return next;
+  }
+
+  function schedule(): void {
+    if (scheduled) return;
+    scheduled = true;
+    // the next turn of the event loop: whatever else was answered meanwhile goes in the same transaction
+    setImmediate(() => {
+      scheduled = false;
+      flush().catch(() => undefined);
+    });
+  }
+
+  function trimPending(): void {
+    if (pending.length <= maxPending) return;
+    const dropped = pending.length - maxPending;
+    pending = pending.slice(dropped);
+    logger.error({ event: 'response_owner_records_dropped', dropped }, 'response ownership records were dropped while the store was failing; those responses cannot be chained on from other replicas');
+  }
+
+  async function inStore(hash: string, tenantId: string, since: number): Promise<boolean> {
+    try {
+      return await repo.isOwner(hash, tenantId, since);
+    } catch (err) {
+      // fail closed: an ownership that cannot be checked is not granted
+      logger.error({ event: 'response_owner_read_failed', err }, 'response ownership could not be read');
+      throw new GatewayError('service_unavailable', 'the previous response could not be checked; retry shortly');
+    }
+  }
+
+  async function verify(tenantId: string, hash: string): Promise<void> {
+    const since = now() - retentionMs;
+    const hit = recent.get(hash);
+    // only a positive answer is taken from memory: another tenant's entry (or none) goes to the
+    // store like an unknown id, so both take the same path and the same time
+    if (hit !== undefined && hit.tenantId === tenantId && hit.createdAt >= since) return;
+    if (await inStore(hash, tenantId, since)) return;
+    await new Promise((resolve) => setTimeout(resolve, missRecheckMs));
+    if (await inStore(hash, tenantId, since)) return;
+    throw notOwned();
+  }
+
+  async function prune(): Promise<number> {
+    const before = now() - retentionMs;
+    for (const [hash, entry] of recent) if (entry.createdAt < before) recent.delete(hash);
+    return repo.deleteBefore(before);
+  }
+
+  let pruning: Promise<void> | undefined;
+  const runPrune = (): void => {
+    pruning ??= prune().then((deleted) => {
+      if (deleted > 0) logger.info({ event: 'response_owner_retention', deleted }, 'expired response ownership records deleted');
+    }, (err: unknown) => {
+      logger.error({ event: 'response_owner_retention_failed', err }, 'expired response ownership records could not be deleted; the job runs again later');
+    }).finally(() => {
+      pruning = undefined;
+    });
+  };
+  const firstPrune = setTimeout(runPrune, 5000);
+  firstPrune.unref();
+  const pruneTimer = setInterval(runPrune, pruneIntervalMs);
+  pruneTimer.unref();
+
+  return {
+    check(tenantId, input) {
+      const { request } = input;
+      if (request.endpoint !== 'responses') return undefined;
+      const id = request.body['previous_response_id'];
+      // absent or null chains on nothing; any string, even empty, must have been relayed to this tenant
+      if (typeof id !== 'string') return undefined;
+      return verify(tenantId, responseHash(input.target.id, id));
+    },
+
+    remember(answer) {
+      const { principal, provider, responseId } = answer;
+      if (responseId === null || principal === undefined || provider === null) return;
+      const hash = responseHash(provider, responseId);
+      const record: ResponseOwnerRecord = { responseHash: hash, tenantId: principal.tenantId, createdAt: now() };
+      recent.delete(hash);
+      recent.set(hash, { tenantId: record.tenantId, createdAt: record.createdAt });
+      if (recent.size > memoryEntries) {
+        const oldest = recent.keys().next();
+        if (!oldest.done) recent.delete(oldest.value);
+      }
+      pending.push(record);
+      trimPending();
+      schedule();
+    },
+
+    prune,
+    flush,
+
+    async close() {
+      closed = true;
+      clearTimeout(firstPrune);
+      clearInterval(pruneTimer);
+      if (retryTimer !== undefined) clearTimeout(retryTimer);
+      await pruning;
+      // a failed last write is already logged; closing goes on (the ids are lost, so chains on them are refused: fail closed)
+      await flush().catch(() => undefined);
+    },
+  };
+}
