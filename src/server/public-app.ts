@@ -208,13 +208,16 @@ export function createPublicApp(options: PublicAppOptions): PublicApp {
     return readJsonBody(req, principal.policy.maxBodyBytes);
   }
 
-  /** authenticate → read → validate → dlp → admit → forward → relay, then settle and record. */
+  /** authenticate → read → validate → ownership → dlp → admit → forward → relay, then settle and record. */
   async function providerRequest(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, route: ProviderRoute): Promise<void> {
     const principal = await authenticateCaller(req, ctx);
     const body = await readBody(req, principal);
     if (body === undefined) throw new GatewayError('request_invalid_json', 'the request body must be a JSON object');
     const validated = proxy.validate(ctx, route.endpoint, body, req.headers);
-    await options.responseOwners?.check(principal.tenantId, validated);
+    // a Responses request chaining on an earlier answer must name one relayed to this tenant
+    // (no promise at all when nothing is chained: the hot path takes no extra turn)
+    const ownership = options.responseOwners?.check(principal.tenantId, validated);
+    if (ownership) await ownership;
     // dlp: mask or block secrets and personal data before admission, so the token estimate,
     // a content sample and the provider all see the masked body (streamed requests too)
     const prepared = dlp ? dlp.run(ctx, validated) : validated;
