@@ -1,12 +1,11 @@
 import assert from 'node:assert/strict';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Agent, fetch as undiciFetch } from 'undici';
 import OpenAI from 'openai';
 import { FAKE_ADMIN_TOKEN, LogCapture, startHarness, type Harness } from './helpers/harness.js';
-import { createTestCa, httpsSend, type IssuedCertificate, type TestCa } from './helpers/certs.js';
+import { createServerPki, createTestCa, httpsSend, type IssuedCertificate, type TestCa } from './helpers/certs.js';
 import { configFromDocument } from '../src/config/load.js';
 import { createGateway, loadPublicTls } from '../src/main.js';
 import { createSecretResolver } from '../src/secrets/resolver.js';
@@ -37,11 +36,7 @@ interface Pki {
 }
 
 function makePki(prefix: string): Pki {
-  const dir = mkdtempSync(join(tmpdir(), `keywarden-${prefix}-`));
-  const ca = createTestCa(dir, 'ca');
-  const server = ca.issue('server', { usage: 'server', commonName: 'localhost', dnsNames: ['localhost'], ips: ['127.0.0.1'] });
-  // the server key is read through the secret resolver, which wants owner-only files
-  chmodSync(server.keyPath, 0o600);
+  const { dir, ca, server } = createServerPki(prefix);
   const good = ca.issue('good', { commonName: 'billing-client', sanUris: [GOOD_ID] });
   const revoked = ca.issue('revoked', { commonName: 'billing-client-old', sanUris: [REVOKED_ID] });
   ca.revoke(revoked);

@@ -1,13 +1,11 @@
 import assert from 'node:assert/strict';
-import { chmodSync, copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type { TLSSocket } from 'node:tls';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CONTRACT_POLICY, startHarness, type Harness } from './helpers/harness.js';
-import { createTestCa, httpsSend, type IssuedCertificate, type TestCa } from './helpers/certs.js';
+import { createServerPki, httpsSend, type IssuedCertificate, type TestCa } from './helpers/certs.js';
 import { cliEnv, jsonLines, startCli, type CliProcess } from './helpers/cli-process.js';
 import { writeCliConfig } from './helpers/provider-keys-setup.js';
 import { configFromDocument } from '../src/config/load.js';
@@ -29,11 +27,7 @@ interface Pki {
 }
 
 function makePki(prefix: string): Pki {
-  const dir = mkdtempSync(join(tmpdir(), `keywarden-${prefix}-`));
-  const ca = createTestCa(dir, 'ca');
-  const server = ca.issue('server', { usage: 'server', commonName: 'localhost', dnsNames: ['localhost'], ips: ['127.0.0.1'] });
-  // the server key is read through the secret resolver, which wants owner-only files
-  chmodSync(server.keyPath, 0o600);
+  const { dir, ca, server } = createServerPki(prefix);
   return { dir, ca, server, crlPath: ca.crl('ca.crl') };
 }
 

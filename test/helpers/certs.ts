@@ -1,7 +1,8 @@
 import { request as httpsRequest } from 'node:https';
 import { execFileSync } from 'node:child_process';
 import { createHash, X509Certificate } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 /*
@@ -111,6 +112,18 @@ export function createTestCa(dir: string, name: string): TestCa {
 }
 
 /** A JSON answer over HTTPS: status, parsed body (undefined when not JSON) and text. */
+/**
+ * A fresh folder with a test CA and a server certificate for localhost / 127.0.0.1, its key
+ * owner-only (the gateway reads it through the secret resolver, which refuses wider modes).
+ */
+export function createServerPki(prefix: string): { dir: string; ca: TestCa; server: IssuedCertificate } {
+  const dir = mkdtempSync(join(tmpdir(), `keywarden-${prefix}-`));
+  const ca = createTestCa(dir, 'ca');
+  const server = ca.issue('server', { usage: 'server', commonName: 'localhost', dnsNames: ['localhost'], ips: ['127.0.0.1'] });
+  chmodSync(server.keyPath, 0o600);
+  return { dir, ca, server };
+}
+
 export interface HttpsAnswer { status: number; json: Record<string, any> | undefined; text: string }
 
 /** One request over a fresh TLS connection (no pooled session), optionally with a client certificate. */
