@@ -98,7 +98,9 @@ function mapJoseError(err: unknown): GatewayError {
  * Verifies OIDC/JWT bearer tokens with `jose` against the configured issuers and returns the
  * Principal of the tenant the token names. The issuer is picked by the (unverified) `iss`
  * claim and then verified with that issuer's keys, audience, algorithms and clock skew; the
- * tenant must exist and be active. No verified token is cached.
+ * tenant must exist and be active. This verifier caches nothing itself; the authenticator
+ * (src/auth/authenticate.ts) keeps a verified token's Principal, keyed by a hash of the whole
+ * token, until its `exp` or the credential cache's TTL, whichever comes first.
  *
  * keyId is `jwt:<issuer index>`: all callers of one issuer share that id (and the policy's
  * key_limits) in the ledger and quotas.

@@ -73,6 +73,11 @@ export interface StreamUsageReader {
    * named it; undefined otherwise. The gateway binds it to the tenant (src/services/response-owners.ts).
    */
   responseId?(): string | undefined;
+  /**
+   * The ids of the output items the stream announced (OpenAI Responses `msg_…`, `rs_…`, `fc_…`, …),
+   * which a later request may replay in its input; bound to the tenant like the response id.
+   */
+  outputItemIds?(): readonly string[];
 }
 
 /**
@@ -94,6 +99,11 @@ export interface ProviderAdapter {
    * on (OpenAI Responses `id`, unless `store` is false); undefined when there is none.
    */
   readResponseId?(endpoint: Endpoint, answer: unknown): string | undefined;
+  /**
+   * The ids of a whole answer's output items, which a later request may replay as input items
+   * (OpenAI Responses `output[].id`); empty when there are none.
+   */
+  readOutputItemIds?(endpoint: Endpoint, answer: unknown): readonly string[];
   /** A fresh reader for one streamed answer. */
   createStreamReader(request: NormalisedRequest): StreamUsageReader;
   /**

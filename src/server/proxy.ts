@@ -55,13 +55,15 @@ export interface RequestContext {
   sample: { request: Record<string, unknown>; answer: Buffer | null } | undefined;
   /** The id of the object the provider stored for this answer (OpenAI Responses), bound to the tenant when recorded; null when none. */
   responseId: string | null;
+  /** The ids of the answer's output items (OpenAI Responses), bound to the tenant with the response id; empty when none. */
+  outputItemIds: readonly string[];
 }
 
 export function newRequestContext(requestId: string, dialect: ErrorDialect, startedAt: number, clientAddress = ''): RequestContext {
   return {
     requestId, startedAt, clientAddress, endpoint: null, dialect, principal: undefined, model: null, provider: null, stream: false,
     usage: { inputTokens: 0, outputTokens: 0 }, upstreamMs: 0, status: 0, outcome: 'success', errorCode: null, promptFingerprint: null, fingerprintInput: null, providerKeyId: null,
-    costNanoUsd: 0, upstreamAccepted: false, upstreamModel: null, admission: undefined, sample: undefined, responseId: null,
+    costNanoUsd: 0, upstreamAccepted: false, upstreamModel: null, admission: undefined, sample: undefined, responseId: null, outputItemIds: [],
   };
 }
 
@@ -228,6 +230,7 @@ export function createProxy(deps: ProxyDeps) {
       const usage = target.adapter.readUsage(endpoint, answer);
       if (usage) ctx.usage = usage;
       ctx.responseId = target.adapter.readResponseId?.(endpoint, answer) ?? null;
+      ctx.outputItemIds = target.adapter.readOutputItemIds?.(endpoint, answer) ?? [];
       if (ctx.sample) ctx.sample.answer = buffer;
       return { status: 200, body: buffer, usage: ctx.usage };
     },
@@ -325,6 +328,7 @@ export function createProxy(deps: ProxyDeps) {
         ctx.upstreamMs = performance.now() - sentAt;
         ctx.usage = reader.usage();
         ctx.responseId = reader.responseId?.() ?? null;
+        ctx.outputItemIds = reader.outputItemIds?.() ?? [];
       }
       if (abort.signal.aborted) {
         ctx.outcome = 'client_aborted';

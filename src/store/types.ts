@@ -182,8 +182,9 @@ export interface AuditTrailRepository {
 }
 
 /**
- * Which tenant an object the provider stored (an OpenAI Responses answer) was relayed to, so a
- * later request may chain on it (`previous_response_id`) only from that tenant.
+ * Which tenant a provider object id (an OpenAI Responses answer `resp_…`, or one of its output
+ * items `msg_…`, `rs_…`, `fc_…`, …) was relayed to, so a later request may chain on it
+ * (`previous_response_id`) or replay it (an input item's `id`) only from that tenant.
  */
 export interface ResponseOwnerRecord {
   /** SHA-256 (hex) of the provider id and the object's id: the id itself is never stored. */
@@ -199,10 +200,12 @@ export interface ResponseOwnerRepository {
    */
   put(records: readonly ResponseOwnerRecord[]): Promise<void>;
   /**
-   * Whether the hash was recorded for this tenant at or after `since`. One query whatever the
-   * answer, so an id of another tenant costs what an unknown one does.
+   * Which of `responseHashes` were recorded for this tenant at or after `since`: one
+   * parameterised query for the whole list (a request's `previous_response_id` and its input
+   * items' ids), whatever the answer, so ids of another tenant cost what unknown ones do. An
+   * empty list reads nothing. The caller bounds the list (the request's item cap).
    */
-  isOwner(responseHash: string, tenantId: string, since: number): Promise<boolean>;
+  ownedOf(responseHashes: readonly string[], tenantId: string, since: number): Promise<ReadonlySet<string>>;
   /** Deletes records created before `before` (the retention job); returns how many. */
   deleteBefore(before: number): Promise<number>;
 }

@@ -44,6 +44,13 @@ const RESPONSES_TERMINAL_TYPE = /"type"\s*:\s*"response\.(?:completed|failed|inc
 const RESPONSES_CREATED_TYPE = /"type"\s*:\s*"response\.created"/;
 /** A provider object id worth recording: printable ASCII without spaces, bounded (`resp_…` in practice). */
 const RESPONSE_ID = /^[\x21-\x7e]{1,256}$/;
+const RESPONSES_ITEM_ADDED = 'response.output_item.added';
+const RESPONSES_ITEM_ADDED_TYPE = /"type"\s*:\s*"response\.output_item\.added"/;
+/**
+ * Most output item ids bound per answer. Real answers hold a handful (reasoning, a message, some
+ * tool calls); ids past this are not recorded, so replaying them is refused (fail closed).
+ */
+export const MAX_OUTPUT_ITEM_IDS = 1024;
 
 export function createOpenAiAdapter(): ProviderAdapter {
   return {
@@ -119,6 +126,13 @@ export function createOpenAiAdapter(): ProviderAdapter {
     readResponseId(endpoint: Endpoint, answer: unknown): string | undefined {
       // the answer is already parsed for its usage: the id is one more field of it, not a second parse
       return endpoint === 'responses' && isRecord(answer) ? storedResponseId(answer) : undefined;
+    },
+
+    readOutputItemIds(endpoint: Endpoint, answer: unknown): readonly string[] {
+      if (endpoint !== 'responses' || !isRecord(answer)) return [];
+      const ids = new Set<string>();
+      addOutputItemIds(ids, answer['output']);
+      return [...ids];
     },
 
     createStreamReader(request: NormalisedRequest): StreamUsageReader {
@@ -213,7 +227,9 @@ function createChatStreamReader(clientWantsUsage: boolean): StreamUsageReader {
  * Responses stream. Shortcut for the hot path: only the terminal events (`response.completed`,
  * `response.failed`, `response.incomplete`, recognised by their `event:` name, or by their data's
  * `type` when the event has no `response.*` name) are JSON-parsed; they carry the usage in
- * `response.usage` and end the stream. Every event is relayed.
+ * `response.usage` and end the stream. Besides them only `response.created` and the small
+ * `response.output_item.added` events are parsed, for the ids the gateway binds to the tenant.
+ * Every event is relayed.
  */
 function createResponsesStreamReader(): StreamUsageReader {
   let usage: Usage | undefined;
@@ -224,6 +240,11 @@ function createResponsesStreamReader(): StreamUsageReader {
   // the client leaves early is still bound to its tenant), else from the terminal event
   let responseId: string | undefined;
   let createdSeen = false;
+  // output item ids, from each `response.output_item.added` (small: the item before its content,
+  // and sent before any of it, so a stream left early still binds what it announced), and from
+  // the terminal event's `response.output`, which is parsed anyway; `.done` events, which carry
+  // the item's whole content, are never parsed for this
+  const itemIds = new Set<string>();
   return {
     accept(event: SseEvent): boolean {
       const name = event.event;
@@ -231,7 +252,8 @@ function createResponsesStreamReader(): StreamUsageReader {
         deltas += 1;
         return true;
       }
-      if (!createdSeen && (name !== undefined && name.startsWith('response.') ? name === 'response.created' : RESPONSES_CREATED_TYPE.test(event.data))) {
+      const named = name !== undefined && name.startsWith('response.');
+      if (!createdSeen && (named ? name === 'response.created' : RESPONSES_CREATED_TYPE.test(event.data))) {
         const parsed = parseJson(event.data);
         if (isRecord(parsed) && parsed['type'] === 'response.created') {
           createdSeen = true;
@@ -239,10 +261,15 @@ function createResponsesStreamReader(): StreamUsageReader {
           return true;
         }
       }
-      const candidate =
-        name !== undefined && name.startsWith('response.')
-          ? RESPONSES_TERMINAL.has(name)
-          : RESPONSES_TERMINAL_TYPE.test(event.data);
+      if (named ? name === RESPONSES_ITEM_ADDED : RESPONSES_ITEM_ADDED_TYPE.test(event.data)) {
+        const parsed = parseJson(event.data);
+        if (isRecord(parsed) && parsed['type'] === RESPONSES_ITEM_ADDED) {
+          const item = parsed['item'];
+          if (isRecord(item)) addOutputItemId(itemIds, item['id']);
+          return true;
+        }
+      }
+      const candidate = named ? RESPONSES_TERMINAL.has(name) : RESPONSES_TERMINAL_TYPE.test(event.data);
       if (!candidate) return true;
       const parsed = parseJson(event.data);
       if (!isRecord(parsed)) return true;
@@ -254,13 +281,35 @@ function createResponsesStreamReader(): StreamUsageReader {
         const read = responsesUsage(response['usage']);
         if (read !== undefined) usage = read;
         if (!createdSeen) responseId = storedResponseId(response);
+        addOutputItemIds(itemIds, response['output']);
       }
       return true;
     },
     usage: () => (usage ? { ...usage } : { inputTokens: 0, outputTokens: deltas }),
     finished: () => done,
     responseId: () => responseId,
+    outputItemIds: () => [...itemIds],
   };
+}
+
+/*
+ * Output item ids are bound whatever `store` says, unlike the response id: with `store: false`
+ * a client replays the items themselves (reasoning with `encrypted_content`, OpenAI's stateless
+ * pattern), and the schema requires a reasoning item's `id`; leaving them unbound would refuse
+ * that replay. The binding says only which tenant the id was relayed to, so it is as safe either way.
+ */
+
+/** Adds the `id` of each item of a Responses `output` array (up to the cap). */
+function addOutputItemIds(ids: Set<string>, output: unknown): void {
+  if (!Array.isArray(output)) return;
+  for (const item of output) {
+    if (ids.size >= MAX_OUTPUT_ITEM_IDS) return;
+    if (isRecord(item)) addOutputItemId(ids, item['id']);
+  }
+}
+
+function addOutputItemId(ids: Set<string>, id: unknown): void {
+  if (ids.size < MAX_OUTPUT_ITEM_IDS && typeof id === 'string' && RESPONSE_ID.test(id)) ids.add(id);
 }
 
 /**

@@ -540,8 +540,13 @@ export function openPostgresStore(url: string, options: PostgresStoreOptions = {
            ON CONFLICT (response_hash) DO UPDATE SET tenant_id = excluded.tenant_id, created_at = excluded.created_at`,
           [[...last.keys()], [...last.values()].map((v) => pgText(v.tenantId)), [...last.values()].map((v) => v.createdAt)]);
       },
-      async isOwner(responseHash, tenantId, since) {
-        return (await one('SELECT 1 AS one FROM response_owners WHERE response_hash = $1 AND tenant_id = $2 AND created_at >= $3', [responseHash, pgText(tenantId), since])) !== undefined;
+      async ownedOf(responseHashes, tenantId, since) {
+        if (responseHashes.length === 0) return new Set<string>();
+        // one array parameter for any count (no statement built from input, no 65 535-parameter limit)
+        const rows = await query<{ response_hash: string }>(
+          'SELECT response_hash FROM response_owners WHERE response_hash = ANY($1::text[]) AND tenant_id = $2 AND created_at >= $3',
+          [[...responseHashes], pgText(tenantId), since]);
+        return new Set(rows.map((r) => r.response_hash));
       },
       async deleteBefore(before) {
         return run('DELETE FROM response_owners WHERE created_at < $1', [before]);

@@ -133,7 +133,10 @@ export function openSqliteStore(url: string): Store {
     ownerPut: db.prepare(
       `INSERT INTO response_owners (response_hash, tenant_id, created_at) VALUES (?, ?, ?)
        ON CONFLICT (response_hash) DO UPDATE SET tenant_id = excluded.tenant_id, created_at = excluded.created_at`),
-    ownerIs: db.prepare<[string, string, number], { one: number }>('SELECT 1 AS one FROM response_owners WHERE response_hash = ? AND tenant_id = ? AND created_at >= ?'),
+    // the hashes travel as one JSON array parameter: one statement for any count, no SQL built from
+    // input and no host-parameter limit; each is then a primary-key lookup
+    ownerOf: db.prepare<[string, string, number], { response_hash: string }>(
+      'SELECT response_hash FROM response_owners WHERE response_hash IN (SELECT value FROM json_each(?)) AND tenant_id = ? AND created_at >= ?'),
     ownerPrune: db.prepare('DELETE FROM response_owners WHERE created_at < ?'),
     pkAll: db.prepare<[], ProviderKeyRow>('SELECT * FROM provider_keys ORDER BY provider, created_at, id'),
     pkActive: db.prepare<[], ProviderKeyRow>(`SELECT * FROM provider_keys WHERE state IN ('pending', 'current', 'previous')`),
@@ -536,8 +539,9 @@ export function openSqliteStore(url: string): Store {
           for (const r of records) q.ownerPut.run(r.responseHash, r.tenantId, r.createdAt);
         }).immediate();
       },
-      async isOwner(responseHash, tenantId, since) {
-        return q.ownerIs.get(responseHash, tenantId, since) !== undefined;
+      async ownedOf(responseHashes, tenantId, since) {
+        if (responseHashes.length === 0) return new Set<string>();
+        return new Set(q.ownerOf.all(JSON.stringify(responseHashes), tenantId, since).map((r) => r.response_hash));
       },
       async deleteBefore(before) {
         return q.ownerPrune.run(before).changes;
