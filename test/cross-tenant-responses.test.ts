@@ -11,7 +11,7 @@ import { startHarness, postJson, CONTRACT_POLICY, LogCapture, type Harness } fro
 import { parseSse, postRaw, usageRow, newRequestId } from './helpers/upstream-ledger.js';
 import { createGateway, type Gateway } from '../src/main.js';
 import { createResponseOwners, responseHash } from '../src/services/response-owners.js';
-import { createOpenAiAdapter } from '../src/providers/openai/adapter.js';
+import { createOpenAiAdapter, MAX_OUTPUT_ITEM_IDS } from '../src/providers/openai/adapter.js';
 import { GatewayError } from '../src/errors/index.js';
 import { createLogger } from '../src/log/logger.js';
 import { validateConfig } from '../src/config/validate.js';
@@ -199,22 +199,225 @@ describe('response ids are bound to the tenant they were relayed to', () => {
   });
 });
 
+describe('output item ids are bound to the tenant they were relayed to', () => {
+  // reasoning and a forced function call make the mock answer with `rs_…` and `fc_…` items, as OpenAI does
+  const ITEM_PARAMS = [...PARAMS, 'reasoning'];
+  const REASON = { reasoning: { effort: 'low' } };
+  const CALL = { ...REASON, tools: [{ type: 'function', name: 'lookup', parameters: { type: 'object', properties: {} } }], tool_choice: 'required' };
+  let h: Harness;
+  let beta: string;
+  /** Item ids of acme's answers: whole, and streamed. */
+  let whole: Ids;
+  let streamed: Ids;
+  let betaMsg: string;
+
+  interface Ids { rs: string; fc: string; msg: string }
+
+  /** The ids of a whole answer's output items, by type. */
+  function idsOf(json: Record<string, any>): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const item of json['output'] as Array<{ id: string; type: string }>) out[item.type] = item.id;
+    return out;
+  }
+
+  /** The ids a stream announced in its output_item.added events, by type. */
+  function streamedIdsOf(text: string): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const e of parseSse(text)) {
+      if (e.event !== 'response.output_item.added') continue;
+      const item = (JSON.parse(e.data) as { item: { id: string; type: string } }).item;
+      out[item.type] = item.id;
+    }
+    return out;
+  }
+
+  /** Replays earlier output items by id, as an SDK replays `response.output` (a user turn first). */
+  function replay(ids: Partial<Ids>, extra: Record<string, unknown> = {}): Record<string, unknown> {
+    const input: Array<Record<string, unknown>> = [{ role: 'user', content: 'look it up' }];
+    if (ids.rs !== undefined) input.push({ type: 'reasoning', id: ids.rs, summary: [] });
+    if (ids.fc !== undefined) {
+      input.push({ type: 'function_call', id: ids.fc, call_id: 'call_x', name: 'lookup', arguments: '{}', status: 'completed' });
+      input.push({ type: 'function_call_output', call_id: 'call_x', output: 'found' });
+    }
+    if (ids.msg !== undefined) input.push({ type: 'message', role: 'assistant', id: ids.msg, status: 'completed', content: [{ type: 'output_text', text: 'earlier', annotations: [] }] });
+    return { model: 'gpt-4o-mini', max_output_tokens: 16, input, ...extra };
+  }
+
+  /** Both answers acme gets: one with reasoning and a function call, one with reasoning and a message. */
+  async function acmeIds(stream: boolean): Promise<Ids> {
+    const read = async (extra: Record<string, unknown>) => {
+      const body = { ...FIRST, ...extra, ...(stream ? { stream: true } : {}) };
+      const res = await postRaw(`${h.url}/v1/responses`, h.key, body);
+      assert.equal(res.status, 200, res.text);
+      return stream ? streamedIdsOf(res.text) : idsOf(JSON.parse(res.text) as Record<string, any>);
+    };
+    const called = await read(CALL);
+    const answered = await read(REASON);
+    const ids = { rs: called['reasoning'] as string, fc: called['function_call'] as string, msg: answered['message'] as string };
+    assert.match(ids.rs, /^rs_/);
+    assert.match(ids.fc, /^fc_/);
+    assert.match(ids.msg, /^msg_/);
+    return ids;
+  }
+
+  /** Sends a request that must be refused as not owned, whole and streamed, and returns the whole answer. */
+  async function refused(key: string, body: Record<string, unknown>, param: string, ids: readonly string[]) {
+    const res = await postJson(`${h.url}/v1/responses`, key, body);
+    assert.equal(res.status, 400, res.text);
+    assert.equal(res.json['error']['code'], 'request_object_not_owned');
+    assert.equal(res.json['error']['type'], 'invalid_request_error');
+    assert.equal(res.json['error']['param'], param);
+    for (const id of ids) assert.ok(!res.text.includes(id), 'the id is not echoed');
+    const s = await postRaw(`${h.url}/v1/responses`, key, { ...body, stream: true });
+    assert.equal(s.status, 400, s.text);
+    const error = (JSON.parse(s.text) as { error: { code: string; param: string } }).error;
+    assert.equal(error.code, 'request_object_not_owned');
+    assert.equal(error.param, param);
+    return res;
+  }
+
+  before(async () => {
+    h = await startHarness({ policy: { params: ITEM_PARAMS, tools: true } });
+    beta = (await h.tenantKey('beta')).key;
+    whole = await acmeIds(false);
+    streamed = await acmeIds(true);
+    assert.notEqual(streamed.rs, whole.rs);
+    const b = await postJson(`${h.url}/v1/responses`, beta, FIRST);
+    assert.equal(b.status, 200, b.text);
+    betaMsg = idsOf(b.json)['message'] as string;
+  });
+
+  after(async () => {
+    await h?.close();
+  });
+
+  it('lets a tenant replay its own reasoning, function-call and message items by id, passed on unchanged', async () => {
+    for (const ids of [whole, streamed]) {
+      const res = await postJson(`${h.url}/v1/responses`, h.key, replay(ids));
+      assert.equal(res.status, 200, res.text);
+      const sent = h.mock.received.at(-1)?.body as { input: Array<{ id?: string }> };
+      assert.deepEqual(sent.input.map((i) => i.id).filter((id) => id !== undefined), [ids.rs, ids.fc, ids.msg]);
+    }
+  });
+
+  it('lets a tenant replay its own items in a streamed request, with its previous_response_id', async () => {
+    for (const ids of [whole, streamed]) {
+      const res = await postRaw(`${h.url}/v1/responses`, h.key, replay(ids, { stream: true }));
+      assert.equal(res.status, 200, res.text);
+      assert.ok(parseSse(res.text).some((e) => e.event === 'response.completed'), 'the stream completes');
+    }
+    // the response id and the item ids of one answer, in one request
+    const first = await postJson(`${h.url}/v1/responses`, h.key, { ...FIRST, ...CALL });
+    const ids = idsOf(first.json);
+    const res = await postJson(`${h.url}/v1/responses`, h.key, replay({ rs: ids['reasoning'] as string, fc: ids['function_call'] as string }, { previous_response_id: first.json['id'] }));
+    assert.equal(res.status, 200, res.text);
+  });
+
+  it('refuses another tenant\'s item ids with request_object_not_owned naming the item, without calling the provider', async () => {
+    const received = h.mock.received.length;
+    for (const ids of [whole, streamed]) {
+      await refused(beta, replay({ rs: ids.rs }), 'input[1].id', [ids.rs]);
+      await refused(beta, replay({ fc: ids.fc }), 'input[1].id', [ids.fc]);
+      await refused(beta, replay({ msg: ids.msg }), 'input[1].id', [ids.msg]);
+      // items are checked in order: a foreign one after the caller's own is named at its place
+      await refused(h.key, replay({ ...ids, msg: betaMsg }), 'input[4].id', [betaMsg]);
+    }
+    assert.equal(h.mock.received.length, received, 'no refused request reached the provider');
+  });
+
+  it('answers a foreign item id, an unknown one and an empty one identically', async () => {
+    const foreign = await refused(beta, replay({ rs: whole.rs }), 'input[1].id', [whole.rs]);
+    const unknown = await refused(beta, replay({ rs: 'rs_doesnotexist00000000000000000000000000000000000000' }), 'input[1].id', []);
+    const empty = await refused(beta, replay({ rs: '' }), 'input[1].id', []);
+    // the owner gets the same answer for an id nobody was given
+    const own = await refused(h.key, replay({ rs: 'rs_doesnotexist00000000000000000000000000000000000000' }), 'input[1].id', []);
+    for (const other of [unknown, empty, own]) {
+      assert.equal(other.status, foreign.status);
+      assert.deepEqual(other.json, foreign.json);
+      assert.equal(other.headers.get('content-length'), foreign.headers.get('content-length'));
+    }
+  });
+
+  it('records the refusal like any other, with no tokens', async () => {
+    const requestId = newRequestId('bola-item');
+    const res = await postJson(`${h.url}/v1/responses`, beta, replay({ rs: whole.rs }), { 'x-request-id': requestId });
+    assert.equal(res.status, 400);
+    const row = await usageRow(h, requestId);
+    assert.equal(row.errorCode, 'request_object_not_owned');
+    assert.equal(row.outcome, 'refused');
+    assert.equal(row.inputTokens + row.outputTokens, 0);
+  });
+
+  it('lets items without an id through as before', async () => {
+    const res = await postJson(`${h.url}/v1/responses`, beta, {
+      model: 'gpt-4o-mini',
+      max_output_tokens: 16,
+      input: [
+        { role: 'user', content: 'hi' },
+        { type: 'message', role: 'assistant', content: [{ type: 'output_text', text: 'hello', annotations: [] }] },
+        { type: 'function_call', call_id: 'call_y', name: 'lookup', arguments: '{}' },
+        { type: 'function_call_output', call_id: 'call_y', output: 'found', id: null },
+      ],
+    });
+    assert.equal(res.status, 200, res.text);
+  });
+
+  it('binds the items of a store: false answer (replayed statelessly), though not its response id', async () => {
+    const first = await postJson(`${h.url}/v1/responses`, h.key, { ...FIRST, ...REASON, store: false });
+    assert.equal(first.status, 200, first.text);
+    assert.equal(first.json['store'], false);
+    const rs = idsOf(first.json)['reasoning'] as string;
+    const res = await postJson(`${h.url}/v1/responses`, h.key, replay({ rs }, { store: false }));
+    assert.equal(res.status, 200, res.text);
+    await refused(beta, replay({ rs }, { store: false }), 'input[1].id', [rs]);
+    await refused(h.key, chain(first.json['id']), 'previous_response_id', [first.json['id'] as string]);
+  });
+
+  it('still honours the tenant\'s item ids after a restart on the same store, and still refuses others', async () => {
+    await h.gateway.close();
+    let restarted: Gateway | undefined;
+    try {
+      restarted = await createGateway(h.config, { logDestination: new LogCapture(), flushIntervalMs: 20 });
+      const { publicUrl } = await restarted.listen();
+      const received = h.mock.received.length;
+      for (const ids of [whole, streamed]) {
+        const own = await postJson(`${publicUrl}/v1/responses`, h.key, replay(ids));
+        assert.equal(own.status, 200, own.text);
+        for (const id of [ids.rs, ids.fc, ids.msg]) {
+          const foreign = await postJson(`${publicUrl}/v1/responses`, beta, id === ids.fc ? replay({ fc: id }) : id === ids.rs ? replay({ rs: id }) : replay({ msg: id }));
+          assert.equal(foreign.status, 400);
+          assert.equal(foreign.json['error']['code'], 'request_object_not_owned');
+          assert.equal(foreign.json['error']['param'], 'input[1].id');
+        }
+      }
+      assert.equal(h.mock.received.length, received + 2, 'only the owner\'s two replays reached the provider');
+    } finally {
+      await restarted?.close();
+    }
+  });
+});
+
 describe('the response-ownership stage', () => {
   const logger = createLogger({ level: 'silent', destination: new LogCapture() });
 
   /** An in-memory repository, as a store shared by replicas would be. */
-  function memoryRepo(): ResponseOwnerRepository & { reads: number; rows: Map<string, ResponseOwnerRecord> } {
+  function memoryRepo(): ResponseOwnerRepository & { reads: number; asked: number[]; rows: Map<string, ResponseOwnerRecord> } {
     const rows = new Map<string, ResponseOwnerRecord>();
     const repo = {
       rows,
       reads: 0,
+      /** How many hashes each read asked for. */
+      asked: [] as number[],
       async put(records: readonly ResponseOwnerRecord[]) {
         for (const r of records) rows.set(r.responseHash, r);
       },
-      async isOwner(hash: string, tenantId: string, since: number) {
+      async ownedOf(hashes: readonly string[], tenantId: string, since: number) {
         repo.reads += 1;
-        const r = rows.get(hash);
-        return r !== undefined && r.tenantId === tenantId && r.createdAt >= since;
+        repo.asked.push(hashes.length);
+        return new Set(hashes.filter((hash) => {
+          const r = rows.get(hash);
+          return r !== undefined && r.tenantId === tenantId && r.createdAt >= since;
+        }));
       },
       async deleteBefore(before: number) {
         let n = 0;
@@ -306,7 +509,7 @@ describe('the response-ownership stage', () => {
 
   it('fails closed when the store cannot be read', async () => {
     const repo = memoryRepo();
-    repo.isOwner = async () => {
+    repo.ownedOf = async () => {
       throw new Error('store down');
     };
     const owners = createResponseOwners({ repo, logger, retentionMs: 86_400_000 });
@@ -333,6 +536,157 @@ describe('the response-ownership stage', () => {
       down = false;
       await owners.flush();
       assert.equal(repo.rows.get(responseHash('openai', 'resp_5'))?.tenantId, 't_a');
+    } finally {
+      await owners.close();
+    }
+  });
+
+  /** A Responses body replaying items with these ids (reasoning, assistant message, function call), in that order after a user turn. */
+  function replay(ids: { rs?: string; msg?: string; fc?: string }, extra: Record<string, unknown> = {}): Record<string, unknown> {
+    const input: Array<Record<string, unknown>> = [{ role: 'user', content: 'hi' }];
+    if (ids.rs !== undefined) input.push({ type: 'reasoning', id: ids.rs, summary: [] });
+    if (ids.msg !== undefined) input.push({ type: 'message', role: 'assistant', id: ids.msg, content: [{ type: 'output_text', text: 'x', annotations: [] }] });
+    if (ids.fc !== undefined) input.push({ type: 'function_call', id: ids.fc, call_id: 'call_1', name: 'f', arguments: '{}' });
+    return { model: 'm', input, ...extra };
+  }
+
+  it('costs nothing for input items without ids: no promise, no store read', async () => {
+    const repo = memoryRepo();
+    const owners = createResponseOwners({ repo, logger, retentionMs: 86_400_000 });
+    try {
+      const body = {
+        model: 'm',
+        input: [
+          { role: 'user', content: 'hi' },
+          { role: 'assistant', content: 'hello' },
+          { type: 'function_call', call_id: 'call_1', name: 'f', arguments: '{}' },
+          { type: 'function_call_output', call_id: 'call_1', output: 'r', id: null },
+        ],
+      };
+      assert.equal(owners.check('t_a', input(body)), undefined);
+      // chat messages are not Responses items, whatever they hold
+      assert.equal(owners.check('t_a', input({ model: 'm', messages: [{ role: 'assistant', id: 'msg_1', content: 'x' }], input: [{ id: 'rs_1' }] }, 'chat')), undefined);
+      assert.equal(repo.reads, 0);
+    } finally {
+      await owners.close();
+    }
+  });
+
+  it('binds an answer\'s output item ids with its response id, and finds them all in memory at once', async () => {
+    const repo = memoryRepo();
+    const owners = createResponseOwners({ repo, logger, retentionMs: 86_400_000 });
+    try {
+      owners.remember({ principal: { tenantId: 't_a' }, provider: 'openai', responseId: 'resp_i1', outputItemIds: ['rs_i1', 'msg_i1', 'fc_i1'] });
+      await owners.check('t_a', input(replay({ rs: 'rs_i1', msg: 'msg_i1', fc: 'fc_i1' }, { previous_response_id: 'resp_i1' })));
+      assert.equal(repo.reads, 0, 'answered from memory');
+      await owners.flush();
+      for (const id of ['resp_i1', 'rs_i1', 'msg_i1', 'fc_i1']) assert.equal(repo.rows.get(responseHash('openai', id))?.tenantId, 't_a', id);
+    } finally {
+      await owners.close();
+    }
+  });
+
+  it('binds output item ids of an answer that has no response id to bind (store: false)', async () => {
+    const repo = memoryRepo();
+    const owners = createResponseOwners({ repo, logger, retentionMs: 86_400_000 });
+    try {
+      owners.remember({ principal: { tenantId: 't_a' }, provider: 'openai', responseId: null, outputItemIds: ['rs_unstored'] });
+      await owners.flush();
+      assert.equal(repo.rows.size, 1);
+      assert.equal(repo.rows.get(responseHash('openai', 'rs_unstored'))?.tenantId, 't_a');
+      // nothing at all for an answer without a tenant or a provider
+      owners.remember({ principal: undefined, provider: 'openai', responseId: 'resp_x', outputItemIds: ['rs_x'] });
+      owners.remember({ principal: { tenantId: 't_a' }, provider: null, responseId: 'resp_y', outputItemIds: ['rs_y'] });
+      await owners.flush();
+      assert.equal(repo.rows.size, 1);
+    } finally {
+      await owners.close();
+    }
+  });
+
+  it('reads every id a request names from the store in one query, and re-reads only what is missing', async () => {
+    const repo = memoryRepo();
+    const writer = createResponseOwners({ repo, logger, retentionMs: 86_400_000 });
+    // a fresh replica: nothing in its memory, everything comes from the store
+    const reader = createResponseOwners({ repo, logger, retentionMs: 86_400_000, missRecheckMs: 1 });
+    try {
+      const many = Array.from({ length: 200 }, (_, i) => `rs_many${i}`);
+      writer.remember({ principal: { tenantId: 't_a' }, provider: 'openai', responseId: 'resp_many', outputItemIds: many });
+      await writer.flush();
+      const body = { model: 'm', previous_response_id: 'resp_many', input: many.map((id) => ({ type: 'reasoning', id, summary: [] })) };
+      await reader.check('t_a', input(body));
+      assert.deepEqual(repo.asked, [201], 'one query for the response id and all 200 item ids');
+      // one foreign id among them: the first read asks for all, the re-read only for the missing one
+      repo.asked.length = 0;
+      writer.remember({ principal: { tenantId: 't_b' }, provider: 'openai', responseId: null, outputItemIds: ['rs_other'] });
+      await writer.flush();
+      const mixed = { ...body, input: [...body.input, { type: 'reasoning', id: 'rs_other', summary: [] }] };
+      await assert.rejects(reader.check('t_a', input(mixed)) as Promise<void>, (err: unknown) =>
+        err instanceof GatewayError && err.code === 'request_object_not_owned' && err.param === 'input[200].id');
+      assert.deepEqual(repo.asked, [202, 1]);
+      // the same id twice is asked for once
+      repo.asked.length = 0;
+      await reader.check('t_a', input(replay({ rs: 'rs_many0', msg: 'rs_many0' })));
+      assert.deepEqual(repo.asked, [1]);
+    } finally {
+      await writer.close();
+      await reader.close();
+    }
+  });
+
+  it('refuses a foreign, unknown or expired item id with one error naming the item, never the id', async () => {
+    let clock = 1_000_000_000;
+    const repo = memoryRepo();
+    const owners = createResponseOwners({ repo, logger, retentionMs: 60_000, missRecheckMs: 1, now: () => clock });
+    try {
+      owners.remember({ principal: { tenantId: 't_a' }, provider: 'openai', responseId: 'resp_j', outputItemIds: ['rs_j', 'msg_j', 'fc_j'] });
+      owners.remember({ principal: { tenantId: 't_b' }, provider: 'openai', responseId: 'resp_k', outputItemIds: ['rs_k'] });
+      await owners.flush();
+      const refusal = async (tenant: string, body: Record<string, unknown>, target = 'openai'): Promise<GatewayError> => {
+        let caught: GatewayError | undefined;
+        await assert.rejects(owners.check(tenant, { target: { id: target }, request: { endpoint: 'responses', body } }) as Promise<void>, (err: unknown) => {
+          assert.ok(err instanceof GatewayError);
+          caught = err;
+          return true;
+        });
+        return caught as GatewayError;
+      };
+      const foreign = await refusal('t_b', replay({ rs: 'rs_j' }));
+      const unknown = await refusal('t_b', replay({ rs: 'rs_nobody' }));
+      const empty = await refusal('t_b', replay({ rs: '' }));
+      // the same id relayed by another provider is another object
+      const otherProvider = await refusal('t_a', replay({ rs: 'rs_j' }), 'other');
+      for (const err of [foreign, unknown, empty, otherProvider]) {
+        assert.equal(err.code, 'request_object_not_owned');
+        assert.equal(err.status, 400);
+        assert.equal(err.param, 'input[1].id');
+        assert.equal(err.message, foreign.message);
+        assert.ok(!err.message.includes('rs_'), 'the id is not named');
+      }
+      // the param names the first item, in order, that is not the tenant's own
+      assert.equal((await refusal('t_a', replay({ rs: 'rs_j', msg: 'msg_j', fc: 'rs_k' }))).param, 'input[3].id');
+      assert.equal((await refusal('t_a', replay({ rs: 'rs_k', msg: 'msg_nobody' }))).param, 'input[1].id');
+      // a foreign previous_response_id is named before any item
+      assert.equal((await refusal('t_a', replay({ rs: 'rs_k' }, { previous_response_id: 'resp_k' }))).param, 'previous_response_id');
+      assert.equal((await refusal('t_a', replay({ rs: 'rs_k' }, { previous_response_id: 'resp_j' }))).param, 'input[1].id');
+      // the owner's own ids pass; once expired, they are refused like the others
+      await owners.check('t_a', input(replay({ rs: 'rs_j', msg: 'msg_j', fc: 'fc_j' })));
+      clock += 60_001;
+      assert.equal((await refusal('t_a', replay({ rs: 'rs_j' }))).param, 'input[1].id');
+    } finally {
+      await owners.close();
+    }
+  });
+
+  it('fails closed when the store cannot be read for input item ids', async () => {
+    const repo = memoryRepo();
+    repo.ownedOf = async () => {
+      throw new Error('store down');
+    };
+    const owners = createResponseOwners({ repo, logger, retentionMs: 86_400_000 });
+    try {
+      await assert.rejects(owners.check('t_a', input(replay({ rs: 'rs_down' }))) as Promise<void>, (err: unknown) =>
+        err instanceof GatewayError && err.code === 'service_unavailable');
     } finally {
       await owners.close();
     }
@@ -373,6 +727,59 @@ describe('the OpenAI adapter reads the stored response id', () => {
     unstored.accept(event('response.created', { response: { id: 'resp_s3', store: false } }));
     unstored.accept(event('response.completed', { response: { id: 'resp_s3', store: false } }));
     assert.equal(unstored.responseId?.(), undefined);
+  });
+});
+
+describe('the OpenAI adapter reads the output item ids', () => {
+  const adapter = createOpenAiAdapter();
+  const request = { endpoint: 'responses', publicModel: 'm', upstreamModel: 'm', body: {}, stream: true, maxOutputTokens: 16, maxTokensField: 'max_output_tokens', clientWantsStreamUsage: false } as NormalisedRequest;
+  const event = (type: string, data: Record<string, unknown>, named = true) => {
+    const json = JSON.stringify({ type, ...data });
+    return { event: named ? type : undefined, data: json, raw: `event: ${type}\ndata: ${json}\n\n` };
+  };
+
+  it('from a whole Responses answer\'s output, stored or not, skipping what does not look like an id', () => {
+    const output = [
+      { id: 'rs_w1', type: 'reasoning', summary: [] },
+      { id: 'fc_w1', type: 'function_call', call_id: 'call_1', name: 'f', arguments: '{}' },
+      { id: 'msg_w1', type: 'message', role: 'assistant', content: [] },
+      { id: 'msg_w1', type: 'message', role: 'assistant', content: [] },
+      { id: 'has space', type: 'message' }, { id: 42 }, { type: 'message' }, 'not an item', null,
+    ];
+    assert.deepEqual(adapter.readOutputItemIds?.('responses', { id: 'resp_w', output }), ['rs_w1', 'fc_w1', 'msg_w1']);
+    // with store: false the response id is not bound, but its items are (they are replayed by id)
+    assert.deepEqual(adapter.readOutputItemIds?.('responses', { id: 'resp_w', store: false, output: output.slice(0, 1) }), ['rs_w1']);
+    assert.deepEqual(adapter.readOutputItemIds?.('responses', { id: 'resp_w', output: 'x' }), []);
+    assert.deepEqual(adapter.readOutputItemIds?.('chat', { id: 'chatcmpl_w', output }), []);
+  });
+
+  it('caps the ids bound per answer', () => {
+    const output = Array.from({ length: MAX_OUTPUT_ITEM_IDS + 10 }, (_, i) => ({ id: `fc_cap${i}`, type: 'function_call' }));
+    const ids = adapter.readOutputItemIds?.('responses', { output }) ?? [];
+    assert.equal(ids.length, MAX_OUTPUT_ITEM_IDS);
+    assert.equal(ids.at(-1), `fc_cap${MAX_OUTPUT_ITEM_IDS - 1}`);
+  });
+
+  it('from a stream\'s output_item.added events, named or not, and its terminal event\'s output', () => {
+    const reader = adapter.createStreamReader(request);
+    reader.accept(event('response.created', { response: { id: 'resp_s', store: false, output: [] } }));
+    reader.accept(event('response.output_item.added', { output_index: 0, item: { id: 'rs_s1', type: 'reasoning', summary: [] } }));
+    reader.accept(event('response.output_item.added', { output_index: 1, item: { id: 'fc_s1', type: 'function_call', arguments: '' } }, false));
+    reader.accept(event('response.function_call_arguments.delta', { item_id: 'fc_s9', delta: '{}' }));
+    // a client that leaves now has still been sent these two
+    assert.deepEqual(reader.outputItemIds?.(), ['rs_s1', 'fc_s1']);
+    reader.accept(event('response.output_item.done', { output_index: 1, item: { id: 'fc_s1', type: 'function_call', arguments: '{}' } }));
+    reader.accept(event('response.completed', { response: { id: 'resp_s', store: false, output: [{ id: 'rs_s1' }, { id: 'fc_s1' }, { id: 'msg_s1' }], usage: { input_tokens: 1, output_tokens: 1 } } }));
+    assert.deepEqual(reader.outputItemIds?.(), ['rs_s1', 'fc_s1', 'msg_s1']);
+    assert.equal(reader.responseId?.(), undefined, 'the response id of a store: false stream is not bound');
+    assert.equal(reader.finished(), true);
+  });
+
+  it('does not take an id from text that only mentions an output_item.added event', () => {
+    const reader = adapter.createStreamReader(request);
+    const sneaky = JSON.stringify({ type: 'response.output_text.delta', delta: '"type":"response.output_item.added","item":{"id":"rs_fake"}' });
+    reader.accept({ event: undefined, data: sneaky, raw: `data: ${sneaky}\n\n` });
+    assert.deepEqual(reader.outputItemIds?.(), []);
   });
 });
 

@@ -29,6 +29,13 @@ interface Fixture {
   dispose(): Promise<void>;
 }
 
+/** Whether the store holds `hash` for the tenant, through the batch read with a list of one. */
+async function owns(store: Store, hash: string, tenantId: string, since: number): Promise<boolean> {
+  const owned = await store.responseOwners.ownedOf([hash], tenantId, since);
+  assert.ok(owned.size <= 1, 'only hashes that were asked for come back');
+  return owned.has(hash);
+}
+
 function contract(name: string, fixture: () => Promise<Fixture>, opts: { skip?: string } = {}): void {
   describe(`Store contract (response owners): ${name}`, opts.skip ? { skip: opts.skip } : {}, () => {
     async function withStore(fn: (store: Store, f: Fixture) => Promise<void>): Promise<void> {
@@ -45,11 +52,11 @@ function contract(name: string, fixture: () => Promise<Fixture>, opts: { skip?: 
         const now = Date.now();
         const a1 = responseHash('openai', 'resp_a1');
         await store.responseOwners.put([{ responseHash: a1, tenantId: 't_a', createdAt: now }]);
-        assert.equal(await store.responseOwners.isOwner(a1, 't_a', now - DAY), true);
-        assert.equal(await store.responseOwners.isOwner(a1, 't_b', now - DAY), false);
-        assert.equal(await store.responseOwners.isOwner(responseHash('openai', 'resp_unknown'), 't_a', now - DAY), false);
+        assert.equal(await owns(store, a1, 't_a', now - DAY), true);
+        assert.equal(await owns(store, a1, 't_b', now - DAY), false);
+        assert.equal(await owns(store, responseHash('openai', 'resp_unknown'), 't_a', now - DAY), false);
         // the same id from another provider is another object
-        assert.equal(await store.responseOwners.isOwner(responseHash('other', 'resp_a1'), 't_a', now - DAY), false);
+        assert.equal(await owns(store, responseHash('other', 'resp_a1'), 't_a', now - DAY), false);
       }));
 
     it('treats a record older than `since` as gone', () =>
@@ -57,8 +64,8 @@ function contract(name: string, fixture: () => Promise<Fixture>, opts: { skip?: 
         const now = Date.now();
         const old = responseHash('openai', 'resp_old');
         await store.responseOwners.put([{ responseHash: old, tenantId: 't_a', createdAt: now - 31 * DAY }]);
-        assert.equal(await store.responseOwners.isOwner(old, 't_a', now - 30 * DAY), false);
-        assert.equal(await store.responseOwners.isOwner(old, 't_a', now - 32 * DAY), true);
+        assert.equal(await owns(store, old, 't_a', now - 30 * DAY), false);
+        assert.equal(await owns(store, old, 't_a', now - 32 * DAY), true);
       }));
 
     it('lets a later record of the same id replace the earlier one, within a batch and across batches', () =>
@@ -69,11 +76,11 @@ function contract(name: string, fixture: () => Promise<Fixture>, opts: { skip?: 
           { responseHash: h, tenantId: 't_a', createdAt: now - 2 },
           { responseHash: h, tenantId: 't_b', createdAt: now - 1 },
         ]);
-        assert.equal(await store.responseOwners.isOwner(h, 't_b', now - DAY), true);
-        assert.equal(await store.responseOwners.isOwner(h, 't_a', now - DAY), false);
+        assert.equal(await owns(store, h, 't_b', now - DAY), true);
+        assert.equal(await owns(store, h, 't_a', now - DAY), false);
         await store.responseOwners.put([{ responseHash: h, tenantId: 't_a', createdAt: now }]);
-        assert.equal(await store.responseOwners.isOwner(h, 't_a', now - DAY), true);
-        assert.equal(await store.responseOwners.isOwner(h, 't_b', now - DAY), false);
+        assert.equal(await owns(store, h, 't_a', now - DAY), true);
+        assert.equal(await owns(store, h, 't_b', now - DAY), false);
       }));
 
     it('writes a large batch in one call and takes an empty one', () =>
@@ -82,9 +89,9 @@ function contract(name: string, fixture: () => Promise<Fixture>, opts: { skip?: 
         await store.responseOwners.put([]);
         const records = Array.from({ length: 1500 }, (_, i) => ({ responseHash: responseHash('openai', `resp_${i}`), tenantId: i % 2 === 0 ? 't_a' : 't_b', createdAt: now }));
         await store.responseOwners.put(records);
-        assert.equal(await store.responseOwners.isOwner(responseHash('openai', 'resp_1498'), 't_a', now - DAY), true);
-        assert.equal(await store.responseOwners.isOwner(responseHash('openai', 'resp_1499'), 't_b', now - DAY), true);
-        assert.equal(await store.responseOwners.isOwner(responseHash('openai', 'resp_1499'), 't_a', now - DAY), false);
+        assert.equal(await owns(store, responseHash('openai', 'resp_1498'), 't_a', now - DAY), true);
+        assert.equal(await owns(store, responseHash('openai', 'resp_1499'), 't_b', now - DAY), true);
+        assert.equal(await owns(store, responseHash('openai', 'resp_1499'), 't_a', now - DAY), false);
       }));
 
     it('deletes only the records created before the cut-off, and says how many', () =>
@@ -101,9 +108,43 @@ function contract(name: string, fixture: () => Promise<Fixture>, opts: { skip?: 
         assert.equal(await store.responseOwners.deleteBefore(now - 30 * DAY), 2);
         assert.equal(await store.responseOwners.deleteBefore(now - 30 * DAY), 0);
         // gone even for a reader that would still accept its age
-        assert.equal(await store.responseOwners.isOwner(old1, 't_a', 0), false);
-        assert.equal(await store.responseOwners.isOwner(old2, 't_b', 0), false);
-        assert.equal(await store.responseOwners.isOwner(fresh, 't_a', now - 30 * DAY), true);
+        assert.equal(await owns(store, old1, 't_a', 0), false);
+        assert.equal(await owns(store, old2, 't_b', 0), false);
+        assert.equal(await owns(store, fresh, 't_a', now - 30 * DAY), true);
+      }));
+
+    it('answers a list of hashes in one call with exactly those recorded for the tenant within `since`', () =>
+      withStore(async (store) => {
+        const now = Date.now();
+        const own = ['resp_own', 'rs_own', 'msg_own', 'fc_own'].map((id) => responseHash('openai', id));
+        const foreign = responseHash('openai', 'rs_foreign');
+        const expired = responseHash('openai', 'rs_expired');
+        const unknown = responseHash('openai', 'rs_unknown');
+        await store.responseOwners.put([
+          ...own.map((h) => ({ responseHash: h, tenantId: 't_a', createdAt: now })),
+          { responseHash: foreign, tenantId: 't_b', createdAt: now },
+          { responseHash: expired, tenantId: 't_a', createdAt: now - 31 * DAY },
+        ]);
+        const asked = [foreign, ...own, unknown, expired, own[0] as string];
+        const owned = await store.responseOwners.ownedOf(asked, 't_a', now - 30 * DAY);
+        assert.deepEqual([...owned].sort(), [...own].sort());
+        // and the other tenant sees only its own
+        assert.deepEqual([...await store.responseOwners.ownedOf(asked, 't_b', now - 30 * DAY)], [foreign]);
+        // an empty list is an empty answer
+        assert.equal((await store.responseOwners.ownedOf([], 't_a', 0)).size, 0);
+        // a tenant id or hash shaped like SQL is only a value (the list is one bound parameter)
+        assert.equal((await store.responseOwners.ownedOf(["x') OR 1=1 --", ...own], "t_a' OR '1'='1", 0)).size, 0);
+      }));
+
+    it('answers a list longer than any statement parameter limit (70 000 hashes) in one call', () =>
+      withStore(async (store) => {
+        const now = Date.now();
+        const hashes = Array.from({ length: 70_000 }, (_, i) => responseHash('openai', `rs_many_${i}`));
+        await store.responseOwners.put(hashes.filter((_, i) => i % 7 === 0).map((h) => ({ responseHash: h, tenantId: 't_a', createdAt: now })));
+        const owned = await store.responseOwners.ownedOf(hashes, 't_a', now - DAY);
+        assert.equal(owned.size, 10_000);
+        assert.ok(owned.has(hashes[69_993] as string));
+        assert.ok(!owned.has(hashes[69_999] as string));
       }));
 
     it('shows a record written by one store to another on the same database (another replica)', () =>
@@ -112,8 +153,9 @@ function contract(name: string, fixture: () => Promise<Fixture>, opts: { skip?: 
         const now = Date.now();
         const h = responseHash('openai', 'resp_shared');
         await store.responseOwners.put([{ responseHash: h, tenantId: 't_a', createdAt: now }]);
-        assert.equal(await other.responseOwners.isOwner(h, 't_a', now - DAY), true);
-        assert.equal(await other.responseOwners.isOwner(h, 't_b', now - DAY), false);
+        assert.equal(await owns(other, h, 't_a', now - DAY), true);
+        assert.equal(await owns(other, h, 't_b', now - DAY), false);
+        assert.deepEqual([...await other.responseOwners.ownedOf([h, responseHash('openai', 'rs_elsewhere')], 't_a', now - DAY)], [h]);
       }));
   });
 }

@@ -172,6 +172,29 @@ interface ResponseParts {
   now: number;
   model: string;
   maxOutputTokens: number | null;
+  /** As the real API echoes it: false only when the request said `store: false`. */
+  store: boolean;
+}
+
+/**
+ * The function the request forces (`tool_choice` "required", or one named function tool), if
+ * any: then the answer is a call to it, as the real model's would be. With "auto" the mock
+ * always answers in text, so requests that merely offer tools keep their text reply.
+ */
+function forcedFunction(body: Record<string, unknown>): string | undefined {
+  const tools = body['tools'];
+  if (!Array.isArray(tools)) return undefined;
+  const names = tools.filter((t) => isRecord(t) && t['type'] === 'function' && typeof t['name'] === 'string').map((t) => (t as { name: string }).name);
+  const choice = body['tool_choice'];
+  if (choice === 'required') return names[0];
+  if (isRecord(choice) && choice['type'] === 'function' && typeof choice['name'] === 'string' && names.includes(choice['name'])) return choice['name'];
+  return undefined;
+}
+
+/** Whether the request asks a reasoning model to reason (`reasoning.effort` set): then the answer starts with a reasoning item. */
+function wantsReasoning(body: Record<string, unknown>): boolean {
+  const reasoning = body['reasoning'];
+  return isRecord(reasoning) && typeof reasoning['effort'] === 'string' && reasoning['effort'] !== 'none';
 }
 
 function responseObject(p: ResponseParts, status: string, output: unknown[], usage: unknown, plan: ReplyPlan | null): Record<string, unknown> {
@@ -193,7 +216,7 @@ function responseObject(p: ResponseParts, status: string, output: unknown[], usa
     previous_response_id: null,
     reasoning: { effort: null, summary: null },
     service_tier: 'default',
-    store: true,
+    store: p.store,
     temperature: 1,
     text: { format: { type: 'text' }, verbosity: 'medium' },
     tool_choice: 'auto',
@@ -220,17 +243,25 @@ function responsesAnswer({ body, scan, faults, seq, now }: AnswerInput): MockAns
     output_tokens_details: { reasoning_tokens: 0 },
     total_tokens: inTokens + plan.words,
   };
-  const parts: ResponseParts = { id: 'resp_mock' + seq, now, model, maxOutputTokens: typeof cap === 'number' ? cap : null };
+  const parts: ResponseParts = { id: 'resp_mock' + seq, now, model, maxOutputTokens: typeof cap === 'number' ? cap : null, store: body['store'] !== false };
   // as the real API: a reply cut by max_output_tokens is `incomplete`, and its stream ends with
   // `response.incomplete` instead of `response.completed`
   const finalStatus = plan.capped ? 'incomplete' : 'completed';
+  // output items carry ids in the real shapes: `rs_…` reasoning, then `fc_…` a forced function
+  // call or `msg_…` the text reply (ids a later request may replay in its `input`)
+  const reasoningItem = wantsReasoning(body) ? { id: 'rs_mock' + seq, type: 'reasoning', summary: [] } : undefined;
+  const fn = forcedFunction(body);
+  const callArguments = '{}';
+  const callStarted = fn === undefined ? undefined : { id: 'fc_mock' + seq, type: 'function_call', status: 'in_progress', arguments: '', call_id: 'call_mock' + seq, name: fn };
+  const callDone = callStarted === undefined ? undefined : { ...callStarted, status: 'completed', arguments: callArguments };
   const itemId = 'msg_mock' + seq;
   const text = replyText(plan.words);
   const donePart = { type: 'output_text', annotations: [], logprobs: [], text };
-  const doneItem = { id: itemId, type: 'message', status: finalStatus, content: [donePart], role: 'assistant' };
+  const doneItem = callDone ?? { id: itemId, type: 'message', status: finalStatus, content: [donePart], role: 'assistant' };
+  const output = reasoningItem === undefined ? [doneItem] : [reasoningItem, doneItem];
 
   if (body['stream'] !== true) {
-    return jsonAnswer(200, responseObject(parts, finalStatus, [doneItem], usage, plan));
+    return jsonAnswer(200, responseObject(parts, finalStatus, output, usage, plan));
   }
 
   const frames: string[] = [];
@@ -241,14 +272,26 @@ function responsesAnswer({ body, scan, faults, seq, now }: AnswerInput): MockAns
   const started = responseObject(parts, 'in_progress', [], null, null);
   emit('response.created', { response: started });
   emit('response.in_progress', { response: started });
-  emit('response.output_item.added', { output_index: 0, item: { id: itemId, type: 'message', status: 'in_progress', content: [], role: 'assistant' } });
-  const at = { item_id: itemId, output_index: 0, content_index: 0 };
-  emit('response.content_part.added', { ...at, part: { type: 'output_text', annotations: [], logprobs: [], text: '' } });
-  for (let i = 0; i < plan.words; i++) emit('response.output_text.delta', { ...at, delta: replyPiece(i), logprobs: [] });
-  emit('response.output_text.done', { ...at, text, logprobs: [] });
-  emit('response.content_part.done', { ...at, part: donePart });
-  emit('response.output_item.done', { output_index: 0, item: doneItem });
-  emit(plan.capped ? 'response.incomplete' : 'response.completed', { response: responseObject(parts, finalStatus, [doneItem], usage, plan) });
+  let index = 0;
+  if (reasoningItem !== undefined) {
+    emit('response.output_item.added', { output_index: index, item: reasoningItem });
+    emit('response.output_item.done', { output_index: index, item: reasoningItem });
+    index += 1;
+  }
+  if (callStarted !== undefined) {
+    emit('response.output_item.added', { output_index: index, item: callStarted });
+    emit('response.function_call_arguments.delta', { item_id: callStarted.id, output_index: index, delta: callArguments });
+    emit('response.function_call_arguments.done', { item_id: callStarted.id, output_index: index, arguments: callArguments });
+  } else {
+    emit('response.output_item.added', { output_index: index, item: { id: itemId, type: 'message', status: 'in_progress', content: [], role: 'assistant' } });
+    const at = { item_id: itemId, output_index: index, content_index: 0 };
+    emit('response.content_part.added', { ...at, part: { type: 'output_text', annotations: [], logprobs: [], text: '' } });
+    for (let i = 0; i < plan.words; i++) emit('response.output_text.delta', { ...at, delta: replyPiece(i), logprobs: [] });
+    emit('response.output_text.done', { ...at, text, logprobs: [] });
+    emit('response.content_part.done', { ...at, part: donePart });
+  }
+  emit('response.output_item.done', { output_index: index, item: doneItem });
+  emit(plan.capped ? 'response.incomplete' : 'response.completed', { response: responseObject(parts, finalStatus, output, usage, plan) });
   return { kind: 'stream', frames };
 }
 

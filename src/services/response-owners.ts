@@ -9,9 +9,17 @@ import type { ResponseOwnerRecord, ResponseOwnerRepository } from '../store/type
  *
  * Every tenant calls the provider with the operator's one key, so the provider keeps every
  * tenant's stored Responses answers under the same account: any `resp_…` id, sent as
- * `previous_response_id`, would continue (and so read) that conversation, whoever it belongs to.
- * The gateway therefore records which tenant each response id was relayed to, and refuses a
- * chain on an id that was not relayed to the caller's own tenant.
+ * `previous_response_id`, would continue (and so read) that conversation, whoever it belongs to;
+ * and any output item id (`rs_…` reasoning, `msg_…`, `fc_…`, …) replayed as an input item's `id`
+ * makes the provider pull in what it stored for that item. The gateway therefore records which
+ * tenant each response id and each output item id was relayed to, and refuses a request naming
+ * an id that was not relayed to the caller's own tenant.
+ *
+ * Both kinds share one table and one hash (`responseHash(provider, id)`): a binding says only
+ * "this provider id was relayed to this tenant", the same fact for either kind; provider ids are
+ * unique across kinds (distinct prefixes), so they cannot collide; and one table lets a request's
+ * `previous_response_id` and all its item ids be checked in one store read, written in the same
+ * batches and pruned by the same retention job (items live upstream as long as their response).
  *
  * Read path: an in-memory map of recent ids first (the tenant's very next request, on this
  * replica, finds its id there even before the write lands), then the store (ids relayed by
@@ -24,7 +32,7 @@ export interface ResponseOwnersOptions {
   logger: Logger;
   /** How long an id stays owned (`tenants.response_owner_retention`). */
   retentionMs: number;
-  /** Recent ids held in memory for the fast path (default 10 000); older ones are read from the store. */
+  /** Recent ids (responses and output items) held in memory for the fast path (default 30 000); older ones are read from the store. */
   memoryEntries?: number;
   /**
    * How long an id not found waits before the store is read once more (default 200 ms): another
@@ -46,21 +54,24 @@ export interface OwnershipInput {
   request: Pick<NormalisedRequest, 'endpoint' | 'body'>;
 }
 
-/** What the record stage hands over: the tenant, the provider and the id its answer carried. */
+/** What the record stage hands over: the tenant, the provider and the ids its answer carried. */
 export interface OwnedAnswer {
   principal: { tenantId: string } | undefined;
   provider: string | null;
   responseId: string | null;
+  /** The answer's output item ids (recorded even when the response id is not: see the adapter). */
+  outputItemIds?: readonly string[];
 }
 
 export interface ResponseOwners {
   /**
    * The ownership stage (after validation, before admission): undefined at once when the request
-   * chains on nothing; otherwise resolves when the id is the tenant's and rejects with
-   * `request_object_not_owned` when it is not (unknown, expired or another tenant's alike).
+   * names no provider id (no `previous_response_id`, no input item with an `id`); otherwise
+   * resolves when every id is the tenant's and rejects with `request_object_not_owned` (param
+   * naming the first that is not) when one is not (unknown, expired or another tenant's alike).
    */
   check(tenantId: string, input: OwnershipInput): Promise<void> | undefined;
-  /** Binds the id an answer carried to its tenant: in memory at once, in the store shortly after. */
+  /** Binds the ids an answer carried to its tenant: in memory at once, in the store shortly after. */
   remember(answer: OwnedAnswer): void;
   /** Deletes the store's records past retention; returns how many. */
   prune(): Promise<number>;
@@ -78,9 +89,41 @@ export function responseHash(provider: string, responseId: string): string {
   return createHash('sha256').update(`${provider.length}:${provider}:${responseId}`, 'utf8').digest('hex');
 }
 
-/** One answer for "not yours", "unknown" and "expired": nothing tells whether the id exists. */
-function notOwned(): GatewayError {
-  return new GatewayError('request_object_not_owned', 'previous response not found', { param: 'previous_response_id' });
+/** One answer for "not yours", "unknown" and "expired": nothing tells whether the id exists (and the id is never named). */
+function notOwned(param: string): GatewayError {
+  return param === PREVIOUS_RESPONSE
+    ? new GatewayError('request_object_not_owned', 'previous response not found', { param })
+    : new GatewayError('request_object_not_owned', 'input item not found', { param });
+}
+
+const PREVIOUS_RESPONSE = 'previous_response_id';
+
+/** One provider id a request names, with where it sits (the refusal's `param`). */
+interface NamedId {
+  param: string;
+  hash: string;
+}
+
+/**
+ * The provider ids a Responses request names: `previous_response_id`, then the `id` of each input
+ * item that has one, in order. Absent or null names nothing; any string, even empty, is checked.
+ * The count is bounded by validation, which already ran: at most `max_messages` input items
+ * (at most 100 000 by config), so at most one more id than that.
+ */
+function namedIds(provider: string, body: Record<string, unknown>): NamedId[] {
+  const ids: NamedId[] = [];
+  const previous = body[PREVIOUS_RESPONSE];
+  if (typeof previous === 'string') ids.push({ param: PREVIOUS_RESPONSE, hash: responseHash(provider, previous) });
+  const input = body['input'];
+  if (Array.isArray(input)) {
+    for (let i = 0; i < input.length; i++) {
+      const item: unknown = input[i];
+      if (typeof item !== 'object' || item === null) continue;
+      const id = (item as Record<string, unknown>)['id'];
+      if (typeof id === 'string') ids.push({ param: `input[${i}].id`, hash: responseHash(provider, id) });
+    }
+  }
+  return ids;
 }
 
 /**
@@ -94,7 +137,7 @@ function notOwned(): GatewayError {
 export function createResponseOwners(options: ResponseOwnersOptions): ResponseOwners {
   const { repo, logger, retentionMs } = options;
   if (!Number.isFinite(retentionMs) || retentionMs <= 0) throw new Error('response owner retention must be a positive duration');
-  const memoryEntries = options.memoryEntries ?? 10_000;
+  const memoryEntries = options.memoryEntries ?? 30_000;
   const missRecheckMs = options.missRecheckMs ?? 200;
   const maxPending = options.maxPending ?? 100_000;
   const pruneIntervalMs = options.pruneIntervalMs ?? 86_400_000;
@@ -157,26 +200,37 @@ export function createResponseOwners(options: ResponseOwnersOptions): ResponseOw
     logger.error({ event: 'response_owner_records_dropped', dropped }, 'response ownership records were dropped while the store was failing; those responses cannot be chained on from other replicas');
   }
 
-  async function inStore(hash: string, tenantId: string, since: number): Promise<boolean> {
+  /** The hashes of `wanted` the store holds for the tenant: one query for all of them. */
+  async function inStore(wanted: readonly string[], tenantId: string, since: number): Promise<ReadonlySet<string>> {
     try {
-      return await repo.isOwner(hash, tenantId, since);
+      return await repo.ownedOf(wanted, tenantId, since);
     } catch (err) {
       // fail closed: an ownership that cannot be checked is not granted
       logger.error({ event: 'response_owner_read_failed', err }, 'response ownership could not be read');
-      throw new GatewayError('service_unavailable', 'the previous response could not be checked; retry shortly');
+      throw new GatewayError('service_unavailable', 'the previous response or input items could not be checked; retry shortly');
     }
   }
 
-  async function verify(tenantId: string, hash: string): Promise<void> {
+  async function verify(tenantId: string, ids: readonly NamedId[]): Promise<void> {
     const since = now() - retentionMs;
-    const hit = recent.get(hash);
     // only a positive answer is taken from memory: another tenant's entry (or none) goes to the
     // store like an unknown id, so both take the same path and the same time
-    if (hit !== undefined && hit.tenantId === tenantId && hit.createdAt >= since) return;
-    if (await inStore(hash, tenantId, since)) return;
+    let missing = new Set<string>();
+    for (const { hash } of ids) {
+      const hit = recent.get(hash);
+      if (hit === undefined || hit.tenantId !== tenantId || hit.createdAt < since) missing.add(hash);
+    }
+    if (missing.size === 0) return;
+    for (const hash of await inStore([...missing], tenantId, since)) missing.delete(hash);
+    if (missing.size === 0) return;
     await new Promise((resolve) => setTimeout(resolve, missRecheckMs));
-    if (await inStore(hash, tenantId, since)) return;
-    throw notOwned();
+    // re-read only what is still missing: another replica's write may have landed meanwhile
+    const found = await inStore([...missing], tenantId, since);
+    missing = new Set([...missing].filter((hash) => !found.has(hash)));
+    if (missing.size === 0) return;
+    // the first id, in request order, that is not the tenant's
+    const first = ids.find(({ hash }) => missing.has(hash));
+    throw notOwned(first?.param ?? PREVIOUS_RESPONSE);
   }
 
   async function prune(): Promise<number> {
@@ -204,24 +258,30 @@ export function createResponseOwners(options: ResponseOwnersOptions): ResponseOw
     check(tenantId, input) {
       const { request } = input;
       if (request.endpoint !== 'responses') return undefined;
-      const id = request.body['previous_response_id'];
-      // absent or null chains on nothing; any string, even empty, must have been relayed to this tenant
-      if (typeof id !== 'string') return undefined;
-      return verify(tenantId, responseHash(input.target.id, id));
+      const ids = namedIds(input.target.id, request.body);
+      // a request that names no provider id costs no promise and no store read
+      if (ids.length === 0) return undefined;
+      return verify(tenantId, ids);
     },
 
     remember(answer) {
-      const { principal, provider, responseId } = answer;
-      if (responseId === null || principal === undefined || provider === null) return;
-      const hash = responseHash(provider, responseId);
-      const record: ResponseOwnerRecord = { responseHash: hash, tenantId: principal.tenantId, createdAt: now() };
-      recent.delete(hash);
-      recent.set(hash, { tenantId: record.tenantId, createdAt: record.createdAt });
-      if (recent.size > memoryEntries) {
-        const oldest = recent.keys().next();
-        if (!oldest.done) recent.delete(oldest.value);
+      const { principal, provider, responseId, outputItemIds } = answer;
+      if (principal === undefined || provider === null) return;
+      const ids = responseId === null ? [] : [responseId];
+      if (outputItemIds !== undefined) ids.push(...outputItemIds);
+      if (ids.length === 0) return;
+      const createdAt = now();
+      for (const id of ids) {
+        const hash = responseHash(provider, id);
+        recent.delete(hash);
+        recent.set(hash, { tenantId: principal.tenantId, createdAt });
+        pending.push({ responseHash: hash, tenantId: principal.tenantId, createdAt });
       }
-      pending.push(record);
+      while (recent.size > memoryEntries) {
+        const oldest = recent.keys().next();
+        if (oldest.done) break;
+        recent.delete(oldest.value);
+      }
       trimPending();
       schedule();
     },
