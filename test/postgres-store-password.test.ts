@@ -176,20 +176,24 @@ describe('store_password against a server that asks for a password', () => {
     assertNoLeaks(wrong, [...secretsOf(FAKE_ENV_PG_PASSWORD), ...secretsOf(FAKE_PG_PASSWORD)]);
   });
 
-  it('sends no password when TLS was asked for and the server has none', async () => {
-    const server = await fake('cleartext');
-    const config = writeConfig(`postgres://${USER}@127.0.0.1:${server.port}/kw?sslmode=verify-full`, `file:${passwordFile}`);
-    const result = await keywarden(['doctor', '--config', config]);
-    assert.ok(server.attempts.length >= 1, 'doctor never connected');
-    for (const a of server.attempts) {
-      assert.equal(a.sslRequested, true);
-      assert.equal(a.startup, undefined, 'a startup message followed the refused SSLRequest');
-      assert.equal(a.password, undefined);
-    }
-    assert.equal(result.code, 1);
-    assert.match(result.stdout, /^FAIL {2}store .*: The server does not support SSL connections$/m);
-    assertNoLeaks(result, secretsOf(FAKE_PG_PASSWORD));
-  });
+  // sslmode=… and pg's own ssl=… forms (string values included: a review found ssl=require and
+  // ssl=no-verify read as "no TLS" when the URL was parsed by anything but pg's own merge)
+  for (const query of ['sslmode=verify-full', 'sslmode=require', 'ssl=require', 'ssl=no-verify', 'ssl=true', 'ssl=verify-full']) {
+    it(`sends no password when TLS was asked for (${query}) and the server has none`, async () => {
+      const server = await fake('cleartext');
+      const config = writeConfig(`postgres://${USER}@127.0.0.1:${server.port}/kw?${query}`, `file:${passwordFile}`);
+      const result = await keywarden(['doctor', '--config', config]);
+      assert.ok(server.attempts.length >= 1, 'doctor never connected');
+      for (const a of server.attempts) {
+        assert.equal(a.sslRequested, true, 'no SSLRequest: the connection went out in clear text');
+        assert.equal(a.startup, undefined, 'a startup message followed the refused SSLRequest');
+        assert.equal(a.password, undefined);
+      }
+      assert.equal(result.code, 1);
+      assert.match(result.stdout, /^FAIL {2}store .*: The server does not support SSL connections$/m);
+      assertNoLeaks(result, secretsOf(FAKE_PG_PASSWORD));
+    });
+  }
 });
 
 describe('a password inside the store URL', () => {
@@ -198,6 +202,8 @@ describe('a password inside the store URL', () => {
     ['percent-encoded in the user-info part', (port) => `postgresql://${USER}:${encodeURIComponent(`${FAKE_PG_PASSWORD}@/`)}@127.0.0.1:${port}/kw`],
     ['as a query parameter', (port) => `postgres://${USER}@127.0.0.1:${port}/kw?sslmode=disable&password=${FAKE_PG_PASSWORD}`],
     ['as a query parameter with an encoded name', (port) => `postgres://${USER}@127.0.0.1:${port}/kw?pass%77ord=${FAKE_PG_PASSWORD}`],
+    // found in review: a user name holding `@` (Azure's user@server form) hid the password from a regex
+    ['after a user name that holds @', (port) => `postgres://${USER}@myserver:${FAKE_PG_PASSWORD}@127.0.0.1:${port}/kw`],
   ];
   for (const [name, url] of cases) {
     it(`is refused at validation (exit 2) ${name}, without echoing it or connecting`, async () => {

@@ -7,6 +7,7 @@ import { isSecretReference } from '../secrets/reference.js';
 import { LIMIT_NAMES, type LimitName, type Limits } from '../quota/types.js';
 import { DEFAULT_ANOMALY_CONFIG, type AnomalyConfig, type RateRule } from '../anomaly/types.js';
 import { DLP_MODES, DLP_OFF, PII_RULE_NAMES, type DlpMode, type DlpPolicy, type PiiRuleName } from '../dlp/types.js';
+import { parse as parsePostgresUrl } from 'pg-connection-string';
 
 /** The tenant policy that applies when config gives none: nothing is allowed but the bare request. */
 export const DEFAULT_POLICY: TenantPolicy = Object.freeze({
@@ -622,6 +623,25 @@ const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'
  * True when a URL's query has a `password` parameter (its name in any percent-encoding): pg
  * reads a password from there as well as from the user-info part.
  */
+/**
+ * Whether a PostgreSQL URL holds a password anywhere pg would find one: the user-info part as a
+ * URL parser reads it (split at the last `@`, so `user@server:secret@host` is caught), as pg's
+ * own parser reads it, or a `password` query parameter.
+ */
+function urlCarriesPassword(url: string): boolean {
+  try {
+    if (new URL(url).password !== '') return true;
+  } catch {
+    // not a WHATWG URL: pg's parser below decides
+  }
+  try {
+    if (parsePostgresUrl(url).password) return true;
+  } catch {
+    // pg cannot read it either: the store fails to open, with pg's (redacted) message
+  }
+  return queryNamesPassword(url);
+}
+
 function queryNamesPassword(url: string): boolean {
   const beforeFragment = url.split('#')[0] as string;
   const q = beforeFragment.indexOf('?');
@@ -649,7 +669,7 @@ export function validateConfig(doc: Json): { config?: GatewayConfig; problems: s
   const postgresStore = typeof store === 'string' && /^postgres(ql)?:\/\/[^\s]+$/.test(store);
   if (typeof store !== 'string' || !(/^sqlite:.+/.test(store) || postgresStore)) {
     problems.add('store', 'must be sqlite:PATH or a postgres://user@host:port/db (or postgresql://) URL');
-  } else if (postgresStore && (/^postgres(ql)?:\/\/[^/@]*:[^/@]*@/.test(store) || queryNamesPassword(store))) {
+  } else if (postgresStore && urlCarriesPassword(store)) {
     // a password in the URL would sit in a config file and in doctor's output: use a reference
     problems.add('store', 'must not carry a password; set store_password to a secret reference (or use PGPASSWORD or ~/.pgpass)');
   }

@@ -1,7 +1,7 @@
 import pg from 'pg';
 import type { ClientConfig, CustomTypesConfig, PoolClient } from 'pg';
 // pg's own URL parser (a dependency of pg), so the URL means exactly what it means to pg
-import { parseIntoClientConfig } from 'pg-connection-string';
+import { parse } from 'pg-connection-string';
 
 /** Options of the PostgreSQL store beyond its URL. */
 export interface PostgresStoreOptions {
@@ -51,9 +51,11 @@ export function clientConfig(url: string, options: PostgresStoreOptions): Client
     // parsed here, not passed as `connectionString`: pg lets every field parsed from that string
     // (the URL's empty password among them) override the same field beside it, so the password
     // function was dropped and store_password never read: pg fell back to PGPASSWORD, ~/.pgpass or
-    // none (brianc/node-postgres#3327). URL settings still win over the defaults above; the
-    // password function comes after them.
-    ...parseIntoClientConfig(url),
+    // none (brianc/node-postgres#3327). The URL is parsed and merged exactly as pg does it itself
+    // (`parse`, not `parseIntoClientConfig`, which drops string `ssl=` values such as `require`
+    // or `no-verify` and so would turn TLS off); URL settings still win over the defaults above;
+    // the password function comes after them.
+    ...(parse(url) as ClientConfig),
     ...(options.password ? { password: options.password } : {}),
   };
 }
