@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { cliEnv, runCli, type CliResult } from './helpers/cli-process.js';
 import { createLeakFinder, type Secret } from './helpers/leak-finder.js';
 import { md5PasswordMessage, md5Verifier, startFakePgAuth, type FakePgAttempt, type FakePgAuthMethod, type FakePgAuthServer } from './helpers/fake-pg-auth.js';
+import { shownStore } from '../src/cli/commands/doctor.js';
 
 // Plainly fake values: they open nothing, anywhere.
 const FAKE_PG_PASSWORD = 'FAKE-TEST-ONLY-pg-password-1234'; // fake, TEST ONLY
@@ -194,6 +195,14 @@ describe('store_password against a server that asks for a password', () => {
       assertNoLeaks(result, secretsOf(FAKE_PG_PASSWORD));
     });
   }
+});
+
+describe('doctor\'s store line', () => {
+  it('hides the value of a query parameter that names a password (sslpassword), and nothing else', () => {
+    assert.equal(shownStore('postgres://kw@db/kw?sslmode=verify-full&sslpassword=FAKE-TEST-ONLY-keypass'), 'postgres://kw@db/kw?sslmode=verify-full&sslpassword=…');
+    assert.equal(shownStore('postgres://kw@db/kw?sslmode=verify-full'), 'postgres://kw@db/kw?sslmode=verify-full');
+    assert.equal(shownStore('sqlite:./data/keywarden.db'), 'sqlite:./data/keywarden.db');
+  });
 });
 
 describe('a password inside the store URL', () => {

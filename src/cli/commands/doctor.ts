@@ -74,10 +74,10 @@ export async function doctorCommand(configPath: string, online: boolean, env: No
     const store = openStore(config);
     await store.ping();
     await store.close();
-    process.stdout.write(`ok    store ${config.store}\n`);
+    process.stdout.write(`ok    store ${shownStore(config.store)}\n`);
   } catch (err) {
     failures += 1;
-    process.stdout.write(`FAIL  store ${config.store}: ${(err as Error).message}\n`);
+    process.stdout.write(`FAIL  store ${shownStore(config.store)}: ${(err as Error).message}\n`);
   }
   if (online) {
     for (const provider of Object.values(config.providers)) {
@@ -103,4 +103,23 @@ export async function doctorCommand(configPath: string, online: boolean, env: No
   }
   process.stdout.write(failures === 0 ? 'all checks passed\n' : `${failures} check(s) failed\n`);
   return failures === 0 ? EXIT_OK : EXIT_FAILURE;
+}
+
+/**
+ * The store as doctor prints it: a PostgreSQL URL with the value of any query parameter whose
+ * name mentions a password (`sslpassword`, …) replaced by `…` (validation already refuses a
+ * password in the user-info part or as `password=`).
+ */
+export function shownStore(store: string): string {
+  const q = store.indexOf('?');
+  if (!/^postgres(ql)?:\/\//.test(store) || q < 0) return store;
+  const params = new URLSearchParams(store.slice(q + 1));
+  let hidden = false;
+  for (const name of [...params.keys()]) {
+    if (/pass/i.test(name)) {
+      params.set(name, '…');
+      hidden = true;
+    }
+  }
+  return hidden ? `${store.slice(0, q)}?${params.toString().replace(/%E2%80%A6/g, '…')}` : store;
 }
