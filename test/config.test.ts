@@ -308,6 +308,9 @@ describe('quota counters with a PostgreSQL store', () => {
   it('requires limits.store to be chosen: memory counters would let N replicas allow N times each limit', () => {
     const problems = validateConfig(minimal({ store: 'postgres://keywarden@db/kw' })).problems;
     assert.ok(problems.some((p) => p.startsWith('limits.store: must be set with a postgres:// store')), problems.join('\n'));
+    // `store:` left empty in YAML is null: not written out either
+    const empty = validateConfig(minimal({ store: 'postgres://keywarden@db/kw', limits: { store: null } })).problems;
+    assert.ok(empty.some((p) => p.startsWith('limits.store: must be set with a postgres:// store')), empty.join('\n'));
     // the embedded store keeps its one-process default
     assert.deepEqual(validateConfig(minimal({ store: 'sqlite::memory:' })).problems, []);
   });
@@ -320,7 +323,7 @@ describe('quota counters with a PostgreSQL store', () => {
     assert.deepEqual(memory.problems, []);
     const warnings = configWarnings(memory.config as GatewayConfig);
     assert.equal(warnings.length, 1);
-    assert.match(warnings[0] as string, /^limits\.store: memory with a postgres:\/\/ store counts quotas in each process/);
+    assert.match(warnings[0] as string, /^limits\.store: memory with a postgres:\/\/ store counts quotas and failed authentications in each process/);
     assert.deepEqual(configWarnings(validateConfig(minimal()).config as GatewayConfig), [], 'no warning on the embedded store');
   });
 

@@ -3,6 +3,8 @@
  * every true positive is found by its own rule and by no other, no false positive is found by any
  * rule, and the engine's offsets, masking and fingerprints hold.
  */
+import { looksLikeKey, looksLikeKnownKey } from '../src/detect/key-shape.js';
+import { requestIdFrom } from '../src/server/request-id.js';
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -189,5 +191,28 @@ describe('detector engine', () => {
       'const task = "disk-usage"; // sk- prefix mentioned in docs',
     ].join('\n');
     assert.deepEqual(findSecrets(text), []);
+  });
+});
+
+describe('key-shaped names and request ids', () => {
+  it('treats a long run mixing letters and digits as key material, but not names built of words and short numbers', () => {
+    for (const key of ['0123456789abcdef0123456789abcdef', 'hf_FAKEtestONLY0123456789abcdefghij', 'glpat-FAKE0TEST0ONLY0abcdefgh', 'a1B2c3D4e5F6g7H8i9J0k1L2']) {
+      assert.equal(looksLikeKey(key), true, key);
+    }
+    for (const name of ['temperature', 'max_completion_tokens', 'claude-3-5-haiku-20241022', 'text-embedding-3-small', 'customer_tier', 'ABCDEFGHIJKLMNOPQRSTUVWXYZ']) {
+      assert.equal(looksLikeKey(name), false, name);
+    }
+  });
+
+  it('keeps random-looking request ids (trace ids) and replaces ones in a known key format', () => {
+    const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
+    assert.equal(looksLikeKnownKey(traceId), false);
+    assert.equal(requestIdFrom(traceId), traceId);
+    assert.equal(requestIdFrom('req-2026-11-27-000123'), 'req-2026-11-27-000123');
+    for (const key of ['kw_abcd1234efgh5678_FAKEtestONLYsecret0123456789', 'sk-FAKE-TEST-ONLY-0123456789abcdef']) {
+      const id = requestIdFrom(key);
+      assert.notEqual(id, key);
+      assert.match(id, /^[0-9a-f-]{36}$/, 'a fresh UUID instead');
+    }
   });
 });

@@ -46,7 +46,7 @@ const PROMPT_CANARY = `CANARY-PROMPT-${rand(20)}`;
 const SYSTEM_CANARY = `CANARY-SYSTEM-${rand(20)}`;
 const FIELD_VALUE_CANARY = `CANARY-FIELD-VALUE-${rand(20)}`;
 /** Identifier-like: the gateway may echo a field name of this shape to the caller who sent it (SAFE_NAME). */
-const FIELD_NAME_CANARY = `CANARY_FIELD_NAME_${rand(20)}`;
+const FIELD_NAME_CANARY = `CANARY_FIELD_NAME_${rand(10)}_${rand(10)}`; // runs of 10: an ordinary name (a 20-character random run would be hidden as key-like)
 /** Not identifier-like (spaces, quotes): must never be echoed at all. */
 const ODD_FIELD_NAME_CANARY = `CANARY FIELD "NAME" ${rand(20)}`;
 /**
@@ -302,6 +302,10 @@ describe('key-leak canary: planted keys and prompts never come back out', () => 
       headers: bearer(), body: { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'x', [ODD_FIELD_NAME_CANARY]: FIELD_VALUE_CANARY }] },
     }));
 
+    // ---- the tenant's own key sent as its x-request-id: replaced, never echoed nor stored in the ledger or the audit chain
+    add(() => call('tenant key as the x-request-id', '/v1/chat/completions', { headers: { ...bearer(), 'x-request-id': h.key }, body: chatBody() }));
+    add(() => call('sk key as the x-request-id', '/v1/chat/completions', { headers: { ...bearer(), 'x-request-id': KEY_NAME_CANARY }, body: chatBody() }));
+
     // ---- key-shaped field names (the tenant's own key, a provider-key shape): never echoed, even though they look like identifiers
     const keyNamed = (label: string, path: string, headers: Record<string, string>, body: Record<string, unknown>) =>
       add(() => call(`key-shaped name: ${label}`, path, { headers, body }));
@@ -411,6 +415,15 @@ describe('key-leak canary: planted keys and prompts never come back out', () => 
       await call(`admin key-shaped echo: ${what} as the tenant to contain`, '/admin/incidents/contain', {
         listener: 'admin', method: 'POST', headers: { ...adminAuth, 'content-type': 'application/json' }, body: { tenant: name, reason: 'canary' },
       });
+      for (const [route, body] of [
+        ['/admin/tenants/acme/limits', { limits: { [name]: 1 } }],
+        ['/admin/tenants/acme/policy', { policy: { [name]: 1 } }],
+        ['/admin/tenants/acme/policy', { policy: { capabilities: { [name]: 'x' } } }],
+      ] as const) {
+        await call(`admin key-shaped echo: ${what} as a field of PUT ${route}`, route, {
+          listener: 'admin', method: 'PUT', headers: { ...adminAuth, 'content-type': 'application/json' }, body,
+        });
+      }
       await call(`admin key-shaped echo: ${what} as a provider to rotate`, `/admin/provider-keys/rotate`, {
         listener: 'admin', method: 'POST', headers: { ...adminAuth, 'content-type': 'application/json' }, body: { provider: name },
       });
@@ -506,10 +519,10 @@ describe('key-leak canary: planted keys and prompts never come back out', () => 
     }
     // other admin answers that name what they were given: refused, with a placeholder in its place
     const adminEchoed = exchanges.filter((e) => e.label.startsWith('admin key-shaped echo: '));
-    assert.equal(adminEchoed.length, 10);
+    assert.equal(adminEchoed.length, 16);
     for (const e of adminEchoed) {
       assert.ok(e.status >= 400 && e.status < 500, `${e.label}: ${e.status} ${e.body}`);
-      assert.match(e.body, /\((name|parameter)\)/, `${e.label}: the name is shown as a placeholder: ${e.body}`);
+      assert.match(e.body, /\((name|parameter|field|model)\)/, `${e.label}: the name is shown as a placeholder: ${e.body}`);
     }
   });
 

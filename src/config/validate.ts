@@ -8,6 +8,7 @@ import { LIMIT_NAMES, type LimitName, type Limits } from '../quota/types.js';
 import { DEFAULT_ANOMALY_CONFIG, type AnomalyConfig, type RateRule } from '../anomaly/types.js';
 import { DLP_MODES, DLP_OFF, PII_RULE_NAMES, type DlpMode, type DlpPolicy, type PiiRuleName } from '../dlp/types.js';
 import { parse as parsePostgresUrl } from 'pg-connection-string';
+import { echoName } from '../policy/schema-errors.js';
 
 /** The tenant policy that applies when config gives none: nothing is allowed but the bare request. */
 export const DEFAULT_POLICY: TenantPolicy = Object.freeze({
@@ -44,7 +45,9 @@ function isRecord(value: Json): value is Record<string, Json> {
 
 function checkKeys(obj: Record<string, Json>, path: string, allowed: readonly string[], problems: Problems): void {
   for (const key of Object.keys(obj)) {
-    if (!allowed.includes(key)) problems.add(path ? `${path}.${key}` : key, `unknown field (allowed: ${allowed.join(', ')})`);
+    // the same checks answer the admin API (policies, limits): a key-shaped name is not echoed
+    const shown = echoName(key);
+    if (!allowed.includes(key)) problems.add(path ? `${path}.${shown}` : shown, `unknown field (allowed: ${allowed.join(', ')})`);
   }
 }
 
@@ -390,8 +393,8 @@ export function parseCapabilities(
   const out = Object.create(null) as Record<string, readonly Capability[]>;
   for (const [model, list] of Object.entries(value)) {
     if (model.length === 0 || !Array.isArray(list) || !list.every(isCapability)) {
-      // The key is a model name from config or the admin API, not a secret.
-      problems.add(join(path, model), `must be a list of ${CAPABILITY_NAMES.join(', ')}`);
+      // a model name from config or the admin API: echoed unless it is shaped like a key
+      problems.add(join(path, echoName(model, '(model)')), `must be a list of ${CAPABILITY_NAMES.join(', ')}`);
       continue;
     }
     out[model] = Object.freeze([...new Set(list)]);
@@ -753,7 +756,7 @@ export function validateConfig(doc: Json): { config?: GatewayConfig; problems: s
   const quotaStore = limitsSection['store'] ?? 'memory';
   // replicas share a PostgreSQL store; counters in each process's memory would let N replicas
   // allow N times every limit, so on PostgreSQL the choice is the operator's, made explicitly
-  if (limitsSection['store'] === undefined && typeof store === 'string' && /^postgres(ql)?:\/\//.test(store)) {
+  if ((limitsSection['store'] === undefined || limitsSection['store'] === null) && typeof store === 'string' && /^postgres(ql)?:\/\//.test(store)) {
     problems.add('limits.store', 'must be set with a postgres:// store: a redis:// URL shares quota counters across replicas; memory counts in each process (N replicas allow N times each limit)');
   }
   if (typeof quotaStore !== 'string' || !(quotaStore === 'memory' || /^rediss?:\/\/[^\s]+$/.test(quotaStore))) {

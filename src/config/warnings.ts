@@ -7,7 +7,7 @@ import type { GatewayConfig } from './types.js';
 export function configWarnings(config: GatewayConfig): string[] {
   const warnings: string[] = [];
   if (/^postgres(ql)?:\/\//.test(config.store) && config.quota.store === 'memory') {
-    warnings.push('limits.store: memory with a postgres:// store counts quotas in each process: N replicas allow N times each limit (use a redis:// limits store to share them)');
+    warnings.push('limits.store: memory with a postgres:// store counts quotas and failed authentications in each process: N replicas allow N times each limit (use a redis:// limits store to share them)');
   }
   return warnings;
 }

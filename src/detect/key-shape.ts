@@ -27,5 +27,29 @@ const KEY_SHAPE = new RegExp(KEY_SHAPE_SOURCE);
  * @example looksLikeKey('sk-FAKE-TEST-ONLY-0123456789') // true
  */
 export function looksLikeKey(text: string): boolean {
+  return looksLikeKnownKey(text) || hasRandomRun(text);
+}
+
+/**
+ * The narrower check: a known key or token format only (prefixes, vendor rules), without the
+ * random-run heuristic. For values that are often random by design, such as request and trace
+ * ids (32 hex characters is a common trace id), where a placeholder would break correlation.
+ */
+export function looksLikeKnownKey(text: string): boolean {
   return KEY_SHAPE.test(text) || hasSecret(text);
+}
+
+const ALNUM_RUN = /[A-Za-z0-9]{20,}/g;
+
+/**
+ * A run of 20 or more letters and digits holding both: what random key material looks like
+ * when no vendor prefix gives it away (32 hex characters of an Azure key, a Mistral-style key,
+ * the body of `hf_…` or `glpat-…`). Field and model names are words and short numbers between
+ * separators (`claude-3-5-haiku-20241022`), so they do not match.
+ */
+function hasRandomRun(text: string): boolean {
+  for (const run of text.match(ALNUM_RUN) ?? []) {
+    if (/\d/.test(run) && /[A-Za-z]/.test(run)) return true;
+  }
+  return false;
 }
