@@ -2,8 +2,10 @@
  * Broken object-level authorisation across tenants (OWASP API1): every tenant calls the provider
  * with the operator's one key, so the provider keeps all their stored Responses answers under one
  * account. A tenant that learns another's `resp_…` id must not continue (and so read) that
- * conversation through `previous_response_id`. The gateway binds each relayed response id to its
- * tenant (src/services/response-owners.ts) and refuses every other chain with one answer.
+ * conversation through `previous_response_id`, replay its output items by id, or run code in (and
+ * read the files of) its code interpreter container. The gateway binds each relayed response id,
+ * output item id, container id and cited file id to its tenant (src/services/response-owners.ts)
+ * and refuses every other use with one answer.
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -397,6 +399,203 @@ describe('output item ids are bound to the tenant they were relayed to', () => {
   });
 });
 
+describe('code interpreter container ids are bound to the tenant they were relayed to', () => {
+  // both tenants may use the code interpreter: the binding, not the policy, keeps them apart
+  const POLICY = { params: PARAMS, capabilities: { '*': ['code_interpreter'] } };
+  const AUTO = { tools: [{ type: 'code_interpreter', container: { type: 'auto' } }] };
+  const UNKNOWN_CONTAINER = 'cntr_doesnotexist000000000000000000000000';
+  let h: Harness;
+  let beta: string;
+  /** Acme's container and cited file ids: from a whole answer and from a stream. */
+  let whole: Relayed;
+  let streamed: Relayed;
+
+  interface Relayed { container: string; file: string }
+
+  /** The container of a whole answer's code_interpreter_call item, and the file its message cites. */
+  function relayedOf(json: Record<string, any>): Relayed {
+    const output = json['output'] as Array<Record<string, any>>;
+    const call = output.find((i) => i['type'] === 'code_interpreter_call');
+    assert.ok(call, 'the answer has a code_interpreter_call item');
+    const message = output.find((i) => i['type'] === 'message');
+    const citation = message?.['content'][0]['annotations'][0] as Record<string, string>;
+    assert.equal(citation['type'], 'container_file_citation');
+    assert.equal(citation['container_id'], call['container_id']);
+    return { container: call['container_id'] as string, file: citation['file_id'] as string };
+  }
+
+  /** The same, from a stream's output_item.added and output_text.annotation.added events. */
+  function streamedRelayedOf(text: string): Relayed {
+    let container: string | undefined;
+    let file: string | undefined;
+    for (const e of parseSse(text)) {
+      const data = JSON.parse(e.data) as Record<string, any>;
+      if (e.event === 'response.output_item.added' && data['item']['type'] === 'code_interpreter_call') container = data['item']['container_id'];
+      if (e.event === 'response.output_text.annotation.added') file = data['annotation']['file_id'];
+    }
+    assert.ok(container !== undefined && file !== undefined, 'the stream announced a container and a cited file');
+    return { container, file };
+  }
+
+  function inContainer(container: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
+    return { ...FIRST, tools: [{ type: 'code_interpreter', container }], ...extra };
+  }
+
+  /** Replays an assistant message citing a container file, as an SDK replays `response.output`. */
+  function citing(cited: Relayed, extra: Record<string, unknown> = {}): Record<string, unknown> {
+    const annotation = { type: 'container_file_citation', container_id: cited.container, file_id: cited.file, filename: 'mock.txt', start_index: 0, end_index: 4 };
+    return {
+      ...FIRST,
+      input: [
+        { role: 'user', content: 'make a file' },
+        { type: 'message', role: 'assistant', content: [{ type: 'output_text', text: 'done', annotations: [annotation] }] },
+        { role: 'user', content: 'and then?' },
+      ],
+      ...extra,
+    };
+  }
+
+  /** How many Responses requests the mock provider received. */
+  function received(): number {
+    return h.mock.received.filter((r) => r.path === '/v1/responses').length;
+  }
+
+  /** Sends a request that must be refused as not owned, whole and streamed; returns the whole answer. */
+  async function refused(key: string, body: Record<string, unknown>, param: string, ids: readonly string[], url = h.url) {
+    const res = await postJson(`${url}/v1/responses`, key, body);
+    assert.equal(res.status, 400, res.text);
+    assert.equal(res.json['error']['code'], 'request_object_not_owned');
+    assert.equal(res.json['error']['type'], 'invalid_request_error');
+    assert.equal(res.json['error']['param'], param);
+    for (const id of ids) assert.ok(!res.text.includes(id), 'the id is not echoed');
+    const s = await postRaw(`${url}/v1/responses`, key, { ...body, stream: true });
+    assert.equal(s.status, 400, s.text);
+    const error = (JSON.parse(s.text) as { error: { code: string; param: string } }).error;
+    assert.equal(error.code, 'request_object_not_owned');
+    assert.equal(error.param, param);
+    return res;
+  }
+
+  before(async () => {
+    h = await startHarness({ policy: POLICY });
+    beta = (await h.tenantKey('beta')).key;
+    const first = await postJson(`${h.url}/v1/responses`, h.key, { ...FIRST, ...AUTO });
+    assert.equal(first.status, 200, first.text);
+    whole = relayedOf(first.json);
+    const s = await postRaw(`${h.url}/v1/responses`, h.key, { ...FIRST, ...AUTO, stream: true });
+    assert.equal(s.status, 200, s.text);
+    streamed = streamedRelayedOf(s.text);
+    assert.match(whole.container, /^cntr_/);
+    assert.match(whole.file, /^cfile_/);
+    assert.notEqual(streamed.container, whole.container);
+  });
+
+  after(async () => {
+    await h?.close();
+  });
+
+  it('lets a tenant run code again in its own container, passed on unchanged, whole and streamed', async () => {
+    for (const { container } of [whole, streamed]) {
+      const res = await postJson(`${h.url}/v1/responses`, h.key, inContainer(container));
+      assert.equal(res.status, 200, res.text);
+      const sent = h.mock.received.at(-1)?.body as { tools: Array<{ container: unknown }> };
+      assert.equal(sent.tools[0]?.container, container);
+      // the answer names the same container, and it stays the tenant's
+      assert.equal(relayedOf(res.json).container, container);
+      const s = await postRaw(`${h.url}/v1/responses`, h.key, inContainer(container, { stream: true }));
+      assert.equal(s.status, 200, s.text);
+      assert.ok(parseSse(s.text).some((e) => e.event === 'response.completed'), 'the stream completes');
+    }
+  });
+
+  it('refuses another tenant\'s container id with request_object_not_owned naming the tool, without calling the provider', async () => {
+    const before = received();
+    for (const { container } of [whole, streamed]) {
+      await refused(beta, inContainer(container), 'tools[0].container', [container]);
+      // at its place among the tools
+      await refused(beta, { ...FIRST, tools: [AUTO.tools[0], { type: 'code_interpreter', container }] }, 'tools[1].container', [container]);
+    }
+    assert.equal(received(), before, 'no refused request reached the provider');
+  });
+
+  it('answers a foreign container id, an unknown one and an empty one identically', async () => {
+    const foreign = await refused(beta, inContainer(whole.container), 'tools[0].container', [whole.container]);
+    const unknown = await refused(beta, inContainer(UNKNOWN_CONTAINER), 'tools[0].container', []);
+    const empty = await refused(beta, inContainer(''), 'tools[0].container', []);
+    // the owner gets the same answer for a container nobody was given
+    const own = await refused(h.key, inContainer(UNKNOWN_CONTAINER), 'tools[0].container', []);
+    for (const other of [unknown, empty, own]) {
+      assert.equal(other.status, foreign.status);
+      assert.deepEqual(other.json, foreign.json);
+      assert.equal(other.headers.get('content-length'), foreign.headers.get('content-length'));
+    }
+  });
+
+  it('lets the automatic form through (it makes a new container), and binds that one to its tenant', async () => {
+    const res = await postJson(`${h.url}/v1/responses`, beta, { ...FIRST, tools: [{ type: 'code_interpreter', container: { type: 'auto', file_ids: [] } }] });
+    assert.equal(res.status, 200, res.text);
+    const betas = relayedOf(res.json);
+    assert.ok(![whole.container, streamed.container].includes(betas.container));
+    const again = await postJson(`${h.url}/v1/responses`, beta, inContainer(betas.container));
+    assert.equal(again.status, 200, again.text);
+    await refused(h.key, inContainer(betas.container), 'tools[0].container', [betas.container]);
+  });
+
+  it('checks the container and file ids of citations replayed in an assistant message', async () => {
+    for (const cited of [whole, streamed]) {
+      const own = await postJson(`${h.url}/v1/responses`, h.key, citing(cited));
+      assert.equal(own.status, 200, own.text);
+    }
+    const before = received();
+    const at = 'input[1].content[0].annotations[0]';
+    await refused(beta, citing(whole), `${at}.container_id`, [whole.container, whole.file]);
+    // beta's own container with acme's file in it: the file is refused
+    const res = await postJson(`${h.url}/v1/responses`, beta, { ...FIRST, ...AUTO });
+    const betas = relayedOf(res.json);
+    const received1 = received();
+    await refused(beta, citing({ container: betas.container, file: whole.file }), `${at}.file_id`, [whole.file]);
+    await refused(beta, citing({ container: betas.container, file: 'cfile_doesnotexist0000000000' }), `${at}.file_id`, []);
+    assert.equal(received(), received1, 'no refused request reached the provider');
+    assert.equal(received1, before + 1, 'only beta\'s own request reached it');
+  });
+
+  it('checks a container with the other ids of the request in one answer (previous_response_id first)', async () => {
+    const first = await postJson(`${h.url}/v1/responses`, h.key, { ...FIRST, ...AUTO });
+    const id = first.json['id'] as string;
+    const own = await postJson(`${h.url}/v1/responses`, h.key, inContainer(whole.container, { input: 'and then?', previous_response_id: id }));
+    assert.equal(own.status, 200, own.text);
+    await refused(beta, inContainer(whole.container, { previous_response_id: id }), 'previous_response_id', [id]);
+    await refused(h.key, inContainer(UNKNOWN_CONTAINER, { previous_response_id: id }), 'tools[0].container', []);
+  });
+
+  it('still refuses a container id for a tenant whose policy does not allow the code interpreter', async () => {
+    const { key } = await h.tenantKey('gamma', { ...CONTRACT_POLICY, params: PARAMS, capabilities: null });
+    const res = await postJson(`${h.url}/v1/responses`, key, inContainer(whole.container));
+    assert.equal(res.status, 400, res.text);
+    assert.equal(res.json['error']['code'], 'policy_tools_not_allowed');
+  });
+
+  it('still honours the tenant\'s containers after a restart on the same store, and still refuses others', async () => {
+    await h.gateway.close();
+    let restarted: Gateway | undefined;
+    try {
+      restarted = await createGateway(h.config, { logDestination: new LogCapture(), flushIntervalMs: 20 });
+      const { publicUrl } = await restarted.listen();
+      const before = received();
+      for (const cited of [whole, streamed]) {
+        const own = await postJson(`${publicUrl}/v1/responses`, h.key, inContainer(cited.container));
+        assert.equal(own.status, 200, own.text);
+        const replayed = await postJson(`${publicUrl}/v1/responses`, h.key, citing(cited));
+        assert.equal(replayed.status, 200, replayed.text);
+        await refused(beta, inContainer(cited.container), 'tools[0].container', [cited.container], publicUrl);
+      }
+      assert.equal(received(), before + 4, 'only the owner\'s requests reached the provider');
+    } finally {
+      await restarted?.close();
+    }
+  });
+});
+
 describe('the response-ownership stage', () => {
   const logger = createLogger({ level: 'silent', destination: new LogCapture() });
 
@@ -678,6 +877,77 @@ describe('the response-ownership stage', () => {
     }
   });
 
+  /** A Responses body running code in `container` and replaying an assistant message citing `cited`. */
+  function withContainer(container: unknown, cited?: { container: string; file: string }, extra: Record<string, unknown> = {}): Record<string, unknown> {
+    const annotations = cited === undefined ? [] : [
+      { type: 'url_citation', url: 'https://example.test/', title: 't', start_index: 0, end_index: 1 },
+      { type: 'container_file_citation', container_id: cited.container, file_id: cited.file, filename: 'a.txt', start_index: 0, end_index: 1 },
+    ];
+    return {
+      model: 'm',
+      input: [{ role: 'user', content: 'hi' }, { type: 'message', role: 'assistant', content: [{ type: 'output_text', text: 'x', annotations }] }],
+      tools: [{ type: 'function', name: 'f' }, { type: 'code_interpreter', container }],
+      ...extra,
+    };
+  }
+
+  it('checks a code interpreter container given by id and the ids of replayed citations, in the same one read', async () => {
+    const repo = memoryRepo();
+    const writer = createResponseOwners({ repo, logger, retentionMs: 86_400_000 });
+    const reader = createResponseOwners({ repo, logger, retentionMs: 86_400_000, missRecheckMs: 1 });
+    try {
+      // as the adapter hands them over: item ids with the container and file ids they carried
+      writer.remember({ principal: { tenantId: 't_a' }, provider: 'openai', responseId: 'resp_c', outputItemIds: ['ci_c', 'cntr_a', 'msg_c', 'cfile_a'] });
+      writer.remember({ principal: { tenantId: 't_b' }, provider: 'openai', responseId: null, outputItemIds: ['ci_d', 'cntr_b', 'cfile_b'] });
+      await writer.flush();
+      await reader.check('t_a', input(withContainer('cntr_a', { container: 'cntr_a', file: 'cfile_a' }, { previous_response_id: 'resp_c' })));
+      assert.deepEqual(repo.asked, [3], 'one query: the response id, the container (named twice, asked once) and the file');
+      const refusal = async (tenant: string, body: Record<string, unknown>): Promise<GatewayError> => {
+        let caught: GatewayError | undefined;
+        await assert.rejects(reader.check(tenant, input(body)) as Promise<void>, (err: unknown) => {
+          assert.ok(err instanceof GatewayError);
+          caught = err;
+          return true;
+        });
+        return caught as GatewayError;
+      };
+      const at = 'input[1].content[0].annotations[1]';
+      const foreign = await refusal('t_b', withContainer('cntr_a'));
+      const unknown = await refusal('t_b', withContainer('cntr_nobody'));
+      const empty = await refusal('t_a', withContainer(''));
+      for (const err of [foreign, unknown, empty]) {
+        assert.equal(err.code, 'request_object_not_owned');
+        assert.equal(err.status, 400);
+        assert.equal(err.param, 'tools[1].container');
+        assert.equal(err.message, foreign.message);
+        assert.ok(!err.message.includes('cntr_'), 'the id is not named');
+      }
+      // a replayed citation: its container first, then its file, before any tool
+      assert.equal((await refusal('t_b', withContainer('cntr_b', { container: 'cntr_a', file: 'cfile_b' }))).param, `${at}.container_id`);
+      const file = await refusal('t_b', withContainer('cntr_b', { container: 'cntr_b', file: 'cfile_a' }));
+      assert.equal(file.param, `${at}.file_id`);
+      assert.ok(!file.message.includes('cfile_'), 'the id is not named');
+      await reader.check('t_b', input(withContainer('cntr_b', { container: 'cntr_b', file: 'cfile_b' })));
+      // the same id relayed by another provider is another object
+      await assert.rejects(reader.check('t_a', { target: { id: 'other' }, request: { endpoint: 'responses', body: withContainer('cntr_a') } }) as Promise<void>);
+    } finally {
+      await writer.close();
+      await reader.close();
+    }
+  });
+
+  it('costs nothing for a code interpreter in a new container: no promise, no store read', async () => {
+    const repo = memoryRepo();
+    const owners = createResponseOwners({ repo, logger, retentionMs: 86_400_000 });
+    try {
+      assert.equal(owners.check('t_a', input(withContainer({ type: 'auto', file_ids: ['file-FAKE'] }))), undefined);
+      assert.equal(owners.check('t_a', input({ model: 'm', input: 'x', tools: [{ type: 'code_interpreter', container: { type: 'auto' } }] })), undefined);
+      assert.equal(repo.reads, 0);
+    } finally {
+      await owners.close();
+    }
+  });
+
   it('fails closed when the store cannot be read for input item ids', async () => {
     const repo = memoryRepo();
     repo.ownedOf = async () => {
@@ -773,6 +1043,65 @@ describe('the OpenAI adapter reads the output item ids', () => {
     assert.deepEqual(reader.outputItemIds?.(), ['rs_s1', 'fc_s1', 'msg_s1']);
     assert.equal(reader.responseId?.(), undefined, 'the response id of a store: false stream is not bound');
     assert.equal(reader.finished(), true);
+  });
+
+  it('with the container of a code_interpreter_call and the container and file ids of output text annotations', () => {
+    const output = [
+      { id: 'ci_w1', type: 'code_interpreter_call', status: 'completed', code: 'x', outputs: null, container_id: 'cntr_w1' },
+      // only a code interpreter call names a container
+      { id: 'fc_w2', type: 'function_call', call_id: 'call_1', name: 'f', arguments: '{}', container_id: 'cntr_not' },
+      {
+        id: 'msg_w2', type: 'message', role: 'assistant', content: [
+          { type: 'output_text', text: 'x', annotations: [
+            { type: 'container_file_citation', container_id: 'cntr_w1', file_id: 'cfile_w1', filename: 'a.txt', start_index: 0, end_index: 1 },
+            { type: 'url_citation', url: 'https://example.test/', title: 't', start_index: 0, end_index: 1 },
+            { type: 'file_citation', file_id: 'file-w1', filename: 'b.pdf', index: 0 },
+            { type: 'file_path', file_id: 'file-w2', index: 0 },
+            { type: 'file_citation', file_id: 'has space', filename: 'c', index: 0 }, null, 'x',
+          ] },
+          { type: 'refusal', refusal: 'no' },
+        ],
+      },
+      // annotations are read on messages only
+      { id: 'rs_w2', type: 'reasoning', summary: [], content: [{ annotations: [{ file_id: 'file-not' }] }] },
+    ];
+    assert.deepEqual(adapter.readOutputItemIds?.('responses', { id: 'resp_w', output }), ['ci_w1', 'cntr_w1', 'fc_w2', 'msg_w2', 'cfile_w1', 'file-w1', 'file-w2', 'rs_w2']);
+  });
+
+  it('caps the container and file ids with the item ids, however many annotations an answer has', () => {
+    const annotations = Array.from({ length: MAX_OUTPUT_ITEM_IDS * 2 }, (_, i) => ({ type: 'file_citation', file_id: `file-cap${i}`, filename: 'a', index: 0 }));
+    const ids = adapter.readOutputItemIds?.('responses', { output: [{ id: 'msg_cap', type: 'message', content: [{ type: 'output_text', text: 'x', annotations }] }] }) ?? [];
+    assert.equal(ids.length, MAX_OUTPUT_ITEM_IDS);
+    assert.equal(ids[0], 'msg_cap');
+    assert.equal(ids.at(-1), `file-cap${MAX_OUTPUT_ITEM_IDS - 2}`);
+  });
+
+  it('from a stream: a code_interpreter_call\'s container when announced, annotation events, and the terminal output', () => {
+    const reader = adapter.createStreamReader(request);
+    reader.accept(event('response.created', { response: { id: 'resp_c', output: [] } }));
+    reader.accept(event('response.output_item.added', { output_index: 0, item: { id: 'ci_s1', type: 'code_interpreter_call', status: 'in_progress', code: '', outputs: null, container_id: 'cntr_s1' } }));
+    reader.accept(event('response.code_interpreter_call_code.delta', { item_id: 'ci_s1', output_index: 0, delta: 'print(1)' }));
+    // the done event (the whole item, with its outputs) is not parsed
+    reader.accept(event('response.output_item.done', { output_index: 0, item: { id: 'ci_s1', type: 'code_interpreter_call', container_id: 'cntr_done' } }));
+    assert.deepEqual(reader.outputItemIds?.(), ['ci_s1', 'cntr_s1'], 'a client that leaves now has the container bound');
+    reader.accept(event('response.output_item.added', { output_index: 1, item: { id: 'msg_s2', type: 'message', content: [] } }));
+    reader.accept(event('response.output_text.annotation.added', { item_id: 'msg_s2', annotation_index: 0, annotation: { type: 'container_file_citation', container_id: 'cntr_s1', file_id: 'cfile_s1', filename: 'a', start_index: 0, end_index: 1 } }));
+    reader.accept(event('response.output_text.annotation.added', { item_id: 'msg_s2', annotation_index: 1, annotation: { type: 'file_citation', file_id: 'file-s1', filename: 'b', index: 0 } }, false));
+    assert.deepEqual(reader.outputItemIds?.(), ['ci_s1', 'cntr_s1', 'msg_s2', 'cfile_s1', 'file-s1']);
+    const terminalOutput = [
+      { id: 'ci_s1', type: 'code_interpreter_call', container_id: 'cntr_s1' },
+      { id: 'ci_s3', type: 'code_interpreter_call', container_id: 'cntr_s3' },
+      { id: 'msg_s2', type: 'message', content: [{ type: 'output_text', text: 'x', annotations: [{ type: 'file_path', file_id: 'file-s4', index: 0 }] }] },
+    ];
+    reader.accept(event('response.completed', { response: { id: 'resp_c', output: terminalOutput, usage: { input_tokens: 1, output_tokens: 1 } } }));
+    assert.deepEqual(reader.outputItemIds?.(), ['ci_s1', 'cntr_s1', 'msg_s2', 'cfile_s1', 'file-s1', 'ci_s3', 'cntr_s3', 'file-s4']);
+  });
+
+  it('does not take an id from text that only mentions an annotation event', () => {
+    const reader = adapter.createStreamReader(request);
+    const sneaky = JSON.stringify({ type: 'response.output_text.delta', delta: '"type":"response.output_text.annotation.added","annotation":{"container_id":"cntr_fake"}' });
+    reader.accept({ event: undefined, data: sneaky, raw: `data: ${sneaky}\n\n` });
+    assert.deepEqual(reader.outputItemIds?.(), []);
   });
 
   it('does not take an id from text that only mentions an output_item.added event', () => {

@@ -197,6 +197,19 @@ function wantsReasoning(body: Record<string, unknown>): boolean {
   return isRecord(reasoning) && typeof reasoning['effort'] === 'string' && reasoning['effort'] !== 'none';
 }
 
+/**
+ * The container a `code_interpreter` tool of the request runs in, if it has one: the id it names,
+ * or, for `{type: 'auto'}`, a new one (as the real API creates one and names it in the call item).
+ */
+function codeInterpreterContainer(body: Record<string, unknown>, seq: string): string | undefined {
+  const tools = body['tools'];
+  if (!Array.isArray(tools)) return undefined;
+  const tool: unknown = tools.find((t) => isRecord(t) && t['type'] === 'code_interpreter');
+  if (!isRecord(tool)) return undefined;
+  const container = tool['container'];
+  return typeof container === 'string' ? container : 'cntr_mock' + seq;
+}
+
 function responseObject(p: ResponseParts, status: string, output: unknown[], usage: unknown, plan: ReplyPlan | null): Record<string, unknown> {
   return {
     id: p.id,
@@ -254,11 +267,21 @@ function responsesAnswer({ body, scan, faults, seq, now }: AnswerInput): MockAns
   const callArguments = '{}';
   const callStarted = fn === undefined ? undefined : { id: 'fc_mock' + seq, type: 'function_call', status: 'in_progress', arguments: '', call_id: 'call_mock' + seq, name: fn };
   const callDone = callStarted === undefined ? undefined : { ...callStarted, status: 'completed', arguments: callArguments };
+  // with a code_interpreter tool the model runs code first, as the real one would for a task that
+  // needs it: a `ci_…` call item naming its container (`cntr_…`), and the reply cites the file the
+  // code wrote (a `container_file_citation` naming the container and a `cfile_…` id)
+  const containerId = codeInterpreterContainer(body, seq);
+  const code = "print('mock')";
+  const interpreterStarted = containerId === undefined ? undefined : { id: 'ci_mock' + seq, type: 'code_interpreter_call', status: 'in_progress', code: '', outputs: null, container_id: containerId };
+  const interpreterDone = interpreterStarted === undefined ? undefined : { ...interpreterStarted, status: 'completed', code };
   const itemId = 'msg_mock' + seq;
   const text = replyText(plan.words);
-  const donePart = { type: 'output_text', annotations: [], logprobs: [], text };
+  const citation = containerId === undefined
+    ? undefined
+    : { type: 'container_file_citation', container_id: containerId, file_id: 'cfile_mock' + seq, filename: 'mock.txt', start_index: 0, end_index: Math.min(text.length, 4) };
+  const donePart = { type: 'output_text', annotations: citation === undefined ? [] : [citation], logprobs: [], text };
   const doneItem = callDone ?? { id: itemId, type: 'message', status: finalStatus, content: [donePart], role: 'assistant' };
-  const output = reasoningItem === undefined ? [doneItem] : [reasoningItem, doneItem];
+  const output = [reasoningItem, interpreterDone, doneItem].filter((item) => item !== undefined);
 
   if (body['stream'] !== true) {
     return jsonAnswer(200, responseObject(parts, finalStatus, output, usage, plan));
@@ -278,6 +301,17 @@ function responsesAnswer({ body, scan, faults, seq, now }: AnswerInput): MockAns
     emit('response.output_item.done', { output_index: index, item: reasoningItem });
     index += 1;
   }
+  if (interpreterStarted !== undefined && interpreterDone !== undefined) {
+    const at = { item_id: interpreterStarted.id, output_index: index };
+    emit('response.output_item.added', { output_index: index, item: interpreterStarted });
+    emit('response.code_interpreter_call.in_progress', at);
+    emit('response.code_interpreter_call_code.delta', { ...at, delta: code });
+    emit('response.code_interpreter_call_code.done', { ...at, code });
+    emit('response.code_interpreter_call.interpreting', at);
+    emit('response.code_interpreter_call.completed', at);
+    emit('response.output_item.done', { output_index: index, item: interpreterDone });
+    index += 1;
+  }
   if (callStarted !== undefined) {
     emit('response.output_item.added', { output_index: index, item: callStarted });
     emit('response.function_call_arguments.delta', { item_id: callStarted.id, output_index: index, delta: callArguments });
@@ -287,6 +321,7 @@ function responsesAnswer({ body, scan, faults, seq, now }: AnswerInput): MockAns
     const at = { item_id: itemId, output_index: index, content_index: 0 };
     emit('response.content_part.added', { ...at, part: { type: 'output_text', annotations: [], logprobs: [], text: '' } });
     for (let i = 0; i < plan.words; i++) emit('response.output_text.delta', { ...at, delta: replyPiece(i), logprobs: [] });
+    if (citation !== undefined) emit('response.output_text.annotation.added', { ...at, annotation_index: 0, annotation: citation });
     emit('response.output_text.done', { ...at, text, logprobs: [] });
     emit('response.content_part.done', { ...at, part: donePart });
   }

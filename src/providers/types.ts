@@ -75,7 +75,8 @@ export interface StreamUsageReader {
   responseId?(): string | undefined;
   /**
    * The ids of the output items the stream announced (OpenAI Responses `msg_…`, `rs_…`, `fc_…`, …),
-   * which a later request may replay in its input; bound to the tenant like the response id.
+   * which a later request may replay in its input, with the code interpreter container ids and
+   * annotation file ids they carried; bound to the tenant like the response id.
    */
   outputItemIds?(): readonly string[];
 }
@@ -101,7 +102,8 @@ export interface ProviderAdapter {
   readResponseId?(endpoint: Endpoint, answer: unknown): string | undefined;
   /**
    * The ids of a whole answer's output items, which a later request may replay as input items
-   * (OpenAI Responses `output[].id`); empty when there are none.
+   * (OpenAI Responses `output[].id`), with the container and annotation file ids they carry (a
+   * later request may name those too); empty when there are none.
    */
   readOutputItemIds?(endpoint: Endpoint, answer: unknown): readonly string[];
   /** A fresh reader for one streamed answer. */

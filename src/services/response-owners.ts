@@ -11,15 +11,19 @@ import type { ResponseOwnerRecord, ResponseOwnerRepository } from '../store/type
  * tenant's stored Responses answers under the same account: any `resp_…` id, sent as
  * `previous_response_id`, would continue (and so read) that conversation, whoever it belongs to;
  * and any output item id (`rs_…` reasoning, `msg_…`, `fc_…`, …) replayed as an input item's `id`
- * makes the provider pull in what it stored for that item. The gateway therefore records which
- * tenant each response id and each output item id was relayed to, and refuses a request naming
- * an id that was not relayed to the caller's own tenant.
+ * makes the provider pull in what it stored for that item. Code interpreter answers also hand out
+ * container ids (`cntr_…`, on `code_interpreter_call` items and `container_file_citation`
+ * annotations): named again as a `code_interpreter` tool's `container`, one runs code in that
+ * container and reads the files it holds. The gateway therefore records which tenant each
+ * response id, output item id, container id and annotation file id was relayed to, and refuses a
+ * request naming one that was not relayed to the caller's own tenant.
  *
- * Both kinds share one table and one hash (`responseHash(provider, id)`): a binding says only
- * "this provider id was relayed to this tenant", the same fact for either kind; provider ids are
+ * All kinds share one table and one hash (`responseHash(provider, id)`): a binding says only
+ * "this provider id was relayed to this tenant", the same fact for every kind; provider ids are
  * unique across kinds (distinct prefixes), so they cannot collide; and one table lets a request's
- * `previous_response_id` and all its item ids be checked in one store read, written in the same
- * batches and pruned by the same retention job (items live upstream as long as their response).
+ * `previous_response_id`, item ids, annotation ids and container be checked in one store read,
+ * written in the same batches and pruned by the same retention job (items live upstream as long
+ * as their response; a container expires upstream after minutes of idleness, long before).
  *
  * Read path: an in-memory map of recent ids first (the tenant's very next request, on this
  * replica, finds its id there even before the write lands), then the store (ids relayed by
@@ -59,16 +63,20 @@ export interface OwnedAnswer {
   principal: { tenantId: string } | undefined;
   provider: string | null;
   responseId: string | null;
-  /** The answer's output item ids (recorded even when the response id is not: see the adapter). */
+  /**
+   * The answer's output item ids, with the container ids and annotation file ids its items carry
+   * (recorded even when the response id is not: see the adapter).
+   */
   outputItemIds?: readonly string[];
 }
 
 export interface ResponseOwners {
   /**
    * The ownership stage (after validation, before admission): undefined at once when the request
-   * names no provider id (no `previous_response_id`, no input item with an `id`); otherwise
-   * resolves when every id is the tenant's and rejects with `request_object_not_owned` (param
-   * naming the first that is not) when one is not (unknown, expired or another tenant's alike).
+   * names no provider id (no `previous_response_id`, no input item with an `id`, no annotation
+   * with a file or container id, no code interpreter container by id); otherwise resolves when
+   * every id is the tenant's and rejects with `request_object_not_owned` (param naming the first
+   * that is not) when one is not (unknown, expired or another tenant's alike).
    */
   check(tenantId: string, input: OwnershipInput): Promise<void> | undefined;
   /** Binds the ids an answer carried to its tenant: in memory at once, in the store shortly after. */
@@ -89,11 +97,13 @@ export function responseHash(provider: string, responseId: string): string {
   return createHash('sha256').update(`${provider.length}:${provider}:${responseId}`, 'utf8').digest('hex');
 }
 
+/** What a refusal says is missing, by the kind of id: never whether it exists, never the id. */
+type IdKind = 'previous response' | 'input item' | 'container' | 'file';
+
 /** One answer for "not yours", "unknown" and "expired": nothing tells whether the id exists (and the id is never named). */
-function notOwned(param: string): GatewayError {
-  return param === PREVIOUS_RESPONSE
-    ? new GatewayError('request_object_not_owned', 'previous response not found', { param })
-    : new GatewayError('request_object_not_owned', 'input item not found', { param });
+function notOwned(first: NamedId | undefined): GatewayError {
+  const { param, kind } = first ?? { param: PREVIOUS_RESPONSE, kind: 'previous response' };
+  return new GatewayError('request_object_not_owned', `${kind} not found`, { param });
 }
 
 const PREVIOUS_RESPONSE = 'previous_response_id';
@@ -101,29 +111,84 @@ const PREVIOUS_RESPONSE = 'previous_response_id';
 /** One provider id a request names, with where it sits (the refusal's `param`). */
 interface NamedId {
   param: string;
+  kind: IdKind;
   hash: string;
 }
 
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
 /**
- * The provider ids a Responses request names: `previous_response_id`, then the `id` of each input
- * item that has one, in order. Absent or null names nothing; any string, even empty, is checked.
- * The count is bounded by validation, which already ran: at most `max_messages` input items
- * (at most 100 000 by config), so at most one more id than that.
+ * The provider ids a Responses request names, in request order: `previous_response_id`; for each
+ * input item, its `id`, then the `container_id` and `file_id` of each annotation on its content
+ * parts (output text of a replayed assistant message); then the `container` of each
+ * `code_interpreter` tool given by id (the `{type: 'auto'}` form creates a new container and
+ * names none). Absent or null names nothing; any string, even empty, is checked.
+ *
+ * The count is bounded by validation, which already ran: input items by `max_messages`, and
+ * annotations and tools by the body size limit (`max_body_bytes`), so this walk costs no more
+ * than the parse before it; an id named many times (every citation of one container) is hashed once.
  */
 function namedIds(provider: string, body: Record<string, unknown>): NamedId[] {
   const ids: NamedId[] = [];
+  const hashes = new Map<string, string>();
+  const add = (param: string, kind: IdKind, id: string): void => {
+    let hash = hashes.get(id);
+    if (hash === undefined) {
+      hash = responseHash(provider, id);
+      hashes.set(id, hash);
+    }
+    ids.push({ param, kind, hash });
+  };
   const previous = body[PREVIOUS_RESPONSE];
-  if (typeof previous === 'string') ids.push({ param: PREVIOUS_RESPONSE, hash: responseHash(provider, previous) });
+  if (typeof previous === 'string') add(PREVIOUS_RESPONSE, 'previous response', previous);
   const input = body['input'];
   if (Array.isArray(input)) {
     for (let i = 0; i < input.length; i++) {
       const item: unknown = input[i];
-      if (typeof item !== 'object' || item === null) continue;
-      const id = (item as Record<string, unknown>)['id'];
-      if (typeof id === 'string') ids.push({ param: `input[${i}].id`, hash: responseHash(provider, id) });
+      if (!isObject(item)) continue;
+      const id = item['id'];
+      if (typeof id === 'string') add(`input[${i}].id`, 'input item', id);
+      const content = item['content'];
+      if (Array.isArray(content)) addAnnotationIds(add, `input[${i}].content`, content);
+    }
+  }
+  const tools = body['tools'];
+  if (Array.isArray(tools)) {
+    for (let i = 0; i < tools.length; i++) {
+      const tool: unknown = tools[i];
+      if (isObject(tool) && tool['type'] === 'code_interpreter' && typeof tool['container'] === 'string') {
+        add(`tools[${i}].container`, 'container', tool['container']);
+      }
     }
   }
   return ids;
+}
+
+/**
+ * The ids on the annotations of content parts (the schema allows annotations only on an assistant
+ * message's `output_text`): a `container_file_citation` names a container and a file in it, a
+ * `file_citation` or `file_path` a file. Whether the provider resolves them on input is not
+ * documented; they are checked all the same (fail closed), and an answer's annotations were
+ * bound when it was relayed, so replaying it as it came passes.
+ */
+function addAnnotationIds(add: (param: string, kind: IdKind, id: string) => void, path: string, content: readonly unknown[]): void {
+  for (let j = 0; j < content.length; j++) {
+    const part: unknown = content[j];
+    if (!isObject(part)) continue;
+    const annotations = part['annotations'];
+    if (!Array.isArray(annotations)) continue;
+    for (let k = 0; k < annotations.length; k++) {
+      const annotation: unknown = annotations[k];
+      if (!isObject(annotation)) continue;
+      const at = `${path}[${j}].annotations[${k}]`;
+      const container = annotation['container_id'];
+      if (typeof container === 'string') add(`${at}.container_id`, 'container', container);
+      const file = annotation['file_id'];
+      if (typeof file === 'string') add(`${at}.file_id`, 'file', file);
+    }
+  }
 }
 
 /**
@@ -207,7 +272,7 @@ export function createResponseOwners(options: ResponseOwnersOptions): ResponseOw
     } catch (err) {
       // fail closed: an ownership that cannot be checked is not granted
       logger.error({ event: 'response_owner_read_failed', err }, 'response ownership could not be read');
-      throw new GatewayError('service_unavailable', 'the previous response or input items could not be checked; retry shortly');
+      throw new GatewayError('service_unavailable', 'the provider ids the request names (previous response, input items, container) could not be checked; retry shortly');
     }
   }
 
@@ -230,7 +295,7 @@ export function createResponseOwners(options: ResponseOwnersOptions): ResponseOw
     if (missing.size === 0) return;
     // the first id, in request order, that is not the tenant's
     const first = ids.find(({ hash }) => missing.has(hash));
-    throw notOwned(first?.param ?? PREVIOUS_RESPONSE);
+    throw notOwned(first);
   }
 
   async function prune(): Promise<number> {

@@ -46,9 +46,13 @@ const RESPONSES_CREATED_TYPE = /"type"\s*:\s*"response\.created"/;
 const RESPONSE_ID = /^[\x21-\x7e]{1,256}$/;
 const RESPONSES_ITEM_ADDED = 'response.output_item.added';
 const RESPONSES_ITEM_ADDED_TYPE = /"type"\s*:\s*"response\.output_item\.added"/;
+const RESPONSES_ANNOTATION_ADDED = 'response.output_text.annotation.added';
+const RESPONSES_ANNOTATION_ADDED_TYPE = /"type"\s*:\s*"response\.output_text\.annotation\.added"/;
 /**
- * Most output item ids bound per answer. Real answers hold a handful (reasoning, a message, some
- * tool calls); ids past this are not recorded, so replaying them is refused (fail closed).
+ * Most provider ids bound per answer: output item ids, code interpreter container ids and the
+ * file ids of output text annotations, together. Real answers hold a handful (reasoning, a
+ * message, some tool calls, a container, a few cited files); ids past this are not recorded, so
+ * replaying them is refused (fail closed).
  */
 export const MAX_OUTPUT_ITEM_IDS = 1024;
 
@@ -128,6 +132,7 @@ export function createOpenAiAdapter(): ProviderAdapter {
       return endpoint === 'responses' && isRecord(answer) ? storedResponseId(answer) : undefined;
     },
 
+    // output item ids, with the container and annotation file ids the items carry (see addOutputItemIds)
     readOutputItemIds(endpoint: Endpoint, answer: unknown): readonly string[] {
       if (endpoint !== 'responses' || !isRecord(answer)) return [];
       const ids = new Set<string>();
@@ -228,8 +233,8 @@ function createChatStreamReader(clientWantsUsage: boolean): StreamUsageReader {
  * `response.failed`, `response.incomplete`, recognised by their `event:` name, or by their data's
  * `type` when the event has no `response.*` name) are JSON-parsed; they carry the usage in
  * `response.usage` and end the stream. Besides them only `response.created` and the small
- * `response.output_item.added` events are parsed, for the ids the gateway binds to the tenant.
- * Every event is relayed.
+ * `response.output_item.added` and `response.output_text.annotation.added` events are parsed,
+ * for the ids the gateway binds to the tenant. Every event is relayed.
  */
 function createResponsesStreamReader(): StreamUsageReader {
   let usage: Usage | undefined;
@@ -240,10 +245,11 @@ function createResponsesStreamReader(): StreamUsageReader {
   // the client leaves early is still bound to its tenant), else from the terminal event
   let responseId: string | undefined;
   let createdSeen = false;
-  // output item ids, from each `response.output_item.added` (small: the item before its content,
-  // and sent before any of it, so a stream left early still binds what it announced), and from
-  // the terminal event's `response.output`, which is parsed anyway; `.done` events, which carry
-  // the item's whole content, are never parsed for this
+  // output item ids (and container ids), from each `response.output_item.added` (small: the item
+  // before its content, and sent before any of it, so a stream left early still binds what it
+  // announced), annotation file and container ids from each `response.output_text.annotation.added`,
+  // and all of them again from the terminal event's `response.output`, which is parsed anyway;
+  // `.done` events, which carry the item's whole content, are never parsed for this
   const itemIds = new Set<string>();
   return {
     accept(event: SseEvent): boolean {
@@ -265,7 +271,17 @@ function createResponsesStreamReader(): StreamUsageReader {
         const parsed = parseJson(event.data);
         if (isRecord(parsed) && parsed['type'] === RESPONSES_ITEM_ADDED) {
           const item = parsed['item'];
-          if (isRecord(item)) addOutputItemId(itemIds, item['id']);
+          // the item's id and, for a code_interpreter_call, its container (announced here already)
+          if (isRecord(item)) addItemHeadIds(itemIds, item);
+          return true;
+        }
+      }
+      if (named ? name === RESPONSES_ANNOTATION_ADDED : RESPONSES_ANNOTATION_ADDED_TYPE.test(event.data)) {
+        // small (one annotation): a stream left before its terminal event still binds the
+        // container and file ids it cited
+        const parsed = parseJson(event.data);
+        if (isRecord(parsed) && parsed['type'] === RESPONSES_ANNOTATION_ADDED) {
+          addAnnotationIds(itemIds, parsed['annotation']);
           return true;
         }
       }
@@ -299,13 +315,52 @@ function createResponsesStreamReader(): StreamUsageReader {
  * that replay. The binding says only which tenant the id was relayed to, so it is as safe either way.
  */
 
-/** Adds the `id` of each item of a Responses `output` array (up to the cap). */
+/*
+ * Besides item ids, two kinds of provider object ids reach the tenant in an answer and are bound
+ * with them (the same fact: "relayed to this tenant"): the `container_id` of a
+ * `code_interpreter_call` item (a container keeps the files its code wrote and can be named
+ * again as `tools[].container`), and the `container_id` and `file_id` of output text annotations
+ * (`container_file_citation`, and the `file_id` of `file_citation` and `file_path`), which an
+ * assistant message replayed in `input` carries back.
+ */
+
+/** Adds the provider ids of each item of a Responses `output` array (up to the cap). */
 function addOutputItemIds(ids: Set<string>, output: unknown): void {
   if (!Array.isArray(output)) return;
   for (const item of output) {
     if (ids.size >= MAX_OUTPUT_ITEM_IDS) return;
-    if (isRecord(item)) addOutputItemId(ids, item['id']);
+    if (!isRecord(item)) continue;
+    addItemHeadIds(ids, item);
+    if (item['type'] === 'message') addMessageAnnotationIds(ids, item['content']);
   }
+}
+
+/** An item's own id and, for a code interpreter call, its container's id. */
+function addItemHeadIds(ids: Set<string>, item: Record<string, unknown>): void {
+  addOutputItemId(ids, item['id']);
+  if (item['type'] === 'code_interpreter_call') addOutputItemId(ids, item['container_id']);
+}
+
+/** The container and file ids of the annotations on a message's output text parts. */
+function addMessageAnnotationIds(ids: Set<string>, content: unknown): void {
+  if (!Array.isArray(content)) return;
+  for (const part of content) {
+    if (!isRecord(part)) continue;
+    const annotations = part['annotations'];
+    if (!Array.isArray(annotations)) continue;
+    for (const annotation of annotations) {
+      // the walk ends once the cap is reached, however many annotations remain
+      if (ids.size >= MAX_OUTPUT_ITEM_IDS) return;
+      addAnnotationIds(ids, annotation);
+    }
+  }
+}
+
+/** The ids one annotation names: `container_id` and `file_id`, whichever it has (url citations have neither). */
+function addAnnotationIds(ids: Set<string>, annotation: unknown): void {
+  if (!isRecord(annotation)) return;
+  addOutputItemId(ids, annotation['container_id']);
+  addOutputItemId(ids, annotation['file_id']);
 }
 
 function addOutputItemId(ids: Set<string>, id: unknown): void {
