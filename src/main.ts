@@ -94,8 +94,9 @@ export async function loadKeyHashKey(config: GatewayConfig, store: Store, resolv
 
 /**
  * Loads the public listener's TLS material: the certificate, CA bundle and CRLs from their paths, the
- * private key through the secret resolver; then checks they work together. Errors name the
- * config path and file, never the key. The start and every reload (SIGHUP, `reload_interval`) load through here.
+ * private key through the secret resolver; then checks they work together (a client CA bundle must
+ * hold whole, parseable certificates). Errors name the config path and file, never the key. The
+ * start and every reload (SIGHUP, `reload_interval`) load through here.
  */
 export async function loadPublicTls(
   tls: PublicTlsConfig, resolver: SecretResolver, path: 'listen.public_tls' | 'listen.admin_tls' = 'listen.public_tls', onWarning?: (message: string) => void,
@@ -114,6 +115,11 @@ export async function loadPublicTls(
     }),
     ...(tls.clientCa !== undefined ? { clientCa: read(tls.clientCa, 'client_ca') } : {}),
   };
+  if (tls.clientCa !== undefined && loaded.clientCa !== undefined) {
+    // OpenSSL takes an empty or half-written bundle silently and then trusts no client at all
+    const problems = (await import('./auth/ca-bundle.js')).caBundleProblems(loaded.clientCa, tls.clientCa, path);
+    if (problems.length > 0) throw new Error(problems.join('\n'));
+  }
   if (tls.crl !== undefined && loaded.clientCa !== undefined) {
     // every CRL problem listed at once; warnings name conditions under which OpenSSL refuses certificates
     const crls = (await import('./auth/crl.js')).loadCrls(tls.crl, loaded.clientCa, path, (file) => readFileSync(file, 'utf8'));

@@ -7,7 +7,8 @@ import { createSecureContext } from 'node:tls';
  * each reload (src/server/tls-reload.ts), so a file that is missing, unreadable or not a PEM CRL
  * stops the start (or fails the reload, keeping the CRLs in use) with every problem listed, and a
  * CRL that would make OpenSSL refuse every certificate (expired, or no CRL for a client CA) is
- * reported before the first client is refused. Nothing here judges a certificate.
+ * reported before the first client is refused. A reload also refuses a CRL older than the one
+ * in use for the same CA (a rollback). Nothing here judges a certificate.
  */
 
 /** What reading the configured CRL files found. */
@@ -94,7 +95,7 @@ function certificateSubject(der: Uint8Array): Buffer {
  * lazy body and a back-reference takes quadratic time on a file of many BEGIN lines with no END
  * (a 5 MB file held start-up for minutes); garbage between blocks is skipped.
  */
-function pemBlocks(text: string, label: string): Array<{ pem: string; der: Buffer }> {
+export function pemBlocks(text: string, label: string): Array<{ pem: string; der: Buffer }> {
   const begin = `-----BEGIN ${label}-----`;
   const end = `-----END ${label}-----`;
   const out: Array<{ pem: string; der: Buffer }> = [];
@@ -172,4 +173,54 @@ export function loadCrls(files: readonly string[], clientCa: string, path: strin
     }
   }
   return result;
+}
+
+/** The newest thisUpdate of each issuer (DER, hex) among CRL PEM texts; a text that does not parse is left out (the loader refused it). */
+function newestByIssuer(pems: readonly string[]): Map<string, number> {
+  const newest = new Map<string, number>();
+  for (const pem of pems) {
+    for (const block of pemBlocks(pem, 'X509 CRL')) {
+      let parsed: ReturnType<typeof parseCrl>;
+      try {
+        parsed = parseCrl(block.der);
+      } catch {
+        continue;
+      }
+      const issuer = parsed.issuer.toString('hex');
+      newest.set(issuer, Math.max(newest.get(issuer) ?? -Infinity, parsed.thisUpdate));
+    }
+  }
+  return newest;
+}
+
+/**
+ * The CRLs of `next` older than those in use (`inUse`): for an issuer of both, the newest
+ * thisUpdate among the new CRLs must not be earlier than the newest in use. An older CRL put back
+ * (a restored backup, a stale mirror, an attacker who can write the file) would un-revoke every
+ * certificate revoked since, so a reload refuses it; a newer CRL that un-revokes one is accepted.
+ * At start-up there is nothing in use to compare with. Each problem names `${path}.crl`.
+ *
+ * @example crlRollbackProblems(crlsInUse, reloadedCrls, caBundle, 'listen.public_tls') // [] or ['listen.public_tls.crl: … older than the CRL in use …']
+ */
+export function crlRollbackProblems(inUse: readonly string[], next: readonly string[], clientCa: string, path: string): string[] {
+  const current = newestByIssuer(inUse);
+  const problems: string[] = [];
+  for (const [issuer, thisUpdate] of newestByIssuer(next)) {
+    const kept = current.get(issuer);
+    if (kept === undefined || thisUpdate >= kept) continue;
+    problems.push(`${path}.crl: the CRL of ${issuerName(issuer, clientCa)} (thisUpdate ${new Date(thisUpdate).toISOString()}) is older than the CRL in use (thisUpdate ${new Date(kept).toISOString()}): a CRL is not rolled back, as that would un-revoke certificates (install a newer CRL)`);
+  }
+  return problems;
+}
+
+/** The subject of the client CA whose name is `issuerHex`, for a message; the CA's certificate holds it in readable form. */
+function issuerName(issuerHex: string, clientCa: string): string {
+  for (const ca of pemBlocks(clientCa, 'CERTIFICATE')) {
+    try {
+      if (certificateSubject(ca.der).toString('hex') === issuerHex) return `client CA "${new X509Certificate(ca.der).subject.replace(/\n/g, ', ')}"`;
+    } catch {
+      // not a certificate: the bundle is checked elsewhere
+    }
+  }
+  return 'an issuer not in the client CA bundle';
 }

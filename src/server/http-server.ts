@@ -6,8 +6,13 @@ import { createSecureContext } from 'node:tls';
 import type { Socket } from 'node:net';
 import { randomUUID } from 'node:crypto';
 import { GatewayError, errorBody } from '../errors/index.js';
+import { dialectForPath } from './routes.js';
 
-/** Sockets whose request was refused for its framing: whatever follows on them is not parsed. */
+/**
+ * Sockets on which no further request is acted on: one whose request was refused for its framing,
+ * and one retired by a change of client-certificate trust whose next request was answered 421.
+ * The listener never hands a request on such a socket to its handler.
+ */
 const refusedSockets = new WeakSet<Socket>();
 
 /**
@@ -19,12 +24,19 @@ export function refuseConnection(socket: Socket): void {
 }
 
 /**
- * True for a connection refused for its framing: Node's parser has already read any requests
- * pipelined behind the refused one (a smuggled request); they are never acted on.
+ * True for a refused connection (its framing, or a request after its TLS trust was replaced):
+ * Node's parser has already read any requests pipelined behind the refused one; they are never acted on.
  */
 export function isRefusedConnection(socket: Socket): boolean {
   return refusedSockets.has(socket);
 }
+
+/**
+ * Milliseconds a new TLS connection has to finish its handshake (Node's default is 120 s): an
+ * unhandshaken connection holds a socket, keeps a drain waiting and was accepted under the TLS
+ * material of its arrival, so it is not kept long.
+ */
+export const TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
 
 const inFlight = new WeakMap<Server, { count: number }>();
 
@@ -74,9 +86,15 @@ export function checkServerTls(tls: HttpServerTls, path = 'listen.public_tls'): 
   }
 }
 
-/** The TLS connections of a server and the generation of material each was accepted under. */
+/**
+ * The TLS connections of a server and the generation of material each was accepted under. Node
+ * binds a connection's secure context when its TCP connection arrives, not when its handshake
+ * ends: the generation is taken then, and a connection still in its handshake is tracked too.
+ */
 interface TlsConnections {
   generation: number;
+  /** TCP connections whose TLS handshake has not finished, with the generation of their arrival. */
+  handshaking: Map<Socket, number>;
   live: Map<TLSSocket, number>;
 }
 const tlsConnections = new WeakMap<Server, TlsConnections>();
@@ -86,12 +104,14 @@ const openResponses = new WeakMap<Socket, Set<ServerResponse>>();
 const retiredSockets = new WeakSet<Socket>();
 
 /**
- * Puts new TLS material in use on a listener: new handshakes use it, established connections keep
+ * Puts new TLS material in use on a listener: new connections use it, established ones keep
  * the context they were accepted under. With `retireConnections` (the client CA bundle or the
- * CRLs changed), connections accepted before are not reused: idle ones close now, busy ones once
- * their responses are done, so a certificate revoked by the new CRL is not served on a kept-alive
- * connection. Returns the number of connections retired. Throws, leaving the old context in place,
- * when Node refuses the material (callers check it with checkServerTls first).
+ * CRLs changed), connections accepted before are not reused: those still in their handshake
+ * (verified under the old material, whenever it ends) and idle ones close now, busy ones once
+ * their responses are done, and a request that starts on a retired connection is answered 421
+ * `connection_retired`, never handled; so a certificate revoked by the new CRL is not served on
+ * a connection from before. Returns the number of connections retired. Throws, leaving the old
+ * context in place, when Node refuses the material (callers check it with checkServerTls first).
  */
 export function applyServerTls(server: Server, tls: HttpServerTls, options: { retireConnections: boolean }): number {
   const state = tlsConnections.get(server);
@@ -104,6 +124,13 @@ export function applyServerTls(server: Server, tls: HttpServerTls, options: { re
   state.generation += 1;
   if (!options.retireConnections) return 0;
   let retired = 0;
+  for (const [raw, generation] of state.handshaking) {
+    if (generation > before) continue;
+    // its handshake would verify the client certificate against the old CA bundle and CRLs
+    retired += 1;
+    state.handshaking.delete(raw);
+    raw.destroy();
+  }
   for (const [socket, generation] of state.live) {
     if (generation > before) continue;
     retired += 1;
@@ -144,26 +171,45 @@ export function createHttpServer(limits: HttpServerLimits, handler: (req: Incomi
     noDelay: true,
   };
   if (tls) checkServerTls(tls);
+  // a request on a refused connection never reaches the handler (whatever the handler checks itself)
+  const guarded = (req: IncomingMessage, res: ServerResponse): void => {
+    if (refusedSockets.has(req.socket)) return;
+    handler(req, res);
+  };
   const server = tls
     ? createHttpsServer({
       ...httpOptions, ...secureContextOptions(tls),
+      handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS,
       // rejectUnauthorized false: every certificate is judged per request, never silently accepted
       ...(tls.clientCa !== undefined ? { requestCert: true, rejectUnauthorized: false } : {}),
-    }, handler) as unknown as Server
-    : createServer(httpOptions, handler);
+    }, guarded) as unknown as Server
+    : createServer(httpOptions, guarded);
   if (tls) {
-    const connections: TlsConnections = { generation: 0, live: new Map() };
+    const connections: TlsConnections = { generation: 0, handshaking: new Map(), live: new Map() };
     tlsConnections.set(server, connections);
+    // after Node's own listener, which wrapped the socket in a TLSSocket bound to the current context
+    server.on('connection', (raw: Socket) => {
+      connections.handshaking.set(raw, connections.generation);
+      raw.once('close', () => connections.handshaking.delete(raw));
+    });
     server.on('secureConnection', (socket: TLSSocket) => {
       // no renegotiation on any TLS connection; the handshake's client certificate is the only one trusted
       secureClientConnection(socket);
-      connections.live.set(socket, connections.generation);
+      // the generation of the TCP connection's arrival (the TLSSocket's _parent is it): the context
+      // that verified the handshake; unknown, it counts as the oldest, retired at the next change
+      const raw = (socket as unknown as { _parent?: Socket })._parent;
+      const arrived = raw === undefined ? undefined : connections.handshaking.get(raw);
+      if (raw !== undefined) connections.handshaking.delete(raw);
+      connections.live.set(socket, arrived ?? -1);
       socket.once('close', () => connections.live.delete(socket));
     });
-    // before the handler: a request on a retired connection is answered, and the connection then closes
+    // before the handler: a request that starts on a retired connection is refused (421), never handled
     server.prependListener('request', (req: IncomingMessage, res: ServerResponse) => {
       const socket = req.socket;
-      if (retiredSockets.has(socket)) res.setHeader('connection', 'close');
+      if (retiredSockets.has(socket)) {
+        refuseRetired(req, res);
+        return;
+      }
       let pending = openResponses.get(socket);
       if (!pending) openResponses.set(socket, pending = new Set());
       pending.add(res);
@@ -182,7 +228,11 @@ export function createHttpServer(limits: HttpServerLimits, handler: (req: Incomi
     });
   });
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-    if (refusedSockets.has(socket) || !socket.writable || (err as { code?: string }).code === 'ECONNRESET') {
+    // Node's HTTPS server reports a failed or timed-out TLS handshake here too: such a connection
+    // has no HTTP to answer in (an answer written to it would wait for a handshake that never comes)
+    const tlsState = tlsConnections.get(server);
+    const handshakeFailed = tlsState !== undefined && !tlsState.live.has(socket as TLSSocket);
+    if (handshakeFailed || refusedSockets.has(socket) || !socket.writable || (err as { code?: string }).code === 'ECONNRESET') {
       socket.destroy();
       return;
     }
@@ -197,4 +247,21 @@ export function createHttpServer(limits: HttpServerLimits, handler: (req: Incomi
     );
   });
   return server;
+}
+
+/**
+ * Answers a request that started on a connection retired by new client-certificate trust: it was
+ * verified under the trust that was replaced, so it is neither authenticated nor forwarded. The
+ * 421 tells the client to send it again on a new connection (RFC 9110 §15.5.20); the connection
+ * closes after the responses before it, and nothing more on it is acted on.
+ */
+function refuseRetired(req: IncomingMessage, res: ServerResponse): void {
+  const socket = req.socket;
+  if (refusedSockets.has(socket)) return;
+  refusedSockets.add(socket);
+  const requestId = randomUUID();
+  const error = new GatewayError('connection_retired', 'this connection was verified under TLS trust that has since been replaced; send the request again on a new connection');
+  const body = JSON.stringify(errorBody(error, dialectForPath(req.url ?? '/'), requestId));
+  res.writeHead(error.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'x-request-id': requestId, connection: 'close' });
+  res.end(body);
 }

@@ -1,13 +1,15 @@
 import { createHash, X509Certificate } from 'node:crypto';
 import type { Server } from 'node:http';
 import type { Logger } from '../log/logger.js';
+import { crlRollbackProblems } from '../auth/crl.js';
 import { applyServerTls, type HttpServerTls } from './http-server.js';
 
 /*
  * TLS material reloaded while the gateway runs (a new CRL, a rotated server certificate): on
  * SIGHUP and on a periodic check, each TLS listener's files are read and its key resolved through
  * the same function as at start-up, and applied to new handshakes only when their bytes changed.
- * A reload that fails keeps the material in use: a bad file never takes a listener down.
+ * A reload that fails keeps the material in use: a bad file never takes a listener down, and a
+ * CRL older than the one in use (a rollback that would un-revoke certificates) is refused.
  */
 
 export type TlsListenerName = 'public' | 'admin';
@@ -100,6 +102,8 @@ export function createTlsReloader(options: TlsReloaderOptions): TlsReloader {
   const states = options.listeners.map((source) => ({
     source,
     digest: digests(source.initial),
+    // the CRLs in use: a reloaded CRL older than these is refused
+    crl: source.initial.crl ?? [],
     // the warnings last logged: a periodic check repeats none of them, but logs a new one (a CRL that expired since)
     warnings: new Set(source.initialWarnings),
   }));
@@ -130,10 +134,10 @@ export function createTlsReloader(options: TlsReloaderOptions): TlsReloader {
       options.onResult?.(source.listener, result);
       return { listener: source.listener, result, changed, problems };
     };
-    const fail = (problems: readonly string[]): TlsReloadOutcome => {
+    const fail = (problems: readonly string[], restartFails = true): TlsReloadOutcome => {
       // the problems name config paths and files (the loader's messages never hold key material)
       logger.warn({ event: 'tls_reload_failed', listener: source.listener, trigger, path: problemPath(problems[0] ?? '', source.path), problems },
-        `${source.path}: the TLS material could not be reloaded; the material in use is kept (a restart would fail until this is fixed)`);
+        `${source.path}: the TLS material could not be reloaded; the material in use is kept${restartFails ? ' (a restart would fail until this is fixed)' : ''}`);
       return outcome('failed', [], problems);
     };
     let loaded: HttpServerTls;
@@ -151,6 +155,11 @@ export function createTlsReloader(options: TlsReloaderOptions): TlsReloader {
       if (trigger === 'signal') logger.info({ event: 'tls_reload_unchanged', listener: source.listener, trigger }, `${source.path}: the TLS material has not changed`);
       return outcome('unchanged');
     }
+    if (changed.includes('crl')) {
+      // a start has nothing to compare with: only a reload can tell an older CRL from the one in use
+      const rollbacks = crlRollbackProblems(state.crl, loaded.crl ?? [], loaded.clientCa ?? '', source.path);
+      if (rollbacks.length > 0) return fail(rollbacks, false);
+    }
     let retired: number;
     try {
       // new client-certificate trust ends the reuse of connections verified under the old one
@@ -159,6 +168,7 @@ export function createTlsReloader(options: TlsReloaderOptions): TlsReloader {
       return fail([`${source.path}: the certificate, key or client CA bundle could not be used`]);
     }
     state.digest = next;
+    state.crl = loaded.crl ?? [];
     logger.info({ event: 'tls_reloaded', listener: source.listener, trigger, changed, connections_retired: retired, ...certificateFacts(loaded.cert) },
       `${source.path}: new TLS material is used for new connections`);
     logWarnings(state, warnings, false);

@@ -6,11 +6,32 @@ import { createLogger } from '../../log/logger.js';
 
 /**
  * `keywarden serve [--config FILE]`: runs the gateway until SIGTERM/SIGINT, then drains. SIGHUP
- * reloads the TLS listeners' certificates, keys, client CA bundles and CRLs (docs/configuration.md).
+ * reloads the TLS listeners' certificates, keys, client CA bundles and CRLs (docs/configuration.md);
+ * it never ends the process: one during start-up is carried out once the gateway listens, one
+ * during shutdown is ignored.
  * Without a configuration it runs demo mode: the built-in mock provider as the upstream, a
  * demo tenant, and a ready curl line.
  */
 export async function serveCommand(configPath: string | undefined, env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  // SIGHUP is caught from the first moment to the exit: without a handler Node ends the process
+  // (exit 129), and a supervisor or logrotate may send one at any time
+  let phase: 'starting' | 'running' | 'stopping' = 'starting';
+  let reloadQueued = false;
+  let stoppingLogged = false;
+  let onReload: () => void = () => undefined;
+  process.on('SIGHUP', () => {
+    if (phase === 'starting') {
+      // the files may have changed after start-up read them: checked again once the gateway listens
+      reloadQueued = true;
+    } else if (phase === 'running') {
+      onReload();
+    } else if (!stoppingLogged) {
+      stoppingLogged = true;
+      gateway.logger.info({ signal: 'SIGHUP' }, 'SIGHUP during shutdown: ignored, no reload while draining');
+      gateway.logger.flush();
+    }
+  });
+
   const path = configPath ?? env['KEYWARDEN_CONFIG'];
   let mock: MockProvider | undefined;
   let gateway: Gateway;
@@ -50,7 +71,7 @@ export async function serveCommand(configPath: string | undefined, env: NodeJS.P
 
   // SIGHUP reloads TLS material (the daemon convention) instead of ending the process; a failed
   // reload is logged and keeps the material in use
-  const reload = () => {
+  onReload = () => {
     if (gateway.config.listen.publicTls === undefined && gateway.config.listen.adminTls === undefined) {
       gateway.logger.info({ signal: 'SIGHUP' }, 'SIGHUP: no TLS listener to reload');
       gateway.logger.flush();
@@ -59,14 +80,18 @@ export async function serveCommand(configPath: string | undefined, env: NodeJS.P
     // the outcome is written out at once: whoever sent the signal is watching for it
     void gateway.reloadTls('signal').then(() => gateway.logger.flush());
   };
-  process.on('SIGHUP', reload);
+  phase = 'running';
+  if (reloadQueued) {
+    gateway.logger.info({ signal: 'SIGHUP' }, 'SIGHUP during start-up: the TLS material is checked again now that the gateway listens');
+    onReload();
+  }
 
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
       gateway.logger.info({ signal }, 'shutting down: draining in-flight requests');
-      // the handler stays through the drain (a SIGHUP then is a no-op, not an abrupt exit)
+      // the SIGHUP handler stays to the exit: a SIGHUP from now on is logged and ignored
+      phase = 'stopping';
       void gateway.close().then(async () => {
-        process.off('SIGHUP', reload);
         await mock?.close();
         resolve();
       });
@@ -74,6 +99,16 @@ export async function serveCommand(configPath: string | undefined, env: NodeJS.P
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
   });
+  // the process ends here, not when its event loop runs dry: Node's teardown after an empty loop puts
+  // SIGHUP back to its default action (ending the process, 129) for a moment; an explicit exit does not
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, 2000);
+    gateway.logger.flush(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+  process.exit(0);
 }
 
 function config_dir(env: NodeJS.ProcessEnv): string {
