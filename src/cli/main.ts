@@ -12,10 +12,10 @@ commands:
   serve [--config FILE]                 run the gateway (no config: demo mode with the mock provider)
   doctor --config FILE [--online]       check a configuration and its secrets without serving
   tenants create NAME [--policy-file F] | list | disable NAME | enable NAME | set-policy NAME --policy-file F
-  tenants set-limits NAME [--rpm N] [--tpm N] [--tpd N] [--usd-day X] [--usd-month X] [--per-key]
+  tenants set-limits NAME [--rpm N] [--tpm N] [--tpd N] [--usd-day X] [--usd-month X] [--concurrent N] [--per-key]
                                         limits over the tenant (or, with --per-key, for each of its keys);
                                         a value of "none" removes that limit
-  keys set-limits KEY_ID [--rpm N] [--tpm N] [--tpd N] [--usd-day X] [--usd-month X] | --clear
+  keys set-limits KEY_ID [--rpm N] [--tpm N] [--tpd N] [--usd-day X] [--usd-month X] [--concurrent N] | --clear
   keys issue --tenant NAME [--expires 30d] [--label L] [--json] | list [--tenant NAME] | revoke KEY_ID
   secrets encrypt --file PATH --name NAME --key REF [--json]   store a secret (read from stdin) in an encrypted file
   secrets gen-key [--file PATH]         make a key for encrypted secrets files
@@ -86,7 +86,7 @@ function oneTenant(values: readonly string[] | undefined, command: string): stri
 function limitFlags(values: Record<string, string | boolean | string[] | undefined>): Record<string, number | null> {
   const flags: Array<[string, string]> = [
     ['rpm', 'requests_per_minute'], ['tpm', 'tokens_per_minute'], ['tpd', 'tokens_per_day'],
-    ['usd-day', 'usd_per_day'], ['usd-month', 'usd_per_month'],
+    ['usd-day', 'usd_per_day'], ['usd-month', 'usd_per_month'], ['concurrent', 'concurrent_requests'],
   ];
   const out: Record<string, number | null> = {};
   for (const [flag, name] of flags) {
@@ -133,6 +133,7 @@ async function run(argv: readonly string[]): Promise<number | void> {
       tpd: { type: 'string' },
       'usd-day': { type: 'string' },
       'usd-month': { type: 'string' },
+      concurrent: { type: 'string' },
       'per-key': { type: 'boolean', default: false },
       clear: { type: 'boolean', default: false },
       file: { type: 'string' },

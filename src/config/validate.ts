@@ -440,8 +440,8 @@ export function parseDlp(value: Json, path: string, base: DlpPolicy, problems: {
 
 /**
  * Validates a limits mapping (`requests_per_minute`, `tokens_per_minute`, `tokens_per_day`,
- * `usd_per_day`, `usd_per_month`). Counts are whole numbers ≥ 1; budgets are dollars > 0.
- * `null` unsets a limit inherited from the base.
+ * `usd_per_day`, `usd_per_month`, `concurrent_requests`). Counts (requests in flight included)
+ * are whole numbers ≥ 1; budgets are dollars > 0. `null` unsets a limit inherited from the base.
  */
 export function parseLimits(value: Json, path: string, base: Limits, problems: { add(path: string, message: string): void }): Limits {
   if (value === undefined) return base;

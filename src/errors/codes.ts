@@ -61,11 +61,13 @@ export const ERROR_CODES = {
   tenant_tokens_per_day_exceeded: { status: 429, family: 'rate_limit' },
   tenant_budget_day_exceeded: { status: 429, family: 'rate_limit' },
   tenant_budget_month_exceeded: { status: 429, family: 'rate_limit' },
+  tenant_concurrent_requests_exceeded: { status: 429, family: 'rate_limit' },
   key_requests_per_minute_exceeded: { status: 429, family: 'rate_limit' },
   key_tokens_per_minute_exceeded: { status: 429, family: 'rate_limit' },
   key_tokens_per_day_exceeded: { status: 429, family: 'rate_limit' },
   key_budget_day_exceeded: { status: 429, family: 'rate_limit' },
   key_budget_month_exceeded: { status: 429, family: 'rate_limit' },
+  key_concurrent_requests_exceeded: { status: 429, family: 'rate_limit' },
   quota_model_unpriced: { status: 403, family: 'permission' },
   quota_store_unavailable: { status: 503, family: 'overloaded' },
 
@@ -83,6 +85,9 @@ export const ERROR_CODES = {
 
   // the gateway itself
   service_unavailable: { status: 503, family: 'overloaded' },
+  // a request on a TLS connection verified under client-certificate trust since replaced (a reload):
+  // not handled; the client sends it again on a new connection
+  connection_retired: { status: 421, family: 'server' },
   internal_error: { status: 500, family: 'server' },
 
   // admin API

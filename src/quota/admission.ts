@@ -5,7 +5,7 @@ import type { Endpoint, ProviderType, Usage } from '../providers/types.js';
 import type { Logger } from '../log/logger.js';
 import type { CounterCheck, CounterState, CounterStore, CounterUsage, LimitName, Limits } from './types.js';
 import { CounterStoreUnavailableError, LIMIT_NAMES } from './types.js';
-import { LIMIT_DEFS, counterKey, usdToNano, windowAt, type Scope } from './windows.js';
+import { LIMIT_DEFS, counterKey, inFlightWindow, usdToNano, windowAt, type Scope } from './windows.js';
 import { costNanoUsd, type PriceTable } from './prices.js';
 import type { TokenEstimator } from './estimate.js';
 
@@ -69,6 +69,7 @@ const CODES: Record<Scope, Record<LimitName, ErrorCode>> = {
     tokens_per_day: 'tenant_tokens_per_day_exceeded',
     usd_per_day: 'tenant_budget_day_exceeded',
     usd_per_month: 'tenant_budget_month_exceeded',
+    concurrent_requests: 'tenant_concurrent_requests_exceeded',
   },
   k: {
     requests_per_minute: 'key_requests_per_minute_exceeded',
@@ -76,6 +77,7 @@ const CODES: Record<Scope, Record<LimitName, ErrorCode>> = {
     tokens_per_day: 'key_tokens_per_day_exceeded',
     usd_per_day: 'key_budget_day_exceeded',
     usd_per_month: 'key_budget_month_exceeded',
+    concurrent_requests: 'key_concurrent_requests_exceeded',
   },
 };
 
@@ -84,12 +86,24 @@ function hasAny(limits: Limits): boolean {
   return false;
 }
 
+/** Seconds a client refused for concurrency should wait: a slot frees when any request ends. */
+const CONCURRENCY_RETRY_AFTER_S = 1;
+
+function isInFlight(name: LimitName): boolean {
+  return LIMIT_DEFS[name].metric === 'con';
+}
+
 /**
  * The admit and settle stages. Admission reserves a request's worst case (estimated input plus
  * the output cap; its cost at the model's price) on every configured limit of the tenant and
  * of the key in one atomic store operation: all limits admit it or nothing is reserved.
  * Settlement replaces the reservation with the real usage. A tenant and key without limits
  * skip both stages entirely.
+ *
+ * `concurrent_requests` rides on the same reservation: its counter's reservation *is* the
+ * request's slot (amount 1 against the limit), taken atomically with the other limits, and
+ * settlement adds nothing to it, so releasing the reservation frees the slot. A replica that
+ * dies holding slots frees them when their lease (`leaseMs`) runs out, like any reservation.
  */
 export function createAdmission(options: AdmissionOptions) {
   const { store, prices, estimator, leaseMs, logger } = options;
@@ -97,15 +111,16 @@ export function createAdmission(options: AdmissionOptions) {
   const thresholds = options.thresholds ?? [50, 80, 100];
 
   function plan(principal: Principal, tokens: number, cost: number | undefined, at: number): PlannedCheck[] {
-    const checks: PlannedCheck[] = [];
+    const windowed: PlannedCheck[] = [];
+    const inFlight: PlannedCheck[] = [];
     const add = (scope: Scope, id: string, limits: Limits) => {
       for (const name of LIMIT_NAMES) {
         const limit = limits[name];
         if (limit === undefined) continue;
         const def = LIMIT_DEFS[name];
-        const window = windowAt(def.window, at);
-        const amount = def.metric === 'req' ? 1 : def.metric === 'tok' ? tokens : (cost as number);
-        checks.push({
+        const window = def.window === 'in_flight' ? inFlightWindow(at, leaseMs) : windowAt(def.window, at);
+        const amount = def.metric === 'req' || def.metric === 'con' ? 1 : def.metric === 'tok' ? tokens : (cost as number);
+        (def.metric === 'con' ? inFlight : windowed).push({
           scope, name, key: counterKey(scope, id, def.metric, window), windowEnd: window.end, amount,
           limit: def.metric === 'usd' ? usdToNano(limit) : limit,
         });
@@ -113,7 +128,9 @@ export function createAdmission(options: AdmissionOptions) {
     };
     add('t', principal.tenantId, principal.policy.limits);
     add('k', principal.keyId, principal.keyLimits);
-    return checks;
+    // the store reports the first check that refuses: windowed limits come first, so a request
+    // that is over a rate or budget as well is told that wait (its Retry-After), not "retry in 1s"
+    return [...windowed, ...inFlight];
   }
 
   function thresholdEvents(principal: Principal, checks: readonly PlannedCheck[], states: readonly CounterState[], refusedIndex: number | undefined) {
@@ -143,6 +160,25 @@ export function createAdmission(options: AdmissionOptions) {
     }
   }
 
+  /**
+   * Settles a reservation in the background: releases it and adds `actual`. Should the store
+   * refuse the usage itself (a value it cannot count, not an outage), the reservation is still
+   * released without it, so a request's concurrency slot never waits for its lease because of
+   * its usage. When the store is down, the lease releases everything later.
+   */
+  function release(reservationId: string, actual: readonly CounterUsage[]): void {
+    store.settle(reservationId, actual, now()).catch((err: unknown) => {
+      if (err instanceof CounterStoreUnavailableError || actual.length === 0) {
+        logger.error({ err }, 'quota settlement failed; the reservation will be released when its lease expires');
+        return;
+      }
+      logger.error({ err }, 'quota settlement refused the usage; releasing the reservation without it');
+      store.settle(reservationId, [], now()).catch((again: unknown) => {
+        logger.error({ err: again }, 'quota release failed; the reservation will be released when its lease expires');
+      });
+    });
+  }
+
   return {
     /**
      * The rate-limit headers as things stand, without reserving: for answers to requests of a
@@ -151,7 +187,8 @@ export function createAdmission(options: AdmissionOptions) {
      */
     async currentHeaders(principal: Principal): Promise<Record<string, string>> {
       const at = now();
-      const checks = plan(principal, 0, 0, at).filter((c) => LIMIT_DEFS[c.name].metric !== 'usd');
+      // only what the headers show: request and token limits (not budgets, not requests in flight)
+      const checks = plan(principal, 0, 0, at).filter((c) => LIMIT_DEFS[c.name].metric === 'req' || LIMIT_DEFS[c.name].metric === 'tok');
       if (checks.length === 0) return {};
       try {
         const states = await store.read(checks.map((c) => c.key), at);
@@ -202,17 +239,33 @@ export function createAdmission(options: AdmissionOptions) {
       if (!outcome.admitted) {
         const check = checks[outcome.failed] as PlannedCheck;
         thresholdEvents(principal, checks, outcome.states, outcome.failed);
+        const scopeName = check.scope === 't' ? 'tenant' : 'key';
+        if (isInFlight(check.name)) {
+          // no window to wait for: a slot frees as soon as one of the requests in flight ends
+          throw Object.assign(
+            new GatewayError(CODES[check.scope][check.name],
+              `${scopeName} limit concurrent_requests reached (${check.limit} in flight); retry when one of them has finished`,
+              { retryAfterSeconds: CONCURRENCY_RETRY_AFTER_S }),
+            { headers },
+          );
+        }
         const retryAfter = Math.max(1, Math.ceil((check.windowEnd - at) / 1000));
         const alone = check.amount > check.limit;
         throw Object.assign(
           new GatewayError(CODES[check.scope][check.name], alone
-            ? `this request alone exceeds the ${check.scope === 't' ? 'tenant' : 'key'} limit ${check.name}; lower max_tokens or the input`
-            : `${check.scope === 't' ? 'tenant' : 'key'} limit ${check.name} reached; retry after ${retryAfter}s`,
+            ? `this request alone exceeds the ${scopeName} limit ${check.name}; lower max_tokens or the input`
+            : `${scopeName} limit ${check.name} reached; retry after ${retryAfter}s`,
           { retryAfterSeconds: retryAfter }),
           { headers },
         );
       }
-      thresholdEvents(principal, checks, outcome.states, undefined);
+      try {
+        thresholdEvents(principal, checks, outcome.states, undefined);
+      } catch (err) {
+        // never strand what was just reserved (a concurrency slot above all) on a failure here
+        release(reservationId, []);
+        throw err;
+      }
 
       let settled = false;
       return {
@@ -220,19 +273,23 @@ export function createAdmission(options: AdmissionOptions) {
         settle(usage: Usage, billInputEstimate: boolean): { usage: Usage; costNanoUsd: number } {
           if (settled) return { usage, costNanoUsd: 0 };
           settled = true;
-          // a broken stream may not report the input: the prompt was still sent, so bill the estimate
-          const input = usage.inputTokens > 0 || !billInputEstimate ? usage.inputTokens : inputEstimate;
-          const real: Usage = { ...usage, inputTokens: input };
-          const cost = price ? costNanoUsd(price, real) : 0;
-          const tokens = real.inputTokens + real.outputTokens;
-          const actual: CounterUsage[] = checks.map((c) => ({
-            key: c.key, windowEnd: c.windowEnd,
-            amount: LIMIT_DEFS[c.name].metric === 'req' ? 1 : LIMIT_DEFS[c.name].metric === 'tok' ? tokens : cost,
-          }));
-          store.settle(reservationId, actual, now()).catch((err: unknown) => {
-            logger.error({ err }, 'quota settlement failed; the reservation will be released when its lease expires');
-          });
-          return { usage: real, costNanoUsd: cost };
+          let actual: CounterUsage[] = [];
+          try {
+            // a broken stream may not report the input: the prompt was still sent, so bill the estimate
+            const input = usage.inputTokens > 0 || !billInputEstimate ? usage.inputTokens : inputEstimate;
+            const real: Usage = { ...usage, inputTokens: input };
+            const cost = price ? costNanoUsd(price, real) : 0;
+            const tokens = real.inputTokens + real.outputTokens;
+            // requests in flight get nothing added: releasing the reservation frees the slot
+            actual = checks.filter((c) => !isInFlight(c.name)).map((c) => ({
+              key: c.key, windowEnd: c.windowEnd,
+              amount: LIMIT_DEFS[c.name].metric === 'req' ? 1 : LIMIT_DEFS[c.name].metric === 'tok' ? tokens : cost,
+            }));
+            return { usage: real, costNanoUsd: cost };
+          } finally {
+            // runs even when working out the usage threw: the reservation (and the slot) is released
+            release(reservationId, actual);
+          }
         },
       };
     },
@@ -249,7 +306,9 @@ export type AdmissionStage = ReturnType<typeof createAdmission>;
 
 /**
  * `x-ratelimit-*` headers as OpenAI names them, from the tightest request limit and the
- * tightest token limit (tenant or key) after this request's reservation.
+ * tightest token limit (tenant or key) after this request's reservation. Budgets and
+ * `concurrent_requests` are not shown: OpenAI's headers describe windows that reset, and a count
+ * of requests in flight has no reset time (its refusal carries `Retry-After: 1` instead).
  */
 function rateHeaders(checks: readonly PlannedCheck[], states: readonly CounterState[], at: number): Record<string, string> {
   const headers: Record<string, string> = {};

@@ -61,6 +61,9 @@ export function createMemoryCounterStore(options: MemoryCounterStoreOptions = {}
     if (!c || c.windowEnd <= now) {
       c = { used: 0, reserved: 0, windowEnd };
       counters.set(key, c);
+    } else if (c.windowEnd < windowEnd) {
+      // a live window only grows: an in-flight counter's end follows its newest lease
+      c.windowEnd = windowEnd;
     }
     return c;
   }

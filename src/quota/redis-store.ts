@@ -82,10 +82,14 @@ local function peek(ck)
   return '0', '0'
 end
 
--- makes sure the counter exists for a live window, starting fresh when its window ended
+-- makes sure the counter exists for a live window, starting fresh when its window ended; a live
+-- window only grows (an in-flight counter's end follows its newest lease)
 local function fresh(ck, windowEnd, totalKey)
   local v = redis.call('HMGET', ck, 'reserved', 'end')
-  if v[2] and tonumber(v[2]) > now then return end
+  if v[2] and tonumber(v[2]) > now then
+    if tonumber(v[2]) < tonumber(windowEnd) then redis.call('HSET', ck, 'end', windowEnd) end
+    return
+  end
   if v[1] and tonumber(v[1]) > 0 then redis.call('INCRBY', totalKey, '-' .. v[1]) end
   redis.call('HSET', ck, 'used', '0', 'reserved', '0', 'end', windowEnd)
 end

@@ -4,8 +4,12 @@
  * ledger) and Redis (shared by replicas; one Lua round trip per operation).
  */
 
-/** The limits an operator can set, per tenant and per key. Any may be unset. */
-export const LIMIT_NAMES = ['requests_per_minute', 'tokens_per_minute', 'tokens_per_day', 'usd_per_day', 'usd_per_month'] as const;
+/**
+ * The limits an operator can set, per tenant and per key. Any may be unset. All but
+ * `concurrent_requests` count over a calendar window; `concurrent_requests` counts the requests
+ * in flight (a reservation of 1 held from admission until the request ends, see admission.ts).
+ */
+export const LIMIT_NAMES = ['requests_per_minute', 'tokens_per_minute', 'tokens_per_day', 'usd_per_day', 'usd_per_month', 'concurrent_requests'] as const;
 export type LimitName = (typeof LIMIT_NAMES)[number];
 
 /** Limits in config form: counts, and budgets in US dollars. */
@@ -14,15 +18,20 @@ export type Limits = Readonly<Partial<Record<LimitName, number>>>;
 /** One counter that an admission checks and reserves on. Amounts are integers (cost in nano-USD). */
 export interface CounterCheck {
   /**
-   * Unique per scope, metric and window instance (see `counterKey` in keys.ts), e.g.
-   * `t:t_0123:tokens:day:20261127`. Stores treat it as opaque.
+   * Unique per scope, metric and window instance (see `counterKey` in windows.ts), e.g.
+   * `t:t_0123:tok:d20261127`. Stores treat it as opaque.
    */
   key: string;
   /** The most `used + reserved` may reach on this counter. */
   limit: number;
   /** What this request reserves on it (its worst case). */
   amount: number;
-  /** When the window ends (ms since epoch); the counter may be dropped after it. */
+  /**
+   * When the window ends (ms since epoch); the counter may be dropped after it. A live counter's
+   * end only ever moves later: a check naming a later end than the counter has extends it (a
+   * calendar counter's checks all name the same end; an in-flight counter's end follows its
+   * newest lease, so it never ends while a slot on it may still be held).
+   */
   windowEnd: number;
 }
 

@@ -1,10 +1,14 @@
 import type { LimitName } from './types.js';
 
+/** Calendar windows (UTC), which reset at fixed times. */
 export type WindowKind = 'minute' | 'day' | 'month';
-export type Metric = 'req' | 'tok' | 'usd';
+/** Counted on a counter: requests, tokens, nano-USD, or requests in flight (`con`, for concurrency). */
+export type Metric = 'req' | 'tok' | 'usd' | 'con';
+/** Where a limit counts: a calendar window, or `in_flight` (the requests running now, see inFlightWindow). */
+export type LimitWindow = WindowKind | 'in_flight';
 
 export interface Window {
-  kind: WindowKind;
+  kind: LimitWindow;
   start: number;
   end: number;
   /** Short, sortable id of this window instance: `m29613412`, `d20261127`, `M202611`. */
@@ -31,18 +35,43 @@ function pad(n: number): string {
   return n < 10 ? `0${n}` : String(n);
 }
 
+/**
+ * How long an in-flight window outlives the lease of the newest slot taken on it. Leases are
+ * stamped with each replica's own clock; the margin keeps a replica whose clock runs a little
+ * ahead from starting the counter afresh while another replica's slots are still leased.
+ */
+export const IN_FLIGHT_MARGIN_MS = 60_000;
+
+/**
+ * The window of a concurrency counter (`concurrent_requests`), for an admission at `now` whose
+ * slot is leased for `leaseMs`. It has no calendar: a counter of requests in flight must never
+ * start afresh while any of them still runs, or a tenant would get a second set of slots (a fixed
+ * window ending at midnight would hand out N more at 00:00 while N streams were still open).
+ * So its id is constant (`live`) and its end is this admission's lease expiry plus a margin;
+ * stores only ever move a live counter's end later (see `CounterCheck.windowEnd`), so the window
+ * lasts until every slot taken on it has been released or its lease has run out, and an idle
+ * tenant's counter is then dropped (from memory, and by Redis expiry).
+ */
+export function inFlightWindow(now: number, leaseMs: number): Window {
+  return { kind: 'in_flight', start: now, end: now + Math.max(0, leaseMs) + IN_FLIGHT_MARGIN_MS, id: 'live' };
+}
+
 /** What each configurable limit counts, and over which window. */
-export const LIMIT_DEFS: Readonly<Record<LimitName, { metric: Metric; window: WindowKind; label: string }>> = {
+export const LIMIT_DEFS: Readonly<Record<LimitName, { metric: Metric; window: LimitWindow; label: string }>> = {
   requests_per_minute: { metric: 'req', window: 'minute', label: 'requests_per_minute' },
   tokens_per_minute: { metric: 'tok', window: 'minute', label: 'tokens_per_minute' },
   tokens_per_day: { metric: 'tok', window: 'day', label: 'tokens_per_day' },
   usd_per_day: { metric: 'usd', window: 'day', label: 'budget_day' },
   usd_per_month: { metric: 'usd', window: 'month', label: 'budget_month' },
+  concurrent_requests: { metric: 'con', window: 'in_flight', label: 'concurrent_requests' },
 };
 
 export type Scope = 't' | 'k';
 
-/** `t:<tenant id>:tok:d20261127`: a counter's key. Ids are store-generated ([a-z0-9_]), never client text. */
+/**
+ * `t:<tenant id>:tok:d20261127`: a counter's key (`t:<tenant id>:con:live` for requests in
+ * flight). Ids are store-generated ([a-z0-9_]), never client text.
+ */
 export function counterKey(scope: Scope, id: string, metric: Metric, window: Window): string {
   return `${scope}:${id}:${metric}:${window.id}`;
 }
@@ -50,12 +79,18 @@ export function counterKey(scope: Scope, id: string, metric: Metric, window: Win
 export interface ParsedCounterKey {
   scope: Scope;
   id: string;
-  metric: Metric;
+  /** Only metrics the usage ledger can sum (never `con`). */
+  metric: Exclude<Metric, 'con'>;
   start: number;
   end: number;
 }
 
-/** Parses a counter key back (the embedded store seeds counters from the ledger with it). */
+/**
+ * Parses a counter key back (the embedded store seeds counters from the ledger with it).
+ * In-flight counters (`…:con:live`) are deliberately not parsed: the ledger records requests
+ * that ended, never what is running now, so such a counter seeds to 0 (a restarted process has
+ * nothing in flight; its old slots, on Redis, are freed by their leases).
+ */
 export function parseCounterKey(key: string): ParsedCounterKey | undefined {
   const match = /^([tk]):([a-z0-9_]+):(req|tok|usd):(m\d+|d\d{8}|M\d{6})$/.exec(key);
   if (!match) return undefined;
@@ -74,7 +109,7 @@ export function parseCounterKey(key: string): ParsedCounterKey | undefined {
     start = Date.UTC(y, m, 1);
     end = Date.UTC(y, m + 1, 1);
   }
-  return { scope: match[1] as Scope, id: match[2] as string, metric: match[3] as Metric, start, end };
+  return { scope: match[1] as Scope, id: match[2] as string, metric: match[3] as ParsedCounterKey['metric'], start, end };
 }
 
 /** USD (as configured) to integer nano-USD, the unit counters use. */

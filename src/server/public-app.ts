@@ -232,6 +232,8 @@ export function createPublicApp(options: PublicAppOptions): PublicApp {
     res.once('close', () => {
       if (!res.writableFinished) abort.abort();
     });
+    // one that left while it was being admitted (a store round trip) is already gone: no provider call for it
+    if (res.destroyed || req.socket.destroyed) abort.abort();
     if (prepared.request.stream) {
       let started = false;
       try {

@@ -147,6 +147,55 @@ export function counterStoreContract(name: string, factory: () => Promise<Counte
         assert.deepEqual(await store.read(['k:rpm'], end + 1), [{ used: 0, reserved: 20 }]);
       }));
 
+    it('only ever extends a live window: a check naming a later end keeps the counter past the earlier one', () =>
+      withStore(async (store) => {
+        const now = base();
+        // an in-flight counter: one key, each admission naming its own lease expiry as the end
+        const slot = (end: number): CounterCheck => ({ key: 't:t_1:con:live', limit: 2, amount: 1, windowEnd: end });
+        assert.equal((await store.reserve('first', [slot(now + 1000)], LEASE, now)).admitted, true);
+        assert.equal((await store.reserve('second', [slot(now + 5000)], LEASE, now + 500)).admitted, true);
+        // past the first end, before the second: both slots are still counted, not started afresh
+        assert.deepEqual(await store.read(['t:t_1:con:live'], now + 1500), [{ used: 0, reserved: 2 }]);
+        const third = await store.reserve('third', [slot(now + 1500 + 1000)], LEASE, now + 1500);
+        assert.equal(third.admitted, false);
+        assert.deepEqual(third.states, [{ used: 0, reserved: 2 }]);
+        // an admission naming an earlier end never shortens it
+        await store.settle('first', [], now + 1600);
+        assert.equal((await store.reserve('fourth', [slot(now + 2000)], LEASE, now + 1700)).admitted, true);
+        assert.deepEqual(await store.read(['t:t_1:con:live'], now + 4999), [{ used: 0, reserved: 2 }]);
+        // past the latest end it is over
+        assert.deepEqual(await store.read(['t:t_1:con:live'], now + 5000), [{ used: 0, reserved: 0 }]);
+      }));
+
+    it('frees an in-flight slot when its reservation settles with nothing added to its counter', () =>
+      withStore(async (store) => {
+        const now = base();
+        const end = now + LEASE + MINUTE;
+        const checks: CounterCheck[] = [
+          { key: 'k:rpm', limit: 100, amount: 1, windowEnd: now + MINUTE },
+          { key: 'k:slots', limit: 2, amount: 1, windowEnd: end },
+        ];
+        assert.equal((await store.reserve('a', checks, LEASE, now)).admitted, true);
+        assert.equal((await store.reserve('b', checks, LEASE, now + 1)).admitted, true);
+        const full = await store.reserve('c', checks, LEASE, now + 2);
+        assert.ok(!full.admitted);
+        assert.equal(full.failed, 1);
+        // the refusal reserved nothing on the counter before the one that refused
+        assert.deepEqual(await store.read(['k:rpm'], now + 2), [{ used: 0, reserved: 2 }]);
+        // settle names only the windowed counter: the slot's counter gets no usage
+        await store.settle('a', [{ key: 'k:rpm', amount: 1, windowEnd: now + MINUTE }], now + 3);
+        assert.deepEqual(await store.read(['k:rpm', 'k:slots'], now + 3), [{ used: 1, reserved: 1 }, { used: 0, reserved: 1 }]);
+        assert.deepEqual(await store.reserve('c', checks, LEASE, now + 4), { admitted: true, states: [{ used: 1, reserved: 2 }, { used: 0, reserved: 2 }] });
+        // a slot whose holder died is freed by its lease: 'd' leases for 1 s, then the next admission sweeps it
+        await store.settle('b', [], now + 5);
+        await store.settle('c', [], now + 5);
+        assert.equal((await store.reserve('d', checks, 1000, now + 6)).admitted, true);
+        assert.equal((await store.reserve('e', checks, LEASE, now + 7)).admitted, true);
+        assert.equal((await store.reserve('f', checks, LEASE, now + 8)).admitted, false);
+        assert.equal((await store.reserve('g', checks, LEASE, now + 1007)).admitted, true);
+        assert.deepEqual(await store.read(['k:slots'], now + 1008), [{ used: 0, reserved: 2 }]);
+      }));
+
     it('reservedTotal returns to zero once every reservation has settled or expired', () =>
       withStore(async (store) => {
         const now = base();

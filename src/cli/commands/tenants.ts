@@ -56,9 +56,9 @@ export async function tenantsCommand(target: CommandTarget, action: string | und
         return;
       }
       case 'set-limits': {
-        const name = requireArg(args[0], 'tenants set-limits NAME [--rpm N] [--tpm N] [--tpd N] [--usd-day X] [--usd-month X] [--per-key]');
+        const name = requireArg(args[0], 'tenants set-limits NAME [--rpm N] [--tpm N] [--tpd N] [--usd-day X] [--usd-month X] [--concurrent N] [--per-key]');
         const limits = opts.limits ?? {};
-        if (Object.keys(limits).length === 0) throw new CliError('tenants set-limits needs at least one of --rpm --tpm --tpd --usd-day --usd-month', EXIT_USAGE);
+        if (Object.keys(limits).length === 0) throw new CliError('tenants set-limits needs at least one of --rpm --tpm --tpd --usd-day --usd-month --concurrent', EXIT_USAGE);
         const tenant = await tenants.setTenantLimits(name, opts.perKey ? { key_limits: limits } : { limits }, ACTOR);
         emit(tenant, opts.json, () => {
           const policy = tenant.policy ?? {};
@@ -103,7 +103,7 @@ export async function keysCommand(target: CommandTarget, action: string | undefi
         return;
       }
       case 'set-limits': {
-        const id = requireArg(args[0], 'keys set-limits KEY_ID [--rpm N] [--tpm N] [--tpd N] [--usd-day X] [--usd-month X] | --clear');
+        const id = requireArg(args[0], 'keys set-limits KEY_ID [--rpm N] [--tpm N] [--tpd N] [--usd-day X] [--usd-month X] [--concurrent N] | --clear');
         const given = Object.fromEntries(Object.entries(opts.limits ?? {}).filter(([, v]) => v !== null));
         if (!opts.clear && Object.keys(given).length === 0) throw new CliError('keys set-limits needs limits or --clear', EXIT_USAGE);
         const key = await tenants.setKeyLimits(id, opts.clear ? null : given, ACTOR);
