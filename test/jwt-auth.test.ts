@@ -124,7 +124,8 @@ describe('JWT (OIDC) tenants', () => {
     const row = audit.at(-1);
     assert.ok(row);
     // the subject's own key id: issuer 0, a hash of the subject (never the token)
-    const subjectKeyId = `jwt:0:${createHash('sha256').update('user-1@example.test').digest('hex').slice(0, 16)}`;
+    const tenantId = (await h.gateway.store.tenants.getByName('acme'))?.id as string;
+    const subjectKeyId = `jwt:0:${createHash('sha256').update(`${tenantId}\nuser-1@example.test`).digest('hex').slice(0, 16)}`;
     assert.equal(row.actor, `tenant-key:${subjectKeyId}`);
     assert.equal((row.details as Record<string, unknown>)['subject'], 'user-1@example.test');
     const line = h.logs.lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l['msg'] === 'request').at(-1);
@@ -135,8 +136,22 @@ describe('JWT (OIDC) tenants', () => {
     assert.equal(other.status, 200);
     await h.gateway.writer.flush();
     const otherRow = (await h.gateway.store.records.listAudit({ limit: 1000 })).filter((r) => r.action === 'request').at(-1);
-    assert.equal(otherRow?.actor, `tenant-key:jwt:0:${createHash('sha256').update('user-2@example.test').digest('hex').slice(0, 16)}`);
+    assert.equal(otherRow?.actor, `tenant-key:jwt:0:${createHash('sha256').update(`${tenantId}\nuser-2@example.test`).digest('hex').slice(0, 16)}`);
     assert.equal(line?.['tenant'], 'acme');
+  });
+
+  it('gives the same subject of another tenant another key id, so key-level limits are never shared across tenants (found in review)', async () => {
+    await h.tenantKey('initech');
+    const res = await send(await sign(rsa.privateKey, { kid: 'rsa-1', claims: { tenant: 'initech' } }));
+    assert.equal(res.status, 200, res.text);
+    await h.gateway.writer.flush();
+    const rows = (await h.gateway.store.records.listAudit({ limit: 1000 })).filter((r) => r.action === 'request' && String(r.actor).startsWith('tenant-key:jwt:0:'));
+    const acmeId = (await h.gateway.store.tenants.getByName('acme'))?.id as string;
+    const initechId = (await h.gateway.store.tenants.getByName('initech'))?.id as string;
+    const keyOf = (tenantId: string) => `tenant-key:jwt:0:${createHash('sha256').update(`${tenantId}\nuser-1@example.test`).digest('hex').slice(0, 16)}`;
+    assert.notEqual(keyOf(acmeId), keyOf(initechId));
+    assert.ok(rows.some((r) => r.actor === keyOf(initechId)), 'initech\'s request is recorded under its own key id');
+    assert.ok(rows.some((r) => r.actor === keyOf(acmeId)), 'acme\'s requests keep theirs');
   });
 
   it('a static public key issuer with a custom tenant claim is accepted', async () => {

@@ -102,8 +102,9 @@ function mapJoseError(err: unknown): GatewayError {
  * (src/auth/authenticate.ts) keeps a verified token's Principal, keyed by a hash of the whole
  * token, until its `exp` or the credential cache's TTL, whichever comes first.
  *
- * keyId is `jwt:<issuer index>`: all callers of one issuer share that id (and the policy's
- * key_limits) in the ledger and quotas.
+ * keyId is `jwt:<issuer index>:<tenant id>` (with a subject claim, `jwt:<issuer index>:<hash of
+ * tenant id and subject>`): callers of one issuer and tenant share it (and the policy's key_limits)
+ * in the ledger and quotas; other tenants of the issuer never do.
  */
 export async function createJwtVerifier(options: JwtVerifierOptions): Promise<JwtVerifier> {
   const prepared = await Promise.all(options.issuers.map(async (cfg, index) => {
@@ -161,9 +162,13 @@ export async function createJwtVerifier(options: JwtVerifierOptions): Promise<Jw
     if (tenant.status !== 'active') refuse('auth_tenant_disabled', 'this tenant is disabled');
     const policy = options.policyFor(tenant.id, tenant.policy);
     const subject = cfg.subjectClaim !== undefined ? sanitiseSubject(payload[cfg.subjectClaim]) : undefined;
-    // each subject gets its own key id (so key-level limits apply per workload or user); the
-    // subject itself is recorded separately, the id holds only a short hash of it
-    const keyId = subject !== undefined ? `jwt:${entry.index}:${createHash('sha256').update(subject).digest('hex').slice(0, 16)}` : `jwt:${entry.index}`;
+    // the key id is the unit of key-level limits and of the ledger: it names the tenant, so two
+    // tenants of one issuer never share counters (a subject of one tenant cannot hold another's
+    // per-key slots or budget); with a subject claim each workload or user of the tenant gets its
+    // own, holding only a short hash of tenant and subject (the subject is recorded separately)
+    const keyId = subject !== undefined
+      ? `jwt:${entry.index}:${createHash('sha256').update(`${tenant.id}\n${subject}`).digest('hex').slice(0, 16)}`
+      : `jwt:${entry.index}:${tenant.id}`;
     const principal: Principal = {
       tenantId: tenant.id, tenantName: tenant.name, keyId, policy, keyLimits: policy.keyLimits,
       ...(subject !== undefined ? { subject } : {}),

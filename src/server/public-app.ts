@@ -76,7 +76,7 @@ export function createPublicApp(options: PublicAppOptions): PublicApp {
 
   /** Settle (reservation → real usage and cost), then record: the last two stages, once per request. */
   function record(ctx: RequestContext): void {
-    proxy.fingerprint(ctx);
+    // settle first: whatever happens after, the reservation (and a concurrency slot) is released
     if (ctx.admission) {
       const billed = ctx.admission.settle(ctx.usage, ctx.upstreamAccepted);
       // the ledger holds what the counters were charged, so a restart rebuilds the same totals
@@ -84,6 +84,7 @@ export function createPublicApp(options: PublicAppOptions): PublicApp {
       ctx.costNanoUsd = billed.costNanoUsd;
     }
     else if (admission && ctx.upstreamModel !== null) ctx.costNanoUsd = admission.costOf(ctx.upstreamModel, ctx.usage);
+    proxy.fingerprint(ctx);
     options.record(ctx);
   }
 
