@@ -651,3 +651,20 @@ describe('an unreachable Redis counter store', () => {
     assert.deepEqual(rateHeaders(res.headers), {});
   });
 });
+
+describe('counter keys of JWT and client-certificate callers', () => {
+  it('parse back, so the embedded store seeds their per-key windows from the ledger after a restart (found in review)', async () => {
+    const { parseCounterKey } = await import('../src/quota/windows.js');
+    const minute = parseCounterKey('k:jwt:0:t_0123456789abcdef:req:m29000000');
+    assert.equal(minute?.id, 'jwt:0:t_0123456789abcdef');
+    assert.equal(minute?.scope, 'k');
+    assert.equal(minute?.metric, 'req');
+    assert.equal(minute?.start, 29_000_000 * 60_000);
+    assert.equal(parseCounterKey('k:jwt:1:0123456789abcdef:tok:d20261127')?.id, 'jwt:1:0123456789abcdef');
+    assert.equal(parseCounterKey('k:cert:0123456789abcdef:usd:M202611')?.id, 'cert:0123456789abcdef');
+    assert.equal(parseCounterKey('t:t_0123456789abcdef:usd:M202611')?.id, 't_0123456789abcdef');
+    // in-flight counters still never seed, and odd ids do not parse
+    assert.equal(parseCounterKey('k:jwt:0:t_x:con:live'), undefined);
+    assert.equal(parseCounterKey("k:x' OR 1=1:req:m1"), undefined);
+  });
+});

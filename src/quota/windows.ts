@@ -92,7 +92,8 @@ export interface ParsedCounterKey {
  * nothing in flight; its old slots, on Redis, are freed by their leases).
  */
 export function parseCounterKey(key: string): ParsedCounterKey | undefined {
-  const match = /^([tk]):([a-z0-9_]+):(req|tok|usd):(m\d+|d\d{8}|M\d{6})$/.exec(key);
+  // key ids of JWT and client-certificate callers hold colons (`jwt:0:t_…`, `cert:…`): they seed too
+  const match = /^([tk]):([A-Za-z0-9_]+(?::[A-Za-z0-9_]+){0,3}):(req|tok|usd):(m\d+|d\d{8}|M\d{6})$/.exec(key);
   if (!match) return undefined;
   const windowId = match[4] as string;
   let start: number;
