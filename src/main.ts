@@ -295,7 +295,7 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
 
   const providers = new Map<string, ProviderTarget>();
   for (const provider of Object.values(config.providers)) {
-    providers.set(provider.id, { id: provider.id, adapter: createProviderAdapter(provider.type), client: createUpstreamClient(provider) });
+    providers.set(provider.id, { id: provider.id, adapter: createProviderAdapter(provider.type), client: createUpstreamClient(provider), timeoutMs: provider.timeoutMs });
   }
   const proxy = createProxy({
     models: config.models,
@@ -378,7 +378,12 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
     readiness: [
       { name: 'config', check: () => null },
       { name: 'store', check: async () => { try { await store.ping(); return null; } catch { return 'store is not reachable'; } } },
-      { name: 'limits_store', check: async () => { try { await counters.ping(); return null; } catch { return `${counters.kind} quota store is not reachable; requests are refused`; } } },
+      // degraded, not unready: tenants without limits are still served, and with every replica on
+      // one Redis a failing readiness would take them all out of the load balancer at once
+      {
+        name: 'limits_store', degrades: true,
+        check: async () => { try { await counters.ping(); return null; } catch { return `${counters.kind} quota store is not reachable; requests of tenants and keys with limits are refused (503)`; } },
+      },
       {
         name: 'provider_keys',
         check: () => {
@@ -463,7 +468,8 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
       const timeout = new Promise<void>((resolve) => {
         timer = setTimeout(() => {
           logger.warn({ drainTimeoutMs: config.shutdown.drainTimeoutMs }, 'drain timeout reached; closing remaining connections');
-          publicApp.server.closeAllConnections();
+          // recorded as ended by the gateway at shutdown, not as the clients' aborts
+          publicApp.endInFlight();
           adminApp.server.closeAllConnections();
           resolve();
         }, config.shutdown.drainTimeoutMs);
@@ -472,6 +478,10 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
       await Promise.race([drain, timeout]);
       clearInterval(sweep);
       if (timer) clearTimeout(timer);
+      // requests cut above settle and record in the next ticks: wait (bounded) for their quota
+      // settlements and for releases still being retried, so no slot is left to its lease and
+      // their records reach the writer before it closes (docs/quotas.md)
+      await admission.drain(settleDrainMs(config.shutdown.drainTimeoutMs));
       secretCache.stop();
       keys.stop();
       await alerts.drain();
@@ -486,6 +496,15 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
       logger.flush();
     },
   };
+}
+
+/**
+ * How long shutdown waits, after the drain, for quota settlements and releases: as long as the
+ * drain, between 1 s (one store round trip with its timeout) and 5 s. Usually they are over in
+ * milliseconds; the bound only matters when the limits store is away at shutdown.
+ */
+function settleDrainMs(drainTimeoutMs: number): number {
+  return Math.max(1000, Math.min(drainTimeoutMs, 5000));
 }
 
 function normaliseUrl(url: string): string {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { createServer as createNetServer, type Server, type Socket } from 'node:net';
+import { connect, createServer as createNetServer, type Server, type Socket } from 'node:net';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,6 +15,10 @@ import { RequestAbort } from '../src/server/request-abort.js';
  * misbehave in ways the mock provider cannot: clients that leave at every point, clients that
  * stop reading, providers that reset, stall, send garbage, answer 204/304, or keep sending after
  * the terminal event. After each fault the next request through the same gateway must work.
+ *
+ * Two providers point at the same fake: `openai` with a 1 s timeout, and `patient` (model
+ * `gpt-4o-mini-patient`) with 4 s, for tests whose client holds a stream still for longer than 1 s,
+ * which the relay's write-stall limit (the provider's timeout) would otherwise cut off.
  */
 
 // every RequestAbort the gateway makes, to check no 'abort' listener is left behind
@@ -216,23 +220,25 @@ interface ClientResult {
   requestId: string;
 }
 
-function body(mode: string): string {
-  return JSON.stringify({ model: 'gpt-4o-mini', stream: true, messages: [{ role: 'user', content: `review mode:${mode}` }] });
+const PATIENT = 'gpt-4o-mini-patient';
+
+function body(mode: string, model = 'gpt-4o-mini'): string {
+  return JSON.stringify({ model, stream: true, messages: [{ role: 'user', content: `review mode:${mode}` }] });
 }
 
 /** A streamed chat request through the gateway, read whole. */
-async function streamChat(h: Harness, mode: string): Promise<ClientResult> {
+async function streamChat(h: Harness, mode: string, key = h.key): Promise<ClientResult> {
   const requestId = newRequestId('sr');
   const res = await fetch(`${h.url}/v1/chat/completions`, {
     method: 'POST',
-    headers: { authorization: `Bearer ${h.key}`, 'content-type': 'application/json', 'x-request-id': requestId },
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', 'x-request-id': requestId },
     body: body(mode),
   });
   return { status: res.status, text: await res.text(), requestId };
 }
 
 /** A streamed chat request on its own socket, with the response handed over unread. */
-function openStream(h: Harness, mode: string): Promise<{ res: IncomingMessage; requestId: string; destroy(): void }> {
+function openStream(h: Harness, mode: string, model?: string): Promise<{ res: IncomingMessage; requestId: string; destroy(): void }> {
   const requestId = newRequestId('sr');
   const url = new URL(h.url);
   return new Promise((resolve, reject) => {
@@ -242,8 +248,34 @@ function openStream(h: Harness, mode: string): Promise<{ res: IncomingMessage; r
     }, (res) => resolve({ res, requestId, destroy: () => req.destroy() }));
     req.on('error', () => {});
     req.once('error', reject);
-    req.end(body(mode));
+    req.end(body(mode, model));
   });
+}
+
+/**
+ * A streamed chat request on a raw socket (nothing between the test and the kernel buffers),
+ * sent with `connection: close`; the socket is paused at the first bytes of the answer.
+ */
+function rawStream(h: Harness, mode: string, key = h.key): Promise<{ socket: Socket; requestId: string; first: Buffer }> {
+  const requestId = newRequestId('sr');
+  const url = new URL(h.url);
+  const payload = body(mode);
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(url.port), url.hostname);
+    socket.once('error', reject);
+    socket.write(`POST /v1/chat/completions HTTP/1.1\r\nhost: ${url.host}\r\nauthorization: Bearer ${key}\r\n`
+      + `content-type: application/json\r\nx-request-id: ${requestId}\r\nconnection: close\r\n`
+      + `content-length: ${Buffer.byteLength(payload)}\r\n\r\n${payload}`);
+    socket.once('data', (first: Buffer) => {
+      socket.pause();
+      resolve({ socket, requestId, first });
+    });
+  });
+}
+
+/** The numbers of the flood's events in a raw (chunked) answer: each chunk holds whole events. */
+function floodTokens(raw: string): number[] {
+  return [...raw.matchAll(/"content":"(\d+) /g)].map((m) => Number(m[1]));
 }
 
 function tokens(text: string): number[] {
@@ -277,9 +309,10 @@ describe('streamed answers through the dispatch relay', () => {
       config: {
         providers: {
           openai: { type: 'openai', base_url: `http://127.0.0.1:${provider.port}/v1`, api_key: `file:${keyFile}`, timeout: '1s' },
+          patient: { type: 'openai', base_url: `http://127.0.0.1:${provider.port}/v1`, api_key: `file:${keyFile}`, timeout: '4s' },
         },
-        models: { 'gpt-4o-mini': { provider: 'openai' } },
-        tenants: { defaults: { policy: { models: ['gpt-4o-mini'], params: ['stream'], tools: false, files: false } } },
+        models: { 'gpt-4o-mini': { provider: 'openai' }, [PATIENT]: { provider: 'patient', model: 'gpt-4o-mini' } },
+        tenants: { defaults: { policy: { models: ['gpt-4o-mini', PATIENT], params: ['stream'], tools: false, files: false } } },
       },
     });
   });
@@ -356,7 +389,8 @@ describe('streamed answers through the dispatch relay', () => {
   });
 
   it('stops reading the provider while the client does not read, and delivers every event once it does', async () => {
-    const { res, requestId } = await openStream(h, 'flood');
+    // 3 s without reading: within the patient provider's 4 s timeout
+    const { res, requestId } = await openStream(h, 'flood', PATIENT);
     assert.equal(res.statusCode, 200);
     res.pause();
     await sleep(1500);
@@ -380,12 +414,94 @@ describe('streamed answers through the dispatch relay', () => {
   });
 
   it('hangs up on the provider and records 499 when a paused client leaves', async () => {
-    const { res, requestId, destroy } = await openStream(h, 'flood');
+    const { res, requestId, destroy } = await openStream(h, 'flood', PATIENT);
     res.pause();
     await sleep(500);
     destroy();
     assert.ok(await until(() => provider.last('flood').closed), 'the provider connection was closed');
     assert.equal((await usageRow(h, requestId)).status, 499);
+    await assertStillWorks();
+  });
+
+  it('ends a stream whose client stops reading for longer than the provider timeout, hangs up on the provider and frees the slot', async () => {
+    const { key } = await h.tenantKey('stalling', { limits: { concurrent_requests: 1 } });
+    const { socket, requestId, first } = await rawStream(h, 'flood', key);
+    const stalledAt = Date.now();
+    let closedAt = 0;
+    socket.once('close', () => {
+      closedAt = Date.now();
+    });
+    assert.match(first.toString('latin1'), /^HTTP\/1\.1 200 /);
+    try {
+      // while the stream is open it holds the tenant's one slot
+      const second = await streamChat(h, 'ok', key);
+      assert.equal(second.status, 429);
+      assert.equal(JSON.parse(second.text).error.code, 'tenant_concurrent_requests_exceeded');
+
+      // the provider's timeout is 1 s: the gateway gives up on the client soon after, not never
+      assert.ok(await until(() => provider.last('flood').closed, 4000), 'the provider connection of a stalled stream was closed');
+      const elapsed = Date.now() - stalledAt;
+      assert.ok(elapsed >= 500 && elapsed < 3500, `the stalled stream was ended after ${elapsed} ms`);
+      const row = await usageRow(h, requestId);
+      assert.equal(row.outcome, 'stream_broken');
+      assert.equal(row.errorCode, 'client_read_timeout');
+      assert.equal(row.status, 200);
+
+      // the client's connection is closed: what the kernel still held arrives, then the end, without [DONE]
+      const chunks: Buffer[] = [first];
+      socket.on('data', (d: Buffer) => chunks.push(d));
+      socket.on('error', () => {});
+      socket.resume();
+      assert.ok(await until(() => closedAt > 0, 3000), 'the gateway closed the stalled client\'s connection');
+      const raw = Buffer.concat(chunks).toString('utf8');
+      assert.ok(!raw.includes('[DONE]'), 'a stream cut off is not presented as complete');
+      assert.ok(floodTokens(raw).length < 40_000, 'the stream was cut off before its end');
+
+      // the slot came back through the normal settle path: the tenant can stream again
+      const again = await streamChat(h, 'ok', key);
+      assert.equal(again.status, 200, again.text);
+      assert.deepEqual(tokens(again.text), [0, 1, 2, 3, 4]);
+    } finally {
+      socket.destroy();
+    }
+    await assertStillWorks();
+  });
+
+  it('keeps relaying to a client that reads slowly but steadily, for longer than the provider timeout', async () => {
+    const { socket, requestId, first } = await rawStream(h, 'flood');
+    const startedAt = Date.now();
+    const chunks: Buffer[] = [first];
+    socket.on('data', (d: Buffer) => chunks.push(d));
+    let ended = false;
+    socket.once('end', () => {
+      ended = true;
+    });
+    // a chunk every 200 ms: whatever one turn of the event loop reads, then paused again. The
+    // 40 MB answer is far more than the socket buffers hold, so the relay waits for drains
+    // throughout, each one well within the provider's 1 s timeout
+    const reader = setInterval(() => {
+      socket.resume();
+      setImmediate(() => {
+        if (!ended) socket.pause();
+      });
+    }, 200);
+    try {
+      assert.ok(await until(() => ended, 60_000), 'the slow reader got the whole stream');
+    } finally {
+      clearInterval(reader);
+      socket.destroy();
+    }
+    const took = Date.now() - startedAt;
+    assert.ok(took > 1000, `the stream outlasted the provider's timeout (${took} ms), so it was paced by the reader`);
+    const raw = Buffer.concat(chunks).toString('utf8');
+    const got = floodTokens(raw);
+    assert.equal(got.length, 40_000);
+    assert.ok(got.every((n, i) => n === i), 'events in order, none lost or repeated');
+    assert.ok(raw.includes('data: [DONE]'), 'the stream is complete');
+    const row = await usageRow(h, requestId);
+    assert.equal(row.status, 200);
+    assert.equal(row.outcome, 'success');
+    assert.equal(row.errorCode, null);
     await assertStillWorks();
   });
 

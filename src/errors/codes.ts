@@ -40,6 +40,9 @@ export const ERROR_CODES = {
   request_attachment_too_large: { status: 400, family: 'invalid_request' },
   route_not_found: { status: 404, family: 'not_found' },
   method_not_allowed: { status: 405, family: 'invalid_request' },
+  // a streamed answer's client stopped reading it for longer than the provider's timeout: the
+  // gateway closed the stream (recorded only; the client, not reading, is never sent it)
+  client_read_timeout: { status: 408, family: 'timeout' },
 
   // tenant policy
   policy_model_not_allowed: { status: 403, family: 'permission' },
@@ -85,6 +88,8 @@ export const ERROR_CODES = {
 
   // the gateway itself
   service_unavailable: { status: 503, family: 'overloaded' },
+  // never an answer (the connection is closed): the record of a request the gateway ended at shutdown
+  shutdown_drain_timeout: { status: 503, family: 'overloaded' },
   // a request on a TLS connection verified under client-certificate trust since replaced (a reload):
   // not handled; the client sends it again on a new connection
   connection_retired: { status: 421, family: 'server' },

@@ -8,6 +8,7 @@ import { CounterStoreUnavailableError, LIMIT_NAMES } from './types.js';
 import { LIMIT_DEFS, counterKey, inFlightWindow, usdToNano, windowAt, type Scope } from './windows.js';
 import { costNanoUsd, type PriceTable } from './prices.js';
 import type { TokenEstimator } from './estimate.js';
+import { createReleaseQueue } from './release-queue.js';
 
 /** What admission needs to know about a validated request. */
 export interface AdmissionRequest {
@@ -39,8 +40,9 @@ export interface Admission {
   /**
    * Settles the reservation to the real usage and returns what was billed: the usage (with the
    * input estimate when a broken answer never reported its input) and its cost in nano-USD.
-   * The store update runs in the background (off the answer's path); failures are logged and
-   * the lease releases the reservation later.
+   * The store update runs in the background (off the answer's path). Should the store be away,
+   * the usage is not counted (sending it again could count it twice), but the reservation (the
+   * request's concurrency slot) is released as soon as the store answers again.
    */
   settle(usage: Usage, billInputEstimate: boolean): { usage: Usage; costNanoUsd: number };
 }
@@ -104,11 +106,42 @@ function isInFlight(name: LimitName): boolean {
  * request's slot (amount 1 against the limit), taken atomically with the other limits, and
  * settlement adds nothing to it, so releasing the reservation frees the slot. A replica that
  * dies holding slots frees them when their lease (`leaseMs`) runs out, like any reservation.
+ *
+ * A living replica never leaves a slot to its lease (docs/quotas.md, "Store timeouts, outages and shutdown"):
+ * - a reservation whose fate is unknown (the reserve timed out, maybe after the store ran it) is
+ *   released in the background;
+ * - a release (or settlement) the store could not take is released again, retried with backoff
+ *   until the store answers or the lease has passed (see release-queue.ts);
+ * - at shutdown, `drain()` waits (bounded) for requests still holding a reservation to settle
+ *   and for those releases, before the store is closed.
  */
 export function createAdmission(options: AdmissionOptions) {
   const { store, prices, estimator, leaseMs, logger } = options;
   const now = options.now ?? Date.now;
   const thresholds = options.thresholds ?? [50, 80, 100];
+  const retries = createReleaseQueue({ release: (id) => store.settle(id, [], now()), logger, now });
+  // what shutdown waits for: admitted requests not settled yet, and store calls still running
+  let unsettled = 0;
+  const running = new Set<Promise<unknown>>();
+  const quietWaiters = new Set<() => void>();
+
+  function quiet(): boolean {
+    return unsettled === 0 && running.size === 0;
+  }
+
+  function wakeIfQuiet(): void {
+    if (quiet()) for (const wake of quietWaiters) wake();
+  }
+
+  /** Tracks a store call (with whatever it does on failure) until it is over. */
+  function track(work: Promise<unknown>): void {
+    running.add(work);
+    const done = (): void => {
+      running.delete(work);
+      wakeIfQuiet();
+    };
+    work.then(done, done);
+  }
 
   function plan(principal: Principal, tokens: number, cost: number | undefined, at: number): PlannedCheck[] {
     const windowed: PlannedCheck[] = [];
@@ -164,19 +197,27 @@ export function createAdmission(options: AdmissionOptions) {
    * Settles a reservation in the background: releases it and adds `actual`. Should the store
    * refuse the usage itself (a value it cannot count, not an outage), the reservation is still
    * released without it, so a request's concurrency slot never waits for its lease because of
-   * its usage. When the store is down, the lease releases everything later.
+   * its usage. Should the store be away, the usage is given up (whether it was counted is
+   * unknown, and sending it again could count it twice) and the release alone is retried until
+   * the store answers or `leaseExpiresAt` has passed.
    */
-  function release(reservationId: string, actual: readonly CounterUsage[]): void {
-    store.settle(reservationId, actual, now()).catch((err: unknown) => {
-      if (err instanceof CounterStoreUnavailableError || actual.length === 0) {
-        logger.error({ err }, 'quota settlement failed; the reservation will be released when its lease expires');
+  function release(reservationId: string, actual: readonly CounterUsage[], leaseExpiresAt: number, logOutage = true): void {
+    // the failure handling is tracked too: a retry it queues is in the queue before shutdown looks
+    track(store.settle(reservationId, actual, now()).catch((err: unknown) => {
+      if (err instanceof CounterStoreUnavailableError) {
+        if (logOutage) logger.error({ err }, actual.length > 0
+          ? 'quota settlement failed; its usage may not be counted, and the reservation is released once the store answers again'
+          : 'quota release failed; it is retried until the store answers again');
+        retries.add(reservationId, leaseExpiresAt);
+        return;
+      }
+      if (actual.length === 0) {
+        logger.error({ err }, 'quota release failed; the reservation will be released when its lease expires');
         return;
       }
       logger.error({ err }, 'quota settlement refused the usage; releasing the reservation without it');
-      store.settle(reservationId, [], now()).catch((again: unknown) => {
-        logger.error({ err: again }, 'quota release failed; the reservation will be released when its lease expires');
-      });
-    });
+      release(reservationId, [], leaseExpiresAt);
+    }));
   }
 
   return {
@@ -218,10 +259,15 @@ export function createAdmission(options: AdmissionOptions) {
       const worstCost = price ? costNanoUsd(price, { inputTokens: inputEstimate, outputTokens: outputCap }) : 0;
       const checks = plan(principal, inputEstimate + outputCap, worstCost, at);
       const reservationId = randomUUID();
+      const leaseExpiresAt = at + leaseMs;
 
       let outcome;
+      let reserved = false;
       try {
-        outcome = await store.reserve(reservationId, checks, leaseMs, at);
+        const reserving = store.reserve(reservationId, checks, leaseMs, at);
+        track(reserving);
+        outcome = await reserving;
+        reserved = true;
         // a refusal reports states only up to the refusing check: read the rest, which the
         // rate headers and the threshold events need for every check
         if (!outcome.admitted && outcome.states.length < checks.length) {
@@ -230,6 +276,11 @@ export function createAdmission(options: AdmissionOptions) {
         }
       } catch (err) {
         if (err instanceof CounterStoreUnavailableError) {
+          // a reserve that timed out may still have run in the store (only its answer was lost):
+          // release the id in the background, or the slot it may hold would wait for its lease
+          // (the outage itself is logged just below, once). One never sent took nothing: skipped,
+          // so a long outage does not fill the retry queue with releases of nothing.
+          if (!reserved && !err.notSent) release(reservationId, [], leaseExpiresAt, false);
           logger.error({ err }, 'quota store unavailable: refusing requests (fail closed)');
           throw new GatewayError('quota_store_unavailable', 'limits cannot be checked right now; try again shortly', { retryAfterSeconds: 1 });
         }
@@ -263,16 +314,18 @@ export function createAdmission(options: AdmissionOptions) {
         thresholdEvents(principal, checks, outcome.states, undefined);
       } catch (err) {
         // never strand what was just reserved (a concurrency slot above all) on a failure here
-        release(reservationId, []);
+        release(reservationId, [], leaseExpiresAt);
         throw err;
       }
 
       let settled = false;
+      unsettled += 1;
       return {
         headers,
         settle(usage: Usage, billInputEstimate: boolean): { usage: Usage; costNanoUsd: number } {
           if (settled) return { usage, costNanoUsd: 0 };
           settled = true;
+          unsettled -= 1;
           let actual: CounterUsage[] = [];
           try {
             // a broken stream may not report the input: the prompt was still sent, so bill the estimate
@@ -288,10 +341,40 @@ export function createAdmission(options: AdmissionOptions) {
             return { usage: real, costNanoUsd: cost };
           } finally {
             // runs even when working out the usage threw: the reservation (and the slot) is released
-            release(reservationId, actual);
+            release(reservationId, actual, leaseExpiresAt);
           }
         },
       };
+    },
+
+    /**
+     * For shutdown, once the listeners stopped taking requests and before the store is closed:
+     * waits until every admitted request has settled and its store update is done, then retries
+     * releases still queued, all within `timeoutMs`. Then stops retrying; anything left (the store
+     * is away, a request did not end in time) is logged and left to its lease. Never rejects.
+     */
+    async drain(timeoutMs: number): Promise<void> {
+      const deadline = performance.now() + Math.max(0, timeoutMs);
+      if (!quiet()) {
+        let wake: (() => void) | undefined;
+        let timer: NodeJS.Timeout | undefined;
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+          quietWaiters.add(resolve);
+          timer = setTimeout(resolve, Math.max(0, deadline - performance.now()));
+        });
+        if (wake) quietWaiters.delete(wake);
+        clearTimeout(timer);
+      }
+      const left = deadline - performance.now();
+      if (left > 0) await retries.flush(left);
+      const notSettled = unsettled;
+      const stillRunning = running.size;
+      const notReleased = retries.stop();
+      if (notSettled + stillRunning + notReleased > 0) {
+        logger.warn({ event: 'quota_drain_incomplete', unsettled: notSettled, running: stillRunning, unreleased: notReleased },
+          'shutdown: some quota reservations could not be settled or released in time; their lease releases them');
+      }
     },
 
     /** Cost of a request that was not admitted through limits (for the ledger). */

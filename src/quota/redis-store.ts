@@ -267,7 +267,7 @@ export function createRedisCounterStore(options: RedisCounterStoreOptions): Coun
     return out;
   }
 
-  function unavailable(reason: string, cause?: unknown): CounterStoreUnavailableError {
+  function unavailable(reason: string, cause?: unknown, notSent = false): CounterStoreUnavailableError {
     let safeCause: Error | undefined;
     if (cause instanceof Error) {
       // a copy with the password taken out: error objects end up in logs
@@ -276,14 +276,15 @@ export function createRedisCounterStore(options: RedisCounterStoreOptions): Coun
       const code = (cause as { code?: unknown }).code;
       if (typeof code === 'string') Object.assign(safeCause, { code });
     }
-    return new CounterStoreUnavailableError(`redis counter store unavailable: ${redact(reason)}`, safeCause ? { cause: safeCause } : undefined);
+    return new CounterStoreUnavailableError(`redis counter store unavailable: ${redact(reason)}`, { ...(safeCause ? { cause: safeCause } : {}), notSent });
   }
 
-  // waits (bounded) for a connection that is being made; a connection known to be down fails now
+  // waits (bounded) for a connection that is being made; a connection known to be down fails now.
+  // Its failures say the operation was never sent (admission need not undo anything).
   function whenReady(): Promise<void> {
-    if (closed || redis.status === 'end') return Promise.reject(unavailable('store closed'));
+    if (closed || redis.status === 'end') return Promise.reject(unavailable('store closed', undefined, true));
     if (redis.status === 'ready') return Promise.resolve();
-    if (redis.status === 'reconnecting' || redis.status === 'close') return Promise.reject(unavailable('not connected'));
+    if (redis.status === 'reconnecting' || redis.status === 'close') return Promise.reject(unavailable('not connected', undefined, true));
     readyWait ??= new Promise<void>((resolve, reject) => {
       const done = (err?: CounterStoreUnavailableError): void => {
         clearTimeout(timer);
@@ -295,8 +296,8 @@ export function createRedisCounterStore(options: RedisCounterStoreOptions): Coun
         else resolve();
       };
       const onReady = (): void => done();
-      const onClose = (): void => done(unavailable('connection failed'));
-      const timer = setTimeout(() => done(unavailable('connect timed out')), timeoutMs);
+      const onClose = (): void => done(unavailable('connection failed', undefined, true));
+      const timer = setTimeout(() => done(unavailable('connect timed out', undefined, true)), timeoutMs);
       redis.once('ready', onReady);
       redis.once('close', onClose);
       redis.once('end', onClose);

@@ -81,8 +81,14 @@ export interface CounterStore {
 
 /** Thrown by a store that cannot be reached: admission fails closed with 503. */
 export class CounterStoreUnavailableError extends Error {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  /**
+   * True when the operation was never sent (no connection), so it cannot have taken effect; false
+   * when it may have run and only its answer was lost (a timeout, a dropped connection).
+   */
+  readonly notSent: boolean;
+  constructor(message: string, options?: { cause?: unknown; notSent?: boolean }) {
+    super(message, options?.cause !== undefined ? { cause: options.cause } : undefined);
     this.name = 'CounterStoreUnavailableError';
+    this.notSent = options?.notSent ?? false;
   }
 }

@@ -27,7 +27,7 @@ export interface RequestContext {
   usage: Usage;
   upstreamMs: number;
   status: number;
-  outcome: 'success' | 'refused' | 'upstream_error' | 'client_aborted' | 'stream_broken';
+  outcome: 'success' | 'refused' | 'upstream_error' | 'client_aborted' | 'stream_broken' | 'ended_at_shutdown';
   errorCode: string | null;
   promptFingerprint: string | null;
   /** The register id of the provider key the request was sent with; null until one is. */
@@ -71,6 +71,11 @@ export interface ProviderTarget {
   id: string;
   adapter: ProviderAdapter;
   client: UpstreamClient;
+  /**
+   * The provider's `timeout` (ms): the longest wait for each next chunk of its answer, and so
+   * also the longest a stream's client may leave the relay's output undrained (see `stream`).
+   */
+  timeoutMs: number;
 }
 
 export interface ProxyDeps {
@@ -90,6 +95,9 @@ const ERROR_BODY_LIMIT = 64 * 1024;
 
 /** Bytes a provider may send after a stream's terminal event (read only to keep the connection) before it is cut off. */
 const TRAILING_LIMIT = 64 * 1024;
+
+/** The longest delay a Node timer takes (a longer one fires at once): a larger provider timeout is clamped to it. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** Headers a client may send that are passed on (each adapter filters again). Everything else stays here. */
 const FORWARDED_HEADERS = ['anthropic-version'] as const;
@@ -273,6 +281,13 @@ export function createProxy(deps: ProxyDeps) {
       });
       const decoder = new StringDecoder('utf8');
       let failure: GatewayError | undefined;
+      // set when the client let the relay's output sit undrained for longer than the provider's
+      // timeout: upstream reading is paused meanwhile (so undici's body timeout cannot fire), and
+      // without this bound a client that stops reading would hold the provider connection, and
+      // outlive its concurrency slot's lease, for as long as it keeps the socket open
+      let stalled = false;
+      let stallTimer: NodeJS.Timeout | undefined;
+      const stallMs = Math.min(target.timeoutMs, MAX_TIMER_MS);
       try {
         // the client's callbacks, not a stream object: no promise or event per chunk on the relay's hot path
         await new Promise<void>((resolve, reject) => {
@@ -282,6 +297,16 @@ export function createProxy(deps: ProxyDeps) {
             settled = true;
             if (err === undefined) resolve();
             else reject(err);
+          };
+          // armed only while waiting for a drain, so it costs nothing while the client keeps up
+          const onStall = () => {
+            stallTimer = undefined;
+            if (settled || res.destroyed) return;
+            stalled = true;
+            // hang up on the provider and on the client: the socket's buffered output is dropped
+            body.abort();
+            res.destroy();
+            settle(new GatewayError('client_read_timeout', 'the client did not read the stream in time'));
           };
           let trailing = 0;
           let waiting = false;
@@ -305,9 +330,12 @@ export function createProxy(deps: ProxyDeps) {
               if (!ok && !res.destroyed && !waiting) {
                 waiting = true;
                 body.pause();
+                stallTimer = setTimeout(onStall, stallMs);
                 void waitForDrain(res).then(() => {
+                  clearTimeout(stallTimer);
+                  stallTimer = undefined;
                   waiting = false;
-                  body.resume();
+                  if (!stalled) body.resume();
                 });
               }
             }
@@ -325,10 +353,20 @@ export function createProxy(deps: ProxyDeps) {
       } catch (err) {
         if (!abort.signal.aborted) failure = toGatewayError(err);
       } finally {
+        // the relay is done with the provider: a drain still awaited no longer matters
+        clearTimeout(stallTimer);
         ctx.upstreamMs = performance.now() - sentAt;
         ctx.usage = reader.usage();
         ctx.responseId = reader.responseId?.() ?? null;
         ctx.outputItemIds = reader.outputItemIds?.() ?? [];
+      }
+      if (stalled) {
+        // ended by the gateway, not by the client or the provider (destroying the response also
+        // fires the client abort, so this is checked first); the answer's status was already 200
+        ctx.outcome = 'stream_broken';
+        ctx.errorCode = 'client_read_timeout';
+        ctx.status = 200;
+        return;
       }
       if (abort.signal.aborted) {
         ctx.outcome = 'client_aborted';

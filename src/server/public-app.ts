@@ -1,5 +1,5 @@
 import type { IncomingMessage, OutgoingHttpHeaders, Server, ServerResponse } from 'node:http';
-import { GatewayError, errorBody, type ErrorDialect } from '../errors/index.js';
+import { ERROR_CODES, GatewayError, errorBody, type ErrorDialect } from '../errors/index.js';
 import type { Authenticator } from '../auth/authenticate.js';
 import { credentialHeaders, extractCredential } from '../auth/credentials.js';
 import { tenantKeyIdOf, type AuthFailureLimiter } from '../auth/failure-limiter.js';
@@ -20,6 +20,8 @@ import type { ResponseOwners } from '../services/response-owners.js';
 export interface ReadinessCheck {
   name: string;
   check(): Promise<string | null> | string | null;
+  /** A failure of this check leaves the gateway serving part of its traffic: `degraded` (200), not `not_ready` (503). */
+  degrades?: boolean;
 }
 
 export interface PublicAppOptions {
@@ -52,6 +54,11 @@ export interface PublicApp {
   listen(address: { host: string; port: number }): Promise<string>;
   /** Stops taking connections, answers new requests on open ones 503, and resolves once every connection has ended. */
   close(): Promise<void>;
+  /**
+   * Closes every connection, requests in flight included (the shutdown drain ran out): such a
+   * request is recorded `ended_at_shutdown` / `shutdown_drain_timeout`, not as the client's abort.
+   */
+  endInFlight(): void;
 }
 
 /** Requests whose body the JSON reader took over (it drains a refused one itself). */
@@ -73,6 +80,7 @@ export function createPublicApp(options: PublicAppOptions): PublicApp {
   const { authenticate, proxy, logger, admission, dlp } = options;
   const providerRoutes = new Map<string, ProviderRoute>(PROVIDER_ROUTES.map((route) => [route.path, route]));
   let closing = false;
+  let endingInFlight = false;
 
   /** Settle (reservation → real usage and cost), then record: the last two stages, once per request. */
   function record(ctx: RequestContext): void {
@@ -229,12 +237,19 @@ export function createPublicApp(options: PublicAppOptions): PublicApp {
       });
     }
     const abort = new RequestAbort();
+    // set when the connection was closed by the gateway at the end of the shutdown drain
+    let endedAtShutdown = false;
     // a client that goes away cancels the upstream call
     res.once('close', () => {
-      if (!res.writableFinished) abort.abort();
+      if (res.writableFinished) return;
+      endedAtShutdown = endingInFlight;
+      abort.abort();
     });
     // one that left while it was being admitted (a store round trip) is already gone: no provider call for it
-    if (res.destroyed || req.socket.destroyed) abort.abort();
+    if (res.destroyed || req.socket.destroyed) {
+      endedAtShutdown = endingInFlight;
+      abort.abort();
+    }
     if (prepared.request.stream) {
       let started = false;
       try {
@@ -253,6 +268,7 @@ export function createPublicApp(options: PublicAppOptions): PublicApp {
         }
         res.destroy();
       }
+      if (endedAtShutdown) markEndedAtShutdown(ctx, res);
       record(ctx);
       return;
     }
@@ -264,6 +280,7 @@ export function createPublicApp(options: PublicAppOptions): PublicApp {
       // the client left: nothing to answer, but the attempt is still recorded
       ctx.status = 499;
       ctx.outcome = 'client_aborted';
+      if (endedAtShutdown) markEndedAtShutdown(ctx, res);
       record(ctx);
       return;
     }
@@ -302,6 +319,7 @@ export function createPublicApp(options: PublicAppOptions): PublicApp {
   async function readiness(res: ServerResponse, ctx: RequestContext): Promise<void> {
     const checks: Record<string, string> = {};
     let ready = true;
+    let degraded = false;
     for (const check of options.readiness) {
       let problem: string | null;
       try {
@@ -310,9 +328,12 @@ export function createPublicApp(options: PublicAppOptions): PublicApp {
         problem = 'check failed';
       }
       checks[check.name] = problem ?? 'ok';
-      if (problem !== null) ready = false;
+      if (problem !== null) {
+        if (check.degrades) degraded = true;
+        else ready = false;
+      }
     }
-    sendJson(res, ctx, ready ? 200 : 503, { status: ready ? 'ready' : 'not_ready', checks });
+    sendJson(res, ctx, ready ? 200 : 503, { status: ready ? (degraded ? 'degraded' : 'ready') : 'not_ready', checks });
   }
 
   /** The one error answer: a coded error in the endpoint's shape, rate-limit headers, and the record. */
@@ -366,6 +387,10 @@ export function createPublicApp(options: PublicAppOptions): PublicApp {
         });
       });
     },
+    endInFlight() {
+      endingInFlight = true;
+      server.closeAllConnections();
+    },
     close() {
       closing = true;
       return new Promise((resolve) => {
@@ -376,6 +401,19 @@ export function createPublicApp(options: PublicAppOptions): PublicApp {
       });
     },
   };
+}
+
+/**
+ * A request cut by the gateway itself (the shutdown drain ran out), recorded as such rather than
+ * as the client's abort. Its status is what the client got: 200 for a stream already under way
+ * (as a broken stream is), 503 otherwise. Only an abort that took effect is relabelled (a request
+ * that had finished as the connections closed keeps its outcome).
+ */
+function markEndedAtShutdown(ctx: RequestContext, res: ServerResponse): void {
+  if (ctx.outcome !== 'client_aborted') return;
+  ctx.outcome = 'ended_at_shutdown';
+  ctx.errorCode = 'shutdown_drain_timeout';
+  ctx.status = res.headersSent ? 200 : ERROR_CODES.shutdown_drain_timeout.status;
 }
 
 /** Whether a method and path name one of the listener's routes (what the route table would dispatch). */
