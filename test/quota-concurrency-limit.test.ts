@@ -28,7 +28,7 @@ import type { CounterStore } from '../src/quota/types.js';
 import { openSqliteStore } from '../src/store/sqlite/index.js';
 import type { Gateway } from '../src/main.js';
 import { CONTRACT_POLICY, postJson, startHarness, type Harness } from './helpers/harness.js';
-import { cliEnv, freePort, runCli, startCli, type CliProcess } from './helpers/cli-process.js';
+import { cliEnv, runCli, startServeReplicas, type CliProcess } from './helpers/cli-process.js';
 import {
   adminPut, chat, gatewayOnSameStore, ledgerRow, rateHeaders, readCounter, roomInMinute, sleep, tenantIdOf, until,
 } from './helpers/quota-http.js';
@@ -455,24 +455,7 @@ describe('concurrent_requests shared by two gateway processes on Redis', SKIP_RE
     }
     assert.ok(tenantId);
 
-    for (let i = 0; i < 2; i++) {
-      const [pub, admin] = [await freePort(), await freePort()];
-      const proc = startCli(['serve', '--config', configPath], {
-        cwd: dir, env: { ...env, KEYWARDEN_LISTEN_PUBLIC: `127.0.0.1:${pub}`, KEYWARDEN_LISTEN_ADMIN: `127.0.0.1:${admin}` },
-      });
-      gateways.push({ proc, url: `http://127.0.0.1:${pub}` });
-    }
-    for (const g of gateways) {
-      await g.proc.waitForStdout(/keywarden listening/, 15_000);
-      let status = 0;
-      const deadline = Date.now() + 10_000;
-      while (Date.now() < deadline) {
-        status = await fetch(`${g.url}/readyz`).then((r) => r.status, () => 0);
-        if (status === 200) break;
-        await sleep(50);
-      }
-      assert.equal(status, 200, `gateway ${g.url} not ready:\n${g.proc.stdout().slice(-2000)}`);
-    }
+    gateways.push(...(await startServeReplicas(configPath, { cwd: dir, env }, 2)));
     redis = createRedisCounterStore({ url: REDIS_URL as string, keyPrefix: prefix });
   });
 

@@ -31,7 +31,7 @@ import { counterKey, windowAt } from '../src/quota/windows.js';
 import type { CounterStore } from '../src/quota/types.js';
 import type { AuditRow, UsageRecord } from '../src/store/types.js';
 import { CONTRACT_POLICY, startHarness, type Harness } from './helpers/harness.js';
-import { cliEnv, freePort, jsonLines, runCli, startCli, type CliProcess } from './helpers/cli-process.js';
+import { cliEnv, jsonLines, runCli, startServeReplicas, type CliProcess } from './helpers/cli-process.js';
 
 const REDIS_URL = process.env['REDIS_URL'];
 const SKIP_REDIS = REDIS_URL
@@ -392,24 +392,7 @@ describe('200 simultaneous requests across three gateway processes sharing Redis
     }
     assert.ok(tenantId);
 
-    for (let i = 0; i < 3; i++) {
-      const [pub, admin] = [await freePort(), await freePort()];
-      const proc = startCli(['serve', '--config', configPath], {
-        cwd: dir, env: { ...env, KEYWARDEN_LISTEN_PUBLIC: `127.0.0.1:${pub}`, KEYWARDEN_LISTEN_ADMIN: `127.0.0.1:${admin}` },
-      });
-      gateways.push({ proc, url: `http://127.0.0.1:${pub}` });
-    }
-    for (const g of gateways) {
-      await g.proc.waitForStdout(/keywarden listening/, 15_000);
-      const deadline = Date.now() + 10_000;
-      let status = 0;
-      while (Date.now() < deadline) {
-        status = await fetch(`${g.url}/readyz`).then((r) => r.status, () => 0);
-        if (status === 200) break;
-        await sleep(50);
-      }
-      assert.equal(status, 200, `gateway ${g.url} not ready:\n${g.proc.stdout().slice(-2000)}`);
-    }
+    gateways.push(...(await startServeReplicas(configPath, { cwd: dir, env }, 3)));
     redis = createRedisCounterStore({ url: REDIS_URL as string });
 
     // one request to each fresh replica first, from another tenant: a cold tokenizer may run out

@@ -139,3 +139,31 @@ export function jsonLines(text: string): Array<Record<string, unknown>> {
   }
   return out;
 }
+
+/**
+ * Starts `count` `keywarden serve` processes on one configuration (each on its own free ports,
+ * through KEYWARDEN_LISTEN_PUBLIC/ADMIN) and waits until every one answers /readyz 200: the
+ * replicas of the multi-process suites.
+ */
+export async function startServeReplicas(configPath: string, options: { cwd: string; env: NodeJS.ProcessEnv }, count: number): Promise<Array<{ proc: CliProcess; url: string }>> {
+  const replicas: Array<{ proc: CliProcess; url: string }> = [];
+  for (let i = 0; i < count; i++) {
+    const [pub, admin] = [await freePort(), await freePort()];
+    const proc = startCli(['serve', '--config', configPath], {
+      cwd: options.cwd, env: { ...options.env, KEYWARDEN_LISTEN_PUBLIC: `127.0.0.1:${pub}`, KEYWARDEN_LISTEN_ADMIN: `127.0.0.1:${admin}` },
+    });
+    replicas.push({ proc, url: `http://127.0.0.1:${pub}` });
+  }
+  for (const r of replicas) {
+    await r.proc.waitForStdout(/keywarden listening/, 15_000);
+    let status = 0;
+    const deadline = Date.now() + 10_000;
+    while (Date.now() < deadline) {
+      status = await fetch(`${r.url}/readyz`).then((res) => res.status, () => 0);
+      if (status === 200) break;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    if (status !== 200) throw new Error(`gateway ${r.url} not ready:\n${r.proc.stdout().slice(-2000)}`);
+  }
+  return replicas;
+}
