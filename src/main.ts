@@ -295,7 +295,7 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
 
   const providers = new Map<string, ProviderTarget>();
   for (const provider of Object.values(config.providers)) {
-    providers.set(provider.id, { id: provider.id, adapter: createProviderAdapter(provider.type), client: createUpstreamClient(provider), timeoutMs: provider.timeoutMs });
+    providers.set(provider.id, { id: provider.id, adapter: createProviderAdapter(provider.type), client: createUpstreamClient(provider) });
   }
   const proxy = createProxy({
     models: config.models,
@@ -305,6 +305,7 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
     fingerprint: createPromptFingerprinter(promptKey),
     logger,
     maxUpstreamResponseBytes: config.server.maxUpstreamResponseBytes,
+    streamStallMs: config.server.streamStallMs,
     ...(sampler ? { pickSample: sampler.pick } : {}),
   });
   const metrics = createMetrics({
@@ -378,10 +379,11 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
     readiness: [
       { name: 'config', check: () => null },
       { name: 'store', check: async () => { try { await store.ping(); return null; } catch { return 'store is not reachable'; } } },
-      // degraded, not unready: tenants without limits are still served, and with every replica on
-      // one Redis a failing readiness would take them all out of the load balancer at once
+      // degraded, not unready, while tenants without limits are still served (with every replica
+      // on one Redis a failing readiness would take them all out of the load balancer at once);
+      // when the default policy itself sets limits, every tenant needs the store: not ready
       {
-        name: 'limits_store', degrades: true,
+        name: 'limits_store', degrades: !defaultPolicyLimited(config),
         check: async () => { try { await counters.ping(); return null; } catch { return `${counters.kind} quota store is not reachable; requests of tenants and keys with limits are refused (503)`; } },
       },
       {
@@ -510,4 +512,10 @@ function settleDrainMs(drainTimeoutMs: number): number {
 function normaliseUrl(url: string): string {
   // Fastify may report [::1] or 127.0.0.1; keep whatever it bound
   return url.replace(/\/$/, '');
+}
+
+/** Whether the default tenant policy sets limits (then no tenant is served without the limits store). */
+function defaultPolicyLimited(config: GatewayConfig): boolean {
+  const { limits, keyLimits } = config.tenants.defaults.policy;
+  return Object.values(limits).some((v) => v !== undefined) || Object.values(keyLimits).some((v) => v !== undefined);
 }

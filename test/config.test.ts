@@ -304,6 +304,17 @@ describe('a PostgreSQL store', () => {
   });
 });
 
+describe('server.stream_stall_timeout', () => {
+  it('defaults to 5 minutes and must stay below limits.reservation_lease', () => {
+    assert.equal(validateConfig(minimal()).config?.server.streamStallMs, 300_000);
+    assert.equal(validateConfig(minimal({ server: { stream_stall_timeout: '30s' } })).config?.server.streamStallMs, 30_000);
+    const tooLong = validateConfig(minimal({ server: { stream_stall_timeout: '20m' } })).problems;
+    assert.ok(tooLong.some((p) => p.startsWith('server.stream_stall_timeout: must be shorter than limits.reservation_lease')), tooLong.join('\n'));
+    assert.deepEqual(validateConfig(minimal({ server: { stream_stall_timeout: '20m' }, limits: { reservation_lease: '30m' } })).problems, []);
+    assert.ok(validateConfig(minimal({ server: { stream_stall_timeout: 'soon' } })).problems.some((p) => p.startsWith('server.stream_stall_timeout')));
+  });
+});
+
 describe('quota counters with a PostgreSQL store', () => {
   it('requires limits.store to be chosen: memory counters would let N replicas allow N times each limit', () => {
     const problems = validateConfig(minimal({ store: 'postgres://keywarden@db/kw' })).problems;

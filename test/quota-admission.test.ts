@@ -645,6 +645,19 @@ describe('an unreachable Redis counter store', () => {
     assert.equal(body.checks['store'], 'ok');
   });
 
+  it('reports not ready instead when the default policy sets limits: then no tenant can be served', async () => {
+    const limitedByDefault = await startHarness({ config: { limits: { store: 'redis://127.0.0.1:1' } }, policy: { limits: { requests_per_minute: 100 } } });
+    try {
+      const res = await fetch(`${limitedByDefault.url}/readyz`);
+      assert.equal(res.status, 503);
+      const body = (await res.json()) as { status: string; checks: Record<string, string> };
+      assert.equal(body.status, 'not_ready');
+      assert.match(body.checks['limits_store'] as string, /redis/);
+    } finally {
+      await limitedByDefault.close();
+    }
+  });
+
   it('still serves a tenant without limits, which skips admission', async () => {
     const res = await chat(h.url, h.key, 'hello');
     assert.equal(res.status, 200);

@@ -17,8 +17,8 @@ import { RequestAbort } from '../src/server/request-abort.js';
  * the terminal event. After each fault the next request through the same gateway must work.
  *
  * Two providers point at the same fake: `openai` with a 1 s timeout, and `patient` (model
- * `gpt-4o-mini-patient`) with 4 s, for tests whose client holds a stream still for longer than 1 s,
- * which the relay's write-stall limit (the provider's timeout) would otherwise cut off.
+ * `gpt-4o-mini-patient`) with 4 s. The relay's write-stall limit (`server.stream_stall_timeout`)
+ * is 4 s here, so a test may hold a stream unread for up to 3 s.
  */
 
 // every RequestAbort the gateway makes, to check no 'abort' listener is left behind
@@ -313,6 +313,7 @@ describe('streamed answers through the dispatch relay', () => {
         },
         models: { 'gpt-4o-mini': { provider: 'openai' }, [PATIENT]: { provider: 'patient', model: 'gpt-4o-mini' } },
         tenants: { defaults: { policy: { models: ['gpt-4o-mini', PATIENT], params: ['stream'], tools: false, files: false } } },
+        server: { stream_stall_timeout: '4s' },
       },
     });
   });
@@ -389,7 +390,7 @@ describe('streamed answers through the dispatch relay', () => {
   });
 
   it('stops reading the provider while the client does not read, and delivers every event once it does', async () => {
-    // 3 s without reading: within the patient provider's 4 s timeout
+    // 3 s without reading: within the 4 s write-stall limit
     const { res, requestId } = await openStream(h, 'flood', PATIENT);
     assert.equal(res.statusCode, 200);
     res.pause();
@@ -423,7 +424,7 @@ describe('streamed answers through the dispatch relay', () => {
     await assertStillWorks();
   });
 
-  it('ends a stream whose client stops reading for longer than the provider timeout, hangs up on the provider and frees the slot', async () => {
+  it('ends a stream whose client stops reading for longer than server.stream_stall_timeout, hangs up on the provider and frees the slot', async () => {
     const { key } = await h.tenantKey('stalling', { limits: { concurrent_requests: 1 } });
     const { socket, requestId, first } = await rawStream(h, 'flood', key);
     const stalledAt = Date.now();
@@ -438,10 +439,11 @@ describe('streamed answers through the dispatch relay', () => {
       assert.equal(second.status, 429);
       assert.equal(JSON.parse(second.text).error.code, 'tenant_concurrent_requests_exceeded');
 
-      // the provider's timeout is 1 s: the gateway gives up on the client soon after, not never
-      assert.ok(await until(() => provider.last('flood').closed, 4000), 'the provider connection of a stalled stream was closed');
+      // the stall limit is 4 s: the gateway gives up on the client soon after, not never (and not
+      // after the provider's 1 s timeout, which a slow but steady reader can exceed between drains)
+      assert.ok(await until(() => provider.last('flood').closed, 9000), 'the provider connection of a stalled stream was closed');
       const elapsed = Date.now() - stalledAt;
-      assert.ok(elapsed >= 500 && elapsed < 3500, `the stalled stream was ended after ${elapsed} ms`);
+      assert.ok(elapsed >= 3500 && elapsed < 8000, `the stalled stream was ended after ${elapsed} ms`);
       const row = await usageRow(h, requestId);
       assert.equal(row.outcome, 'stream_broken');
       assert.equal(row.errorCode, 'client_read_timeout');
@@ -478,7 +480,7 @@ describe('streamed answers through the dispatch relay', () => {
     });
     // a chunk every 200 ms: whatever one turn of the event loop reads, then paused again. The
     // 40 MB answer is far more than the socket buffers hold, so the relay waits for drains
-    // throughout, each one well within the provider's 1 s timeout
+    // throughout, each one well within the 4 s stall limit
     const reader = setInterval(() => {
       socket.resume();
       setImmediate(() => {

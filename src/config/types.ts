@@ -159,6 +159,8 @@ export interface GatewayConfig {
     maxHeaders: number;
     /** Largest upstream answer (non-streamed) the gateway will buffer. */
     maxUpstreamResponseBytes: number;
+    /** Longest a streamed answer waits for its client to take buffered output before it is ended (`client_read_timeout`). */
+    streamStallMs: number;
   };
   shutdown: { drainTimeoutMs: number };
   /**

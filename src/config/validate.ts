@@ -747,7 +747,10 @@ export function validateConfig(doc: Json): { config?: GatewayConfig; problems: s
   });
 
   const server = section(doc, 'server', '', problems);
-  checkKeys(server, 'server', ['max_header_bytes', 'max_headers', 'max_upstream_response_bytes'], problems);
+  checkKeys(server, 'server', ['max_header_bytes', 'max_headers', 'max_upstream_response_bytes', 'stream_stall_timeout'], problems);
+  // how long a streamed answer may wait on a client that does not take its output (see docs/api.md):
+  // it must end before the request's reservation lease, or a stalled stream would outlive its slot
+  const streamStallMs = duration(server['stream_stall_timeout'], 'server.stream_stall_timeout', 5 * 60_000, problems);
   const shutdown = section(doc, 'shutdown', '', problems);
   checkKeys(shutdown, 'shutdown', ['drain_timeout'], problems);
 
@@ -767,6 +770,7 @@ export function validateConfig(doc: Json): { config?: GatewayConfig; problems: s
   }
   const redisPassword = secretRef(limitsSection['redis_password'], 'limits.redis_password', problems, false);
   const leaseMs = duration(limitsSection['reservation_lease'], 'limits.reservation_lease', 15 * 60_000, problems);
+  if (streamStallMs >= leaseMs) problems.add('server.stream_stall_timeout', 'must be shorter than limits.reservation_lease (a stalled stream would outlive its reservation)');
   // names every key written to the limits Redis (several deployments may share one server)
   const keyPrefix = limitsSection['key_prefix'] ?? 'keywarden:';
   if (typeof keyPrefix !== 'string' || !/^[A-Za-z0-9_.:-]{1,64}$/.test(keyPrefix)) {
@@ -874,6 +878,7 @@ export function validateConfig(doc: Json): { config?: GatewayConfig; problems: s
       maxHeaderBytes: positiveInt(server['max_header_bytes'], 'server.max_header_bytes', 16_384, problems, 1_048_576),
       maxHeaders: positiveInt(server['max_headers'], 'server.max_headers', 100, problems, 2000),
       maxUpstreamResponseBytes: positiveInt(server['max_upstream_response_bytes'], 'server.max_upstream_response_bytes', 32 * 1_048_576, problems),
+      streamStallMs,
     },
     shutdown: { drainTimeoutMs: duration(shutdown['drain_timeout'], 'shutdown.drain_timeout', 30_000, problems) },
     quota: { store: String(quotaStore), redisPassword, leaseMs, keyPrefix: String(keyPrefix) },

@@ -71,11 +71,6 @@ export interface ProviderTarget {
   id: string;
   adapter: ProviderAdapter;
   client: UpstreamClient;
-  /**
-   * The provider's `timeout` (ms): the longest wait for each next chunk of its answer, and so
-   * also the longest a stream's client may leave the relay's output undrained (see `stream`).
-   */
-  timeoutMs: number;
 }
 
 export interface ProxyDeps {
@@ -86,6 +81,11 @@ export interface ProxyDeps {
   fingerprint(endpoint: Endpoint, body: Record<string, unknown>): string;
   logger: Logger;
   maxUpstreamResponseBytes: number;
+  /**
+   * `server.stream_stall_timeout` (ms): the longest a stream waits, with the provider paused, for
+   * its client to take the output already buffered for it (see `stream`).
+   */
+  streamStallMs: number;
   /** Content sampling's coin toss (absent when sampling is off). Streamed answers are never sampled. */
   pickSample?: () => boolean;
 }
@@ -281,13 +281,16 @@ export function createProxy(deps: ProxyDeps) {
       });
       const decoder = new StringDecoder('utf8');
       let failure: GatewayError | undefined;
-      // set when the client let the relay's output sit undrained for longer than the provider's
-      // timeout: upstream reading is paused meanwhile (so undici's body timeout cannot fire), and
-      // without this bound a client that stops reading would hold the provider connection, and
-      // outlive its concurrency slot's lease, for as long as it keeps the socket open
+      // set when the client let the relay's output sit undrained for longer than
+      // server.stream_stall_timeout: upstream reading is paused meanwhile (so undici's body
+      // timeout cannot fire), and without this bound a client that stops reading would hold the
+      // provider connection, and outlive its concurrency slot's lease, for as long as it keeps the
+      // socket open. Not the provider's timeout: 'drain' comes only once the kernel's send buffer
+      // (megabytes on a fast link) has largely emptied, so a slow but steady reader can go tens of
+      // seconds without one; the bound is minutes, below the reservation lease
       let stalled = false;
       let stallTimer: NodeJS.Timeout | undefined;
-      const stallMs = Math.min(target.timeoutMs, MAX_TIMER_MS);
+      const stallMs = Math.min(deps.streamStallMs, MAX_TIMER_MS);
       try {
         // the client's callbacks, not a stream object: no promise or event per chunk on the relay's hot path
         await new Promise<void>((resolve, reject) => {
