@@ -305,12 +305,14 @@ describe('a PostgreSQL store', () => {
 });
 
 describe('server.stream_stall_timeout', () => {
-  it('defaults to 5 minutes and must stay below limits.reservation_lease', () => {
+  it('defaults to 5 minutes (or half a shorter lease) and, when set, must stay below limits.reservation_lease', () => {
     assert.equal(validateConfig(minimal()).config?.server.streamStallMs, 300_000);
     assert.equal(validateConfig(minimal({ server: { stream_stall_timeout: '30s' } })).config?.server.streamStallMs, 30_000);
     const tooLong = validateConfig(minimal({ server: { stream_stall_timeout: '20m' } })).problems;
     assert.ok(tooLong.some((p) => p.startsWith('server.stream_stall_timeout: must be shorter than limits.reservation_lease')), tooLong.join('\n'));
     assert.deepEqual(validateConfig(minimal({ server: { stream_stall_timeout: '20m' }, limits: { reservation_lease: '30m' } })).problems, []);
+    // unset, it follows a short lease down to half of it instead of refusing the file
+    assert.equal(validateConfig(minimal({ limits: { reservation_lease: '4s' } })).config?.server.streamStallMs, 2_000);
     assert.ok(validateConfig(minimal({ server: { stream_stall_timeout: 'soon' } })).problems.some((p) => p.startsWith('server.stream_stall_timeout')));
   });
 });

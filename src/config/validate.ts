@@ -750,7 +750,8 @@ export function validateConfig(doc: Json): { config?: GatewayConfig; problems: s
   checkKeys(server, 'server', ['max_header_bytes', 'max_headers', 'max_upstream_response_bytes', 'stream_stall_timeout'], problems);
   // how long a streamed answer may wait on a client that does not take its output (see docs/api.md):
   // it must end before the request's reservation lease, or a stalled stream would outlive its slot
-  const streamStallMs = duration(server['stream_stall_timeout'], 'server.stream_stall_timeout', 5 * 60_000, problems);
+  const stallSet = server['stream_stall_timeout'] !== undefined && server['stream_stall_timeout'] !== null;
+  let streamStallMs = duration(server['stream_stall_timeout'], 'server.stream_stall_timeout', 5 * 60_000, problems);
   const shutdown = section(doc, 'shutdown', '', problems);
   checkKeys(shutdown, 'shutdown', ['drain_timeout'], problems);
 
@@ -770,7 +771,9 @@ export function validateConfig(doc: Json): { config?: GatewayConfig; problems: s
   }
   const redisPassword = secretRef(limitsSection['redis_password'], 'limits.redis_password', problems, false);
   const leaseMs = duration(limitsSection['reservation_lease'], 'limits.reservation_lease', 15 * 60_000, problems);
-  if (streamStallMs >= leaseMs) problems.add('server.stream_stall_timeout', 'must be shorter than limits.reservation_lease (a stalled stream would outlive its reservation)');
+  // unset, it follows a short lease down (half of it); set, it must stay below the lease
+  if (!stallSet) streamStallMs = Math.min(streamStallMs, Math.floor(leaseMs / 2));
+  else if (streamStallMs >= leaseMs) problems.add('server.stream_stall_timeout', 'must be shorter than limits.reservation_lease (a stalled stream would outlive its reservation)');
   // names every key written to the limits Redis (several deployments may share one server)
   const keyPrefix = limitsSection['key_prefix'] ?? 'keywarden:';
   if (typeof keyPrefix !== 'string' || !/^[A-Za-z0-9_.:-]{1,64}$/.test(keyPrefix)) {
