@@ -8,7 +8,7 @@ import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CONTRACT_POLICY, startHarness, type Harness } from './helpers/harness.js';
-import { createServerPki, httpsSend, type IssuedCertificate, type TestCa } from './helpers/certs.js';
+import { createServerPki, httpsSend, readAnswer, type IssuedCertificate, type TestCa } from './helpers/certs.js';
 import { cliEnv, jsonLines, startCli, type CliProcess } from './helpers/cli-process.js';
 import { writeCliConfig } from './helpers/provider-keys-setup.js';
 import { configFromDocument } from '../src/config/load.js';
@@ -61,14 +61,7 @@ function chatVia(agent: HttpsAgent, url: string, path?: string): Promise<Answer>
     const req = httpsRequest(new URL(path ?? '/v1/chat/completions', url), { method: path === undefined ? 'POST' : 'GET', agent, headers: body === undefined ? {} : { 'content-type': 'application/json' } }, (res) => {
       // taken now: a kept-alive socket is handed back to the agent when the response ends
       const socket = res.socket as TLSSocket;
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => { text += chunk; });
-      res.on('end', () => {
-        let json: Record<string, any> | undefined;
-        try { json = JSON.parse(text) as Record<string, any>; } catch { json = undefined; }
-        resolve({ status: res.statusCode ?? 0, json, socket });
-      });
+      readAnswer(res, ({ status, json }) => resolve({ status, json, socket }));
     });
     req.on('error', reject);
     req.end(body);

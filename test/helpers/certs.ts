@@ -1,3 +1,4 @@
+import type { IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { execFileSync } from 'node:child_process';
 import { createHash, X509Certificate } from 'node:crypto';
@@ -136,17 +137,20 @@ export function httpsSend(url: string, path: string, options: { client?: IssuedC
       ca: options.ca,
       ...(options.client ? { cert: options.client.cert, key: options.client.key } : {}),
       headers: { ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...(options.headers ?? {}) },
-    }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => { text += chunk; });
-      res.on('end', () => {
-        let json: Record<string, any> | undefined;
-        try { json = JSON.parse(text) as Record<string, any>; } catch { json = undefined; }
-        resolve({ status: res.statusCode ?? 0, json, text });
-      });
-    });
+    }, (res) => readAnswer(res, resolve));
     req.on('error', reject);
     req.end(body);
+  });
+}
+
+/** Reads a response whole: its status, its text, and the text as JSON when it is JSON. */
+export function readAnswer(res: IncomingMessage, done: (answer: HttpsAnswer) => void): void {
+  let text = '';
+  res.setEncoding('utf8');
+  res.on('data', (chunk: string) => { text += chunk; });
+  res.on('end', () => {
+    let json: Record<string, any> | undefined;
+    try { json = JSON.parse(text) as Record<string, any>; } catch { json = undefined; }
+    done({ status: res.statusCode ?? 0, json, text });
   });
 }
