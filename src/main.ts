@@ -194,7 +194,7 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
     { createSecretCache }, { createConfiguredResolver },
     { createLogger }, { createProviderKeyPool }, { createAuthenticator }, { createPolicyResolver }, { createProviderAdapter },
     { createUpstreamClient }, { createProxy }, { createPublicApp }, { createAdminApp }, { createPromptFingerprinter },
-    { createRecordWriter }, { createRequestRecorder }, { createAdmission }, { createPriceTable }, { createTokenEstimator }, { createAlertSink },
+    { createRecordWriter }, { createRequestRecorder }, { createAdmission, hasAny: hasAnyLimit }, { createPriceTable }, { createTokenEstimator }, { createAlertSink },
     { createMetrics }, trail, sampling, { createAnomalyDetector }, { createAnomalyAlertSink },
   ] = await Promise.all([
     import('./secrets/cache.js'), import('./secrets/from-config.js'),
@@ -383,7 +383,7 @@ export async function createGateway(config: GatewayConfig, options: GatewayOptio
       // on one Redis a failing readiness would take them all out of the load balancer at once);
       // when the default policy itself sets limits, every tenant needs the store: not ready
       {
-        name: 'limits_store', degrades: !defaultPolicyLimited(config),
+        name: 'limits_store', degrades: !hasAnyLimit(config.tenants.defaults.policy.limits) && !hasAnyLimit(config.tenants.defaults.policy.keyLimits),
         check: async () => { try { await counters.ping(); return null; } catch { return `${counters.kind} quota store is not reachable; requests of tenants and keys with limits are refused (503)`; } },
       },
       {
@@ -512,10 +512,4 @@ function settleDrainMs(drainTimeoutMs: number): number {
 function normaliseUrl(url: string): string {
   // Fastify may report [::1] or 127.0.0.1; keep whatever it bound
   return url.replace(/\/$/, '');
-}
-
-/** Whether the default tenant policy sets limits (then no tenant is served without the limits store). */
-function defaultPolicyLimited(config: GatewayConfig): boolean {
-  const { limits, keyLimits } = config.tenants.defaults.policy;
-  return Object.values(limits).some((v) => v !== undefined) || Object.values(keyLimits).some((v) => v !== undefined);
 }

@@ -83,7 +83,8 @@ const CODES: Record<Scope, Record<LimitName, ErrorCode>> = {
   },
 };
 
-function hasAny(limits: Limits): boolean {
+/** Whether any limit is set (the one test of "limited" for a tenant, a key or a default policy). */
+export function hasAny(limits: Limits): boolean {
   for (const name of LIMIT_NAMES) if (limits[name] !== undefined) return true;
   return false;
 }
